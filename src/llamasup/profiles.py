@@ -1,0 +1,146 @@
+"""Profiles: the frozen, validated form of ``profiles.yaml`` (one file or a directory of them).
+
+Loading reports every problem it finds (file, line, key path, what is allowed) in one
+``ProfileError``; a profile that loads is internally consistent: flags parse, references
+resolve, ids are unique across files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llamasup.envsubst import substitute
+from llamasup.errors import ProfileError, ProfileIssue
+from llamasup.profile_build import IssueLog, ParsedFile, build_profiles
+from llamasup.profile_schema import schema_issues
+from llamasup.profile_types import (
+    AgentConfig,
+    ApiKeyConfig,
+    GroupConfig,
+    ModelConfig,
+    Profiles,
+    RestartPolicy,
+    ServerConfig,
+    Source,
+)
+from llamasup.yamlsrc import KeyPath, YamlSyntaxError, load_yaml
+
+__all__ = [
+    "AgentConfig",
+    "ApiKeyConfig",
+    "GroupConfig",
+    "ModelConfig",
+    "Profiles",
+    "RestartPolicy",
+    "ServerConfig",
+    "Source",
+    "load_profiles",
+    "load_texts",
+    "profile_files",
+]
+
+PROFILE_SUFFIXES = (".yaml", ".yml")
+
+
+def profile_files(path: Path) -> list[Path]:
+    """The files of a profile path: the file itself, or a directory's ``*.yaml``/``*.yml``."""
+    if path.is_dir():
+        return sorted(
+            p
+            for p in path.iterdir()
+            if p.suffix in PROFILE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        )
+    return [path]
+
+
+def load_profiles(path: Path | str, environ: Mapping[str, str] | None = None) -> Profiles:
+    """Load and validate a profile file or directory; raise ``ProfileError`` listing all issues."""
+    root = Path(path).expanduser()
+    env = os.environ if environ is None else environ
+    if not root.exists():
+        raise ProfileError([ProfileIssue(str(root), None, "", "no such file or directory")])
+    files = profile_files(root)
+    if not files:
+        raise ProfileError(
+            [ProfileIssue(str(root), None, "", "directory holds no *.yaml or *.yml profile")]
+        )
+    texts: list[tuple[str, str, Path]] = []
+    for file in files:
+        try:
+            texts.append((str(file), file.read_text("utf-8"), file.parent.resolve()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProfileError([ProfileIssue(str(file), None, "", f"cannot read: {exc}")]) from exc
+    return load_texts(texts, source=str(root), environ=env)
+
+
+def load_texts(
+    texts: Sequence[tuple[str, str, Path]],
+    *,
+    source: str,
+    environ: Mapping[str, str],
+) -> Profiles:
+    """Load profiles from (name, text, directory) triples; directory anchors relative paths."""
+    log = IssueLog()
+    parsed = [p for p in (_parse_file(name, text, d, environ, log) for name, text, d in texts) if p]
+    revision = _revision(texts)
+    profiles = build_profiles(parsed, log, environ=environ, source=source, revision=revision)
+    if log.errors or profiles is None:
+        order = {name: i for i, (name, _, _) in enumerate(texts)}
+        raise ProfileError(
+            sorted(log.errors, key=lambda issue: (order.get(issue.file, 0), issue.line or 0))
+        )
+    return profiles
+
+
+def _revision(texts: Sequence[tuple[str, str, Path]]) -> str:
+    digest = hashlib.sha256()
+    for name, text, _ in texts:
+        digest.update(Path(name).name.encode() + b"\0" + text.encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def _parse_file(
+    name: str, text: str, directory: Path, environ: Mapping[str, str], log: IssueLog
+) -> ParsedFile | None:
+    try:
+        doc = load_yaml(text)
+    except YamlSyntaxError as exc:
+        log.errors.append(ProfileIssue(name, exc.line, "", str(exc)))
+        return None
+    parsed = ParsedFile(name, directory, doc, {})
+    for path, first, second in doc.duplicates:
+        log.error(parsed, path, f"duplicate key (first defined on line {first}, again on {second})")
+    if doc.data is None:
+        return parsed
+    data = substitute(doc.data, environ, lambda path, msg: log.error(parsed, path, msg))
+    if not isinstance(data, dict):
+        log.error(parsed, (), "a profile file is a mapping with server, models, agents, groups")
+        return None
+    invalid: list[KeyPath] = []
+    for path, message in schema_issues(data):
+        log.error(parsed, path, message)
+        invalid.append(path)
+    if () in invalid:
+        return None
+    for path in invalid:
+        _prune(data, path)
+    parsed.data = data
+    return parsed
+
+
+def _prune(data: Any, path: KeyPath) -> None:
+    """Drop an invalid subtree (already reported) so the other checks can still run."""
+    parent = data
+    for part in path[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(parent, dict):
+        parent.pop(path[-1], None)
+    elif isinstance(parent, list) and isinstance(path[-1], int) and path[-1] < len(parent):
+        parent[path[-1]] = None

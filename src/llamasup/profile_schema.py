@@ -41,9 +41,12 @@ def schema_issues(data: Any) -> Iterator[tuple[KeyPath, str]]:
 def _explain(error: ValidationError) -> Iterator[tuple[KeyPath, str]]:
     path: KeyPath = tuple(error.absolute_path)
     if "propertyNames" in error.relative_schema_path:
-        yield (*path, str(error.instance)), (
-            f"invalid name {error.instance!r}: names start with a letter or digit and use only "
-            "letters, digits and . _ : + -"
+        yield (
+            (*path, str(error.instance)),
+            (
+                f"invalid name {error.instance!r}: names start with a letter or digit and use only "
+                "letters, digits and . _ : + -"
+            ),
         )
         return
     validator, sub = error.validator, error.schema

@@ -6,7 +6,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from llamasup.errors import ResolveError, UnknownAgentError, UnknownModelError
+from llamasup.flagdefs import Kind
+from llamasup.flags import FlagSet, merge
+from llamasup.profile_types import AgentConfig, ModelConfig, Profiles
 
 SidecarKind = Literal["llama-server", "command"]
 
@@ -37,6 +42,7 @@ class SidecarSpec:
     memory: int | None = None
     group: str | None = None
     concurrency: int | None = None
+    load_flags: FlagSet = field(default_factory=FlagSet, compare=False, repr=False)
     key: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -72,3 +78,124 @@ class SidecarSpec:
     @property
     def env_map(self) -> Mapping[str, str]:
         return dict(self.env)
+
+
+AGENT_SEPARATOR = "@"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a (model, agent) pair means: the sidecar to use and the per-request defaults."""
+
+    spec: SidecarSpec
+    model: ModelConfig
+    agent: AgentConfig | None
+    request_defaults: Mapping[str, Any]
+
+    @property
+    def upstream_model(self) -> str:
+        return self.spec.served_name
+
+
+def split_target(name: str) -> tuple[str, str | None]:
+    """``model@agent`` → (model, agent); a plain name has no agent."""
+    model, sep, agent = name.partition(AGENT_SEPARATOR)
+    return model, (agent if sep else None)
+
+
+class Resolver:
+    """Resolves (model, agent) against one immutable ``Profiles``; results are memoised."""
+
+    def __init__(self, profiles: Profiles) -> None:
+        self.profiles = profiles
+        self._cache: dict[tuple[str | None, str | None], Resolved] = {}
+
+    def resolve(
+        self, model: str | None, agent: str | None = None, *, extra: FlagSet | None = None
+    ) -> Resolved:
+        if extra is None or len(extra) == 0:
+            key = (model, agent)
+            hit = self._cache.get(key)
+            if hit is None:
+                hit = self._cache[key] = resolve(self.profiles, model, agent)
+            return hit
+        return resolve(self.profiles, model, agent, extra=extra)
+
+
+def resolve(
+    profiles: Profiles, model: str | None, agent: str | None = None, *, extra: FlagSet | None = None
+) -> Resolved:
+    """The sidecar spec and request defaults for ``model`` with ``agent``'s overlay.
+
+    ``extra`` is an ad-hoc overlay (the ``X-Agent-Flags`` header) applied after the agent.
+    Only load-time flags reach the process (and its key): an overlay's request-time flags are
+    folded into per-request defaults, so agents that differ only in sampling share a sidecar.
+    """
+    agent_config = _agent(profiles, agent)
+    model_name = model or (agent_config.model if agent_config else None)
+    if not model_name:
+        raise UnknownModelError("", _listed_models(profiles))
+    model_config = profiles.find_model(model_name)
+    if model_config is None:
+        raise UnknownModelError(model_name, _listed_models(profiles))
+    overlays = [f for f in (agent_config.flags if agent_config else None, extra) if f is not None]
+    request_defaults: dict[str, Any] = {}
+    for overlay in overlays:
+        request_defaults.update(overlay.request_defaults())
+    load_overlay = merge(*(o.without_kind(Kind.REQUEST) for o in overlays))
+    spec = _spec(profiles, model_config, load_overlay, agent_config)
+    return Resolved(spec, model_config, agent_config, request_defaults)
+
+
+def _agent(profiles: Profiles, name: str | None) -> AgentConfig | None:
+    if name is None or name == "":
+        return None
+    agent = profiles.agents.get(name)
+    if agent is None:
+        raise UnknownAgentError(name, sorted(profiles.agents))
+    return agent
+
+
+def _listed_models(profiles: Profiles) -> list[str]:
+    return sorted(m.id for m in profiles.models.values() if not m.unlisted)
+
+
+def _spec(
+    profiles: Profiles, model: ModelConfig, overlay: FlagSet, agent: AgentConfig | None
+) -> SidecarSpec:
+    server = profiles.server
+    env = dict(server.env)
+    env.update(model.env)
+    if model.command is not None:
+        if len(overlay):
+            who = f"agent {agent.name!r}" if agent else "the request"
+            raise ResolveError(
+                f"{who} sets load-time flags ({' '.join(overlay.argv())}), which cannot apply "
+                f"to {model.id!r}: it is a command model, not a llama-server"
+            )
+        kind: SidecarKind = "command"
+        binary, args = model.command[0], model.command[1:]
+        flags = FlagSet()
+    else:
+        kind = "llama-server"
+        binary = model.binary or server.binary or ""
+        flags = merge(server.base_args, model.args, overlay)
+        head = ("--model", str(model.path)) if model.path is not None else ()
+        args = (*head, *flags.argv(), "--alias", model.id)
+    return SidecarSpec(
+        model=model.id,
+        kind=kind,
+        binary=binary,
+        args=tuple(args),
+        env=tuple(sorted(env.items())),
+        health_path=model.health if kind == "command" else "/health",
+        model_path=None if model.path is None else str(model.path),
+        served_name=model.upstream_model or model.id,
+        pinned=model.pinned,
+        preload=model.preload,
+        ttl=model.ttl,
+        memory=model.memory,
+        group=model.group,
+        concurrency=model.concurrency,
+        load_flags=flags,
+    )

@@ -91,10 +91,9 @@ def run_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     for warning in profiles.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    files = len(profiles.files)
     print(
-        f"{root}: valid ({files} file{'s' if files != 1 else ''}, revision {profiles.revision}): "
-        f"{len(profiles.models)} models, {len(profiles.agents)} agents"
+        f"{root}: valid ({_count(len(profiles.files), 'file')}, revision {profiles.revision}): "
+        f"{_count(len(profiles.models), 'model')}, {_count(len(profiles.agents), 'agent')}"
     )
     return EXIT_OK
 
@@ -112,8 +111,11 @@ def _report_invalid(args: argparse.Namespace, root: Path, issues: tuple[ProfileI
         return
     for issue in issues:
         print(f"error: {issue}", file=sys.stderr)
-    count = len(issues)
-    print(f"{root}: invalid ({count} error{'s' if count != 1 else ''})", file=sys.stderr)
+    print(f"{root}: invalid ({_count(len(issues), 'error')})", file=sys.stderr)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def run_render(args: argparse.Namespace) -> int:

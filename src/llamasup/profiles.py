@@ -120,16 +120,31 @@ def _parse_file(
     if not isinstance(data, dict):
         log.error(parsed, (), "a profile file is a mapping with server, models, agents, groups")
         return None
-    invalid: list[KeyPath] = []
-    for path, message in schema_issues(data):
+    found = list(schema_issues(data))
+    for path, message in found:
         log.error(parsed, path, message)
-        invalid.append(path)
-    if () in invalid:
+    invalid = [path for path, _ in found]
+    # Drop what is invalid (already reported) so the remaining checks can still run; removing a
+    # key may leave its parent incomplete, so repeat until the rest satisfies the schema.
+    for _ in range(_PRUNE_ROUNDS):
+        if not invalid:
+            break
+        if () in invalid:
+            return None
+        for path in sorted(invalid, key=_deepest_last_first, reverse=True):
+            _prune(data, path)
+        invalid = [path for path, _ in schema_issues(data)]
+    if invalid:
         return None
-    for path in invalid:
-        _prune(data, path)
     parsed.data = data
     return parsed
+
+
+_PRUNE_ROUNDS = 4
+
+
+def _deepest_last_first(path: KeyPath) -> list[str]:
+    return [str(part).zfill(8) for part in path]
 
 
 def _prune(data: Any, path: KeyPath) -> None:
@@ -143,4 +158,4 @@ def _prune(data: Any, path: KeyPath) -> None:
     if isinstance(parent, dict):
         parent.pop(path[-1], None)
     elif isinstance(parent, list) and isinstance(path[-1], int) and path[-1] < len(parent):
-        parent[path[-1]] = None
+        del parent[path[-1]]

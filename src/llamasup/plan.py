@@ -44,6 +44,7 @@ settings only matter for keys that are no longer desired.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import TypeVar
 
 from llamasup.plan_ledger import Ledger, Occupant, find_room, format_bytes
@@ -94,11 +95,14 @@ _Keyed = TypeVar("_Keyed", Want, Have)
 
 
 def _index(items: Iterable[_Keyed]) -> dict[str, _Keyed]:
-    indexed: dict[str, _Keyed] = {}
-    for item in items:
-        if item.key in indexed:
-            raise ValueError(f"duplicate sidecar key {item.key!r} in planner input")
-        indexed[item.key] = item
+    listed = list(items)
+    indexed = {item.key: item for item in listed}
+    if len(indexed) != len(listed):
+        seen: set[str] = set()
+        for item in listed:
+            if item.key in seen:
+                raise ValueError(f"duplicate sidecar key {item.key!r} in planner input")
+            seen.add(item.key)
     return indexed
 
 
@@ -165,7 +169,7 @@ class _Planner:
 
     def _models(self) -> set[str]:
         if self._desired_models is None:
-            self._desired_models = {want.model for want in self.wants.values()}
+            self._desired_models = set(map(attrgetter("model"), self.wants.values()))
         return self._desired_models
 
     def _ttl_expired(self, want: Want, have: Have) -> bool:
@@ -234,7 +238,11 @@ class _Planner:
         pinned: list[Want] = []
         demanded: list[Want] = []
         preload: list[Want] = []
-        for want in self.wants.values():
+        # one cheap pass over what may be tens of thousands of keys; the rest is per candidate
+        interesting = [
+            w for w in self.wants.values() if w.pinned or w.preload or w.demand is not None
+        ]
+        for want in interesting:
             if want.pinned:
                 pinned.append(want)
             elif want.demand is not None:

@@ -290,3 +290,18 @@ def test_bad_flags(tiny: Path) -> None:
         estimate(tiny, cache_type_k="q3_k")
     with pytest.raises(FlagError, match="--ctx-size"):
         LoadSettings(ctx_size=-1)
+
+
+def test_masks_span_one_stream(tiny: Path) -> None:
+    unified = estimate(tiny, ctx_size=2048, n_parallel=2, kv_unified=True)
+    per_slot = estimate(tiny, ctx_size=4096, n_parallel=2)
+    # 2 streams of 2048 cells attend like one 2048-cell unified cache
+    assert per_slot.compute == unified.compute
+    assert per_slot.kv_cache == 2 * unified.kv_cache
+
+
+def test_quantized_cache_that_cannot_split_heads_is_noted(tmp_path: Path) -> None:
+    path = write_model(tmp_path / "h16.gguf", n_head_kv=4)  # head size 64 / 4 = 16
+    result = estimate(path, ctx_size=512, cache_type_k="q8_0")
+    assert any("does not divide the head size 16" in note for note in result.notes)
+    assert estimate(path, ctx_size=512).notes == ()

@@ -22,8 +22,8 @@ The formula follows how llama.cpp b11434 sizes its buffers on CPU (``llama-conte
     weights    = sum of the tensor data bytes (every shard of a split model)
     overhead   = compute + output + runtime (+ prompt_cache when asked)
       compute  = n_ubatch x 4 x (8 n_embd + 3 n_ff)                 activations, fitted
-               + n_ubatch x 2 x streams x (cells + swa_cells)        f16 attention masks
-               + without flash attention: n_ubatch x n_head x 4 x streams x cells   (KQ)
+               + n_ubatch x 2 x (cells + swa_cells)                  f16 attention masks
+               + without flash attention: n_ubatch x n_head x 4 x cells             (KQ)
       output   = n_vocab x 4 x n_seq                                 logits, one row per slot
       runtime  = 12 MiB + 128 bytes x n_vocab                        binary, threads, vocab
 
@@ -116,7 +116,10 @@ class LoadSettings:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes a sidecar is expected to hold; ``kv_cache`` includes any recurrent state."""
+    """Bytes a sidecar is expected to hold; ``kv_cache`` includes any recurrent state.
+
+    ``compute`` is the compute-buffer part of ``overhead`` (llama-server logs its own).
+    """
 
     weights: int
     kv_cache: int
@@ -124,6 +127,7 @@ class MemoryEstimate:
     total: int
     n_ctx: int
     n_seq: int
+    compute: int = 0
     notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
@@ -234,13 +238,24 @@ def estimate_shape(shape: ModelShape, settings: LoadSettings) -> MemoryEstimate:
 
     ubatch = settings.n_ubatch
     has_swa = any(s and k for s, k in zip(shape.swa_layers, shape.kv_layers, strict=True))
-    mask_cells = streams * (cells + (swa_cells if has_swa else 0))
+    # one ubatch attends within one stream, so the masks span a stream's cells
+    mask_cells = cells + (swa_cells if has_swa else 0)
     compute = ubatch * 4 * (8 * shape.n_embd + 3 * shape.n_ff) + ubatch * 2 * mask_cells
     if not settings.flash_attn:
-        compute += ubatch * shape.n_head * 4 * streams * cells
+        compute += ubatch * shape.n_head * 4 * cells
     output = shape.n_vocab * 4 * n_seq
     runtime = RUNTIME_BASE + RUNTIME_PER_TOKEN * shape.n_vocab
     overhead = compute + output + runtime + settings.prompt_cache
+    for flag, cache_type, head in (
+        ("--cache-type-k", settings.cache_type_k, shape.head_k),
+        ("--cache-type-v", settings.cache_type_v, shape.head_v),
+    ):
+        block = GGML_QUANT_SIZES[CACHE_TYPES[cache_type]][0]
+        if head % block:
+            notes.append(
+                f"{flag} {cache_type}: block size {block} does not divide the head size "
+                f"{head}; llama-server refuses to start"
+            )
     if n_ctx // (1 if unified else n_seq) > shape.n_ctx_train > 0:
         notes.append(f"context per slot exceeds the trained context ({shape.n_ctx_train})")
     return MemoryEstimate(
@@ -250,5 +265,6 @@ def estimate_shape(shape: ModelShape, settings: LoadSettings) -> MemoryEstimate:
         total=shape.weights + kv + overhead,
         n_ctx=n_ctx,
         n_seq=n_seq,
+        compute=compute,
         notes=tuple(notes),
     )

@@ -25,7 +25,8 @@ The formula follows how llama.cpp b11434 sizes its buffers on CPU (``llama-conte
                + n_ubatch x 2 x (cells + swa_cells)                  f16 attention masks
                + without flash attention: n_ubatch x n_head x 4 x cells             (KQ)
       output   = n_vocab x 4 x n_seq                                 logits, one row per slot
-      runtime  = 12 MiB + 128 bytes x n_vocab                        binary, threads, vocab
+      runtime  = 18 MiB + 200 bytes x n_vocab                        binary, threads, vocab,
+                                                                     samplers, repacked weights
 
 The compute and runtime terms are fitted to measurements (``bench/RESULTS.md``, "Memory
 estimate") and lean high. Recurrent and hybrid models (mamba, rwkv, lfm2, jamba, qwen3next...)
@@ -75,8 +76,8 @@ CACHE_TYPES: dict[str, GGMLQuantizationType] = {
     "q5_1": GGMLQuantizationType.Q5_1,
 }
 AUTO_PARALLEL = 4
-RUNTIME_BASE = 12 * _MIB
-RUNTIME_PER_TOKEN = 128
+RUNTIME_BASE = 18 * _MIB
+RUNTIME_PER_TOKEN = 200
 
 
 @dataclass(frozen=True)

@@ -329,6 +329,19 @@ CASES = [
         Limits(max_sidecars=1),
     ),
     Case(
+        "a member still stopping does not push out the one that replaced it",
+        [want("a", group="g"), want("b", group="g")],
+        [have("a", "stopping"), have("b", "starting")],
+        [],
+    ),
+    Case(
+        "a stopping sidecar does not cause evictions under the count limit",
+        [want("a"), want("b")],
+        [have("a", "stopping"), have("b")],
+        [],
+        Limits(max_sidecars=1),
+    ),
+    Case(
         "lowered group limit: an idle member goes",
         [want("a", group="g"), want("b", group="g")],
         [have("a", last_used=5), have("b", last_used=1)],

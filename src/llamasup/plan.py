@@ -217,16 +217,26 @@ class _Planner:
     # -- rule 3: limits lowered under a running set ------------------------------------------
 
     def _fit_lowered_limits(self) -> None:
-        """Evict idle sidecars while the running set is over limits lowered by a reload."""
+        """Evict idle sidecars while the running set is over limits lowered by a reload.
+
+        Only what stays counts here: a sidecar that is already stopping is on its way out, and
+        evicting others because of it would stop more than needed.
+        """
+        staying = [o for o in self.occupants.values() if not o.leaving]
+        steady = Ledger(self.limits)
+        for occupant in staying:
+            steady.add(occupant.memory, occupant.group)
         over_groups = [
             group
-            for group, members in sorted(self.ledger.groups.items())
+            for group, members in sorted(steady.groups.items())
             if members > self.limits.group_limit(group)
         ]
         for group in (None, *over_groups):
-            room = find_room(self.ledger, self.occupants.values(), group=group, memory=0, slots=0)
+            room = find_room(steady, staying, group=group, memory=0, slots=0)
             for occupant, reason in room.victims:
                 self._evict(occupant, reason, "because the running set is over the limits")
+                steady.remove(occupant.memory, occupant.group)
+                staying.remove(occupant)
             if room.blocked or room.drains:
                 busy = ", ".join(o.model for o in room.drains)
                 why = "; ".join(room.blocked) or f"busy group members: {busy}"

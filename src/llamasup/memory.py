@@ -49,7 +49,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from llamasup.errors import FlagError
 from llamasup.gguf_meta import ModelMetadataError, read_model
 from llamasup.model_shape import ModelShape, model_shape
-from llamasup.plan_ledger import format_bytes
+from llamasup.units import format_bytes
 
 __all__ = [
     "CACHE_TYPES",

@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import TypeVar
 
-from llamasup.plan_ledger import Ledger, Occupant, find_room, format_bytes
+from llamasup.plan_ledger import Ledger, Occupant, find_room
 from llamasup.plan_types import (
     RUNNING_STATES,
     Action,
@@ -65,6 +65,7 @@ from llamasup.plan_types import (
     Wait,
     Want,
 )
+from llamasup.units import format_bytes
 
 __all__ = [
     "RUNNING_STATES",

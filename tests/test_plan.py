@@ -445,3 +445,10 @@ def test_plan_is_ordered_stops_starts_then_the_rest() -> None:
     )
     kinds = [type(action) for action in result.actions]
     assert kinds == [Stop, Start, Refuse]
+
+
+def test_desired_may_be_a_mapping_kept_by_the_caller() -> None:
+    desired = [want("a", pinned=True), want("b", demand=demand())]
+    observed = [have("x")]
+    as_mapping = {w.key: w for w in desired}
+    assert plan(as_mapping, observed, Limits(), NOW) == plan(desired, observed, Limits(), NOW)

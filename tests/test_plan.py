@@ -329,6 +329,19 @@ CASES = [
         Limits(max_sidecars=1),
     ),
     Case(
+        "a member still stopping does not push out the one that replaced it",
+        [want("a", group="g"), want("b", group="g")],
+        [have("a", "stopping"), have("b", "starting")],
+        [],
+    ),
+    Case(
+        "a stopping sidecar does not cause evictions under the count limit",
+        [want("a"), want("b")],
+        [have("a", "stopping"), have("b")],
+        [],
+        Limits(max_sidecars=1),
+    ),
+    Case(
         "lowered group limit: an idle member goes",
         [want("a", group="g"), want("b", group="g")],
         [have("a", last_used=5), have("b", last_used=1)],
@@ -432,3 +445,10 @@ def test_plan_is_ordered_stops_starts_then_the_rest() -> None:
     )
     kinds = [type(action) for action in result.actions]
     assert kinds == [Stop, Start, Refuse]
+
+
+def test_desired_may_be_a_mapping_kept_by_the_caller() -> None:
+    desired = [want("a", pinned=True), want("b", demand=demand())]
+    observed = [have("x")]
+    as_mapping = {w.key: w for w in desired}
+    assert plan(as_mapping, observed, Limits(), NOW) == plan(desired, observed, Limits(), NOW)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -177,3 +178,38 @@ def test_same_world_in_any_order_gives_the_same_plan(
     rng.shuffle(desired)
     rng.shuffle(observed)
     assert plan(desired, observed, limits, now) == reference
+
+
+def _apply(result: Plan, observed: list[Have], now: float) -> list[Have]:
+    """The world once the executor has carried the plan out (busy drains still stopping)."""
+    stopped = {s.key: s for s in result.stops}
+    world: list[Have] = []
+    for have in observed:
+        stop = stopped.get(have.key)
+        if stop is None:
+            world.append(have)
+        elif have.state in RUNNING_STATES and stop.in_flight > 0:
+            world.append(replace(have, state="stopping"))
+        elif have.key in {w.key for w in result.waits} or stop.reason != "removed":
+            world.append(replace(have, state="stopped", in_flight=0))
+    for start in result.starts:
+        world = [h for h in world if h.key != start.key]
+        world.append(Have(start.key, f"model-of-{start.key}", "starting", last_used=now))
+    return world
+
+
+@settings(max_examples=300, deadline=None)
+@given(wants(), haves(), limits_st, nows)
+def test_a_second_pass_does_not_undo_the_first(
+    desired: list[Want], observed: list[Have], limits: Limits, now: float
+) -> None:
+    first = plan(desired, observed, limits, now)
+    wanted = {w.key: w for w in desired}
+    world = [
+        replace(h, model=wanted[h.key].model) if h.key in wanted else h
+        for h in _apply(first, observed, now)
+    ]
+    second = plan(desired, world, limits, now)
+    started = {s.key for s in first.starts}
+    assert not started & {s.key for s in second.stops}, "a fresh start is stopped again"
+    assert not started & {s.key for s in second.starts}, "started twice"

@@ -43,11 +43,11 @@ settings only matter for keys that are no longer desired.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from operator import attrgetter
 from typing import TypeVar
 
-from llamasup.plan_ledger import Ledger, Occupant, find_room, format_bytes
+from llamasup.plan_ledger import Ledger, Occupant, find_room
 from llamasup.plan_types import (
     RUNNING_STATES,
     Action,
@@ -65,6 +65,7 @@ from llamasup.plan_types import (
     Wait,
     Want,
 )
+from llamasup.units import format_bytes
 
 __all__ = [
     "RUNNING_STATES",
@@ -86,9 +87,19 @@ __all__ = [
 ]
 
 
-def plan(desired: Iterable[Want], observed: Iterable[Have], limits: Limits, now: float) -> Plan:
-    """Decide what to stop and start so that the running set serves the desired one."""
-    return _Planner(_index(desired), _index(observed), limits, now).run()
+def plan(
+    desired: Iterable[Want] | Mapping[str, Want],
+    observed: Iterable[Have],
+    limits: Limits,
+    now: float,
+) -> Plan:
+    """Decide what to stop and start so that the running set serves the desired one.
+
+    ``desired`` may be a mapping of key -> Want that the caller keeps between passes; it is
+    used as is (not copied, not re-indexed), which saves most of the time on large sets.
+    """
+    wants = desired if isinstance(desired, Mapping) else _index(desired)
+    return _Planner(wants, _index(observed), limits, now).run()
 
 
 _Keyed = TypeVar("_Keyed", Want, Have)
@@ -108,7 +119,7 @@ def _index(items: Iterable[_Keyed]) -> dict[str, _Keyed]:
 
 class _Planner:
     def __init__(
-        self, wants: dict[str, Want], haves: dict[str, Have], limits: Limits, now: float
+        self, wants: Mapping[str, Want], haves: dict[str, Have], limits: Limits, now: float
     ) -> None:
         self.wants = wants
         self.haves = haves
@@ -217,16 +228,26 @@ class _Planner:
     # -- rule 3: limits lowered under a running set ------------------------------------------
 
     def _fit_lowered_limits(self) -> None:
-        """Evict idle sidecars while the running set is over limits lowered by a reload."""
+        """Evict idle sidecars while the running set is over limits lowered by a reload.
+
+        Only what stays counts here: a sidecar that is already stopping is on its way out, and
+        evicting others because of it would stop more than needed.
+        """
+        staying = [o for o in self.occupants.values() if not o.leaving]
+        steady = Ledger(self.limits)
+        for occupant in staying:
+            steady.add(occupant.memory, occupant.group)
         over_groups = [
             group
-            for group, members in sorted(self.ledger.groups.items())
+            for group, members in sorted(steady.groups.items())
             if members > self.limits.group_limit(group)
         ]
         for group in (None, *over_groups):
-            room = find_room(self.ledger, self.occupants.values(), group=group, memory=0, slots=0)
+            room = find_room(steady, staying, group=group, memory=0, slots=0)
             for occupant, reason in room.victims:
                 self._evict(occupant, reason, "because the running set is over the limits")
+                steady.remove(occupant.memory, occupant.group)
+                staying.remove(occupant)
             if room.blocked or room.drains:
                 busy = ", ".join(o.model for o in room.drains)
                 why = "; ".join(room.blocked) or f"busy group members: {busy}"

@@ -9,22 +9,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from llamasup.units import format_bytes
+
 if TYPE_CHECKING:
     from llamasup.plan_types import Limits
 
 EvictReason = Literal["evicted-lru", "evicted-memory", "group"]
-
-_GIB = 1 << 30
-_MIB = 1 << 20
-
-
-def format_bytes(size: int) -> str:
-    """Human size for reasons: ``12.0 GiB``, ``300.0 MiB``, ``512 B``."""
-    if size >= _GIB:
-        return f"{size / _GIB:.1f} GiB"
-    if size >= _MIB:
-        return f"{size / _MIB:.1f} MiB"
-    return f"{size} B"
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Durations and sizes as profiles write them (``30s``, ``5m``, ``20GiB``) and as people read them."""
+"""Durations and sizes: as profiles write them (``30s``, ``20GiB``) and as people read them."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def _section(title: str, entries: Mapping[str, Entry]) -> list[str]:
             body += _key_value(key, value, 4, "command" if key == "command" else mode)
         if not entry.fields:
             body = [f"  {_key(name)}: {{}}"]
-        lines += [f"  # {line.strip()}" for line in body] if entry.disabled else body
+        lines += [f"  # {line[2:]}" for line in body] if entry.disabled else body
     return [*lines, ""]
 
 

@@ -9,6 +9,7 @@ itself would refuse (bad YAML, unknown macros, unset ``${env.*}``). Per-model wo
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,7 +105,9 @@ def import_swap(
     _server_order(draft)
     for key, value in data.items():
         if key in _TOP_NO_EQUIVALENT:
-            draft.warn(key, f"{value!r}: {_TOP_NO_EQUIVALENT[key]}")
+            # values of lists and mappings are not echoed: peers may hold API keys
+            shown = "" if isinstance(value, dict | list) else f"{json.dumps(value)}: "
+            draft.warn(key, shown + _TOP_NO_EQUIVALENT[key])
         elif key not in TOP_KEYS:
             draft.warn(key, "unknown llama-swap setting; not imported")
     return draft
@@ -259,12 +262,14 @@ def _agent(draft: Draft, imp: ModelImport, key: str, params: dict[str, Any], whe
     if flags.tokens:
         entry.fields["flags"] = flags.tokens
     aliases = [a for a in imp.entry.fields.get("aliases", []) if a != key]
-    if len(aliases) != len(imp.entry.fields.get("aliases", [])):
+    was_alias = len(aliases) != len(imp.entry.fields.get("aliases", []))
+    if was_alias:
         _set_or_drop(imp.entry, "aliases", aliases)
     draft.warn(
         path,
         f"now agent {name!r}: clients request {imp.id}@{name} (or @{name}) instead of "
-        f"{key!r}; its flags are defaults a client may override",
+        f"{key!r}; its flags are defaults a client may override"
+        + ("; no longer an alias, which would drop the parameters silently" if was_alias else ""),
         section="agents",
         name=name,
     )
@@ -347,10 +352,11 @@ def _int(data: Mapping[str, Any], key: str) -> int:
 def _ports(draft: Draft, start: int, n_models: int, listen_port: int) -> str:
     end = min(65535, start + max(PORT_SPAN, n_models) - 1)
     if start <= listen_port <= end:
-        if listen_port - start >= n_models:
+        below, above = listen_port - start, min(65535, listen_port + PORT_SPAN) - listen_port
+        if below >= max(n_models, above):
             end = listen_port - 1
         else:
-            start, end = listen_port + 1, min(65535, listen_port + PORT_SPAN)
+            start, end = listen_port + 1, listen_port + above
         draft.warn("startPort", f"moved the sidecar range to {start}-{end} around the listen port")
     draft.note(
         f"ports: from startPort; llama-swap numbered one port per model, llamasup hands out "

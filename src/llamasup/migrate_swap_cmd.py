@@ -259,13 +259,13 @@ def _owned_value(result: ServerArgs, name: str, value: Word) -> None:
         result.aliases += [a.strip() for a in value.value.split(",") if a.strip()]
     elif name == "--port" and value.value != PORT:
         result.dropped.append(
-            (name, f"fixed port {value.value} dropped: llamasup gives each sidecar a port")
+            (name, f"--port {value.value} dropped: llamasup gives each sidecar a port")
         )
     elif name == "--host" and not _loopback(value.value):
         result.dropped.append(
             (
                 name,
-                f"{value.value} dropped: sidecars listen on loopback behind llamasup, so "
+                f"--host {value.value} dropped: sidecars listen on loopback behind llamasup, so "
                 "clients that reached this llama-server directly must go through llamasup",
             )
         )

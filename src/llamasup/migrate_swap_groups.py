@@ -126,15 +126,15 @@ def _persistent(draft: Draft, gid: str, name: str, members: list[ModelImport], s
             pinned.append(imp.id)
         else:
             kept.append(imp.id)
-    parts = ["other groups never unload it in llamasup anyway"]
+    parts = ["llamasup never unloads a model because another group started, so that holds"]
     if pinned:
         parts.append(
-            f"pinned {', '.join(pinned)} so memory pressure cannot evict them either "
-            "(pinned also starts them at startup)"
+            f"pinned: {', '.join(pinned)} (not evicted under memory pressure either, and "
+            "started at startup)"
         )
     if kept:
         parts.append(
-            f"not pinned: {', '.join(kept)} (a ttl, or swapping inside the group, which "
+            f"not pinned: {', '.join(kept)} (has a ttl, or swaps within its group, which "
             "pinning would forbid)"
         )
     draft.warn(f"groups.{gid}.persistent", "; ".join(parts), section="groups", name=name)

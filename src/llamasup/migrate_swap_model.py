@@ -144,8 +144,8 @@ def _server_model(
         return
     result.server, result.binary = args, command.program.raw
     result.entry.fields.update(trial.fields)
-    for flag, message in args.dropped:
-        warn("cmd", f"{flag}: {message}")
+    for _flag, message in args.dropped:
+        warn("cmd", message)
     if health not in ("/health", "none"):
         warn("checkEndpoint", f"{health}: llamasup probes /health of llama-server sidecars")
     if args.path is not None and not _absolute(args.path.value):
@@ -176,7 +176,8 @@ def _command_model(
     argv = [w.raw for w in words]
     url = urlsplit(proxy)
     if not any(PORT in w for w in argv):
-        argv = _port_placeholder(argv, url.port)
+        port = url.netloc.rpartition(":")[2]
+        argv = _port_placeholder(argv, int(port) if port.isdigit() else None)
         if any(PORT in w for w in argv):
             warn("proxy", f"{proxy}: its fixed port in cmd became ${{PORT}} (llamasup assigns it)")
         else:

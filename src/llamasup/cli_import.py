@@ -141,6 +141,7 @@ def _run(args: argparse.Namespace, build: Callable[[Path], Draft]) -> int:
     else:
         if out is None:
             sys.stdout.write(next(iter(files.values())))
+            sys.stdout.flush()  # the profile before the warnings, on a terminal
         _report_text(draft, profiles, out)
     return EXIT_OK
 

@@ -161,6 +161,44 @@ def test_macro_names_are_checked(tmp_path: Path) -> None:
     assert any(p.startswith("macros.bad name:") for p in info.value.problems)
 
 
+def test_wrong_types_are_input_errors_listed_together(tmp_path: Path) -> None:
+    config = """
+    startPort: many
+    models:
+      m:
+        cmd: llama-server --port ${PORT} -m /m.gguf
+        aliases: just-one
+        ttl: "60"
+        env: {A: 1}
+    groups:
+      g: {members: m}
+    hooks: {on_startup: {preload: m}}
+    """
+    with pytest.raises(InputError) as info:
+        import_swap_text(dedent(config), tmp_path)
+    assert info.value.problems == [
+        "startPort: expected a whole number, got 'many'",
+        "models.m.ttl: expected a whole number, got '60'",
+        "models.m.aliases: expected a list, got 'just-one'",
+        "models.m.env: expected a list, got {'A': 1}",
+        "groups.g.members: expected a list, got 'm'",
+        "hooks.on_startup.preload: a list of model ids",
+    ]
+
+
+def test_numbers_written_as_environment_references(tmp_path: Path) -> None:
+    config = """
+    globalTTL: ${env.TTL}
+    models:
+      m:
+        cmd: llama-server --port ${PORT} -m /m.gguf
+        unlisted: ${env.HIDDEN}
+    """
+    result = import_swap_text(dedent(config), tmp_path, {"TTL": "300", "HIDDEN": "true"})
+    assert result.profiles.server.idle_ttl == 300
+    assert result.profiles.models["m"].unlisted
+
+
 # -- groups, command models ---------------------------------------------------------------------
 
 

@@ -2,8 +2,9 @@
 
 The import is a pure function of the config text and the environment: ``import_swap`` returns
 a ``Draft`` (entries, comments, warnings), or raises ``InputError`` listing what llama-swap
-itself would refuse (bad YAML, unknown macros, unset ``${env.*}``). Per-model work is in
-``migrate_swap_model``, groups and preloading in ``migrate_swap_groups``.
+itself would refuse (bad YAML, wrong types, unknown macros, unset ``${env.*}``). Per-model work
+is in ``migrate_swap_model``, filters in ``migrate_swap_filters``, groups and preloading in
+``migrate_swap_groups``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,11 @@ from llamasup.migrate_draft import (
     valid_id,
 )
 from llamasup.migrate_emit import model_argvs, render_single, validate
-from llamasup.migrate_swap_cmd import (
-    ENV_REF,
-    macro_problems,
-)
+from llamasup.migrate_swap_cmd import ENV_REF, macro_problems
 from llamasup.migrate_swap_filters import apply_filters, set_or_drop
 from llamasup.migrate_swap_groups import apply_groups, apply_preload
 from llamasup.migrate_swap_model import Context, ModelImport, import_model, put
+from llamasup.migrate_swap_shape import shape_problems
 from llamasup.yamlsrc import YamlSyntaxError, load_yaml
 
 TOP_KEYS = frozenset(
@@ -70,15 +69,15 @@ def import_swap(
     """Convert a llama-swap config; ``anchor`` is where relative paths will resolve."""
     data = _document(text)
     draft = Draft(source)
-    problems: list[str] = []
+    missing: set[str] = set()
+    problems = shape_problems(data, environ, missing)
+    if problems:
+        raise InputError(problems)
     global_macros = data.get("macros") or {}
-    if not isinstance(global_macros, dict):
-        raise InputError(["macros: a mapping of name → value"])
     problems += macro_problems(global_macros, "macros")
     for orig, raw in data["models"].items():
-        if isinstance(raw, dict) and isinstance(raw.get("macros"), dict):
-            problems += macro_problems(raw["macros"], f"models.{orig}.macros")
-    ctx = Context(draft, environ, global_macros, problems, set(), _checker(anchor, environ))
+        problems += macro_problems(raw.get("macros") or {}, f"models.{orig}.macros")
+    ctx = Context(draft, environ, global_macros, problems, missing, _checker(anchor, environ))
     imports = _models(ctx, data["models"])
     problems += [
         f"environment variable {name} is not set (llama-swap refuses such a config too)"

@@ -65,6 +65,20 @@ def test_basic_shared_flags_become_base_args(tmp_path: Path) -> None:
     assert "binary" not in result.draft.models["embed"].fields
 
 
+def test_shared_flags_stay_per_model_when_moving_them_would_change_argv(tmp_path: Path) -> None:
+    # --mmap with --mlock in one layer is mmap+mlock; split across layers the model's --mlock
+    # would replace the base's --mmap: the importer notices and keeps the flags where they were
+    config = """
+    models:
+      a: {cmd: "llama-server --port ${PORT} -m /a.gguf --mmap --mlock"}
+      b: {cmd: "llama-server --port ${PORT} -m /b.gguf --mmap"}
+    """
+    result = import_swap_text(dedent(config), tmp_path)
+    assert "base_args" not in result.draft.server
+    assert result.argv("a")[3:5] == ["--load-mode", "mmap+mlock"]
+    assert result.argv("b")[3:5] == ["--load-mode", "mmap"]
+
+
 def test_basic_lifecycle_and_server_settings(tmp_path: Path) -> None:
     result = import_swap_fixture("basic.yaml", tmp_path)
     server, models = result.profiles.server, result.profiles.models

@@ -116,7 +116,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 def _run(args: argparse.Namespace, build: Callable[[Path], Draft]) -> int:
     out = Path(args.out) if args.out else None
     as_dir = out is not None and (str(args.out).endswith(("/", os.sep)) or out.is_dir())
-    anchor = (out if as_dir else out.parent if out else Path.cwd()).resolve()  # type: ignore[union-attr]
+    anchor = Path.cwd().resolve() if out is None else (out if as_dir else out.parent).resolve()
     try:
         draft = build(anchor)
     except InputError as exc:

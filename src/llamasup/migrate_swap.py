@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def _document(text: str) -> dict[str, Any]:
     return data
 
 
-def _checker(anchor: Path, environ: Mapping[str, str]) -> Any:
+def _checker(anchor: Path, environ: Mapping[str, str]) -> Callable[[str, Entry], list[str]]:
     def check(model_id: str, entry: Entry) -> list[str]:
         trial = Draft("check", models={model_id: Entry(dict(entry.fields))})
         try:

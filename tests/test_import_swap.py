@@ -8,7 +8,12 @@ changed behaviour is reported at its input key path.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -524,11 +529,14 @@ models:
     aliases: [default]
     ttl: 300
 """
+#: a real llama-server and the tiny test model, when the machine has them
+E2E_BINARY = os.environ.get("LLAMASUP_E2E_LLAMA_SERVER", "")
+E2E_MODEL = os.environ.get("LLAMASUP_E2E_TINY_MODEL", "")
 
 
-def import_e2e_config(tmp_path: Path) -> tuple[Path, list[str]]:
-    """Import a config that runs a real llama-server on a tiny model; return profile + argv."""
-    env = {"LLAMA_SERVER_BIN": "/usr/local/bin/llama-server", "TINY_MODEL": "/tmp/tiny.gguf"}
+def import_e2e_config(tmp_path: Path, binary: str, model: str) -> tuple[Path, list[str]]:
+    """Import a config that runs llama-server on a tiny model; return the profile and argv."""
+    env = {"LLAMA_SERVER_BIN": binary, "TINY_MODEL": model}
     result = import_swap_text(dedent(E2E_CONFIG), tmp_path, env)
     path = tmp_path / "profiles.yaml"
     path.write_text(result.files["profiles.yaml"], encoding="utf-8")
@@ -536,7 +544,7 @@ def import_e2e_config(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def test_e2e_import_half(tmp_path: Path) -> None:
-    _, argv = import_e2e_config(tmp_path)
+    _, argv = import_e2e_config(tmp_path, "/usr/local/bin/llama-server", "/tmp/tiny.gguf")
     assert argv == [
         "/usr/local/bin/llama-server", "--model", "/tmp/tiny.gguf",
         "--ctx-size", "512", "--flash-attn", "off", "--load-mode", "none", "--parallel", "1",
@@ -544,8 +552,47 @@ def test_e2e_import_half(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def _real_llama_server() -> tuple[str, str]:
+    if not (E2E_BINARY and Path(E2E_BINARY).is_file() and Path(E2E_MODEL).is_file()):
+        pytest.skip("set LLAMASUP_E2E_LLAMA_SERVER and LLAMASUP_E2E_TINY_MODEL to run this")
+    return E2E_BINARY, E2E_MODEL
+
+
+@pytest.mark.e2e
+def test_e2e_imported_argv_starts_a_real_llama_server(tmp_path: Path) -> None:
+    """The translated argv (--load-mode for --no-mmap, ...) is accepted by the real binary."""
+    binary, model = _real_llama_server()
+    _, argv = import_e2e_config(tmp_path, binary, model)
+    with subprocess.Popen(
+        [*argv, "--host", "127.0.0.1", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stderr is not None
+            deadline, port = time.monotonic() + 60, None
+            for line in process.stderr:
+                if found := re.search(r"listening on http://127\.0\.0\.1:(\d+)", line):
+                    port = int(found.group(1))
+                    break
+                assert time.monotonic() < deadline, "llama-server did not start in time"
+            assert port is not None, f"llama-server exited with {process.wait()}"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+                assert answer.status == 200
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.mark.e2e
 def test_e2e_chat_completion_through_llamasup(tmp_path: Path) -> None:
-    profile, _ = import_e2e_config(tmp_path)
+    binary, model = _real_llama_server()
+    profile, _ = import_e2e_config(tmp_path, binary, model)
     response = serve_and_chat_via_llamasup(profile, "tiny")
     assert response["choices"][0]["message"]["role"] == "assistant"

@@ -43,7 +43,7 @@ def apply_groups(draft: Draft, imports: list[ModelImport], data: Mapping[str, An
         return
     by_orig = {imp.orig: imp for imp in imports}
     grouped: dict[str, str] = {}
-    taken: set[str] = set()
+    taken = {str(gid) for gid in groups if valid_id(str(gid))}
     for gid, raw in groups.items():
         if not isinstance(raw, dict):
             raise ValueError(f"groups.{gid}: a mapping with members")

@@ -72,7 +72,7 @@ class PortAllocator:
             port = self.first + (self._next - self.first + offset) % size
             if port in self._held or port in avoid:
                 continue
-            if not port_is_free(self.host, port):
+            if not self.is_free(port):
                 continue
             self._held.add(port)
             self._next = port + 1 if port < self.last else self.first
@@ -81,6 +81,10 @@ class PortAllocator:
             f"no free port in {self.first}-{self.last} on {self.host} "
             f"({len(self._held)} held by sidecars)"
         )
+
+    def is_free(self, port: int) -> bool:
+        """The bind probe; a seam for tests that need to simulate losing the race."""
+        return port_is_free(self.host, port)
 
     def release(self, port: int) -> None:
         self._held.discard(port)

@@ -192,6 +192,13 @@ class ProcessLog:
         lines = list(self._ring)
         return lines if limit is None else lines[-limit:] if limit > 0 else []
 
+    def last_child_line(self) -> str | None:
+        """The last line the process itself printed (its dying words, usually)."""
+        for line in reversed(self._ring):
+            if line.stream != "llamasup" and line.text.strip():
+                return line.text
+        return None
+
     def tail(self, limit: int) -> tuple[str, ...]:
         return tuple(line.text for line in self.recent(limit))
 

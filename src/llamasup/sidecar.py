@@ -26,12 +26,12 @@ from llamasup.errors import (
     SidecarError,
     SidecarFailedError,
     SidecarStartError,
-    SidecarTimeoutError,
 )
 from llamasup.health import http_status
 from llamasup.ports import PortAllocator
 from llamasup.process import child_environment, spawn
 from llamasup.proclog import LogFollower, LogLine, ProcessLog
+from llamasup.readiness import BindFailed, wait_until_ready
 from llamasup.sidecar_run import Run, wait_event
 from llamasup.sidecar_types import (
     SidecarEvent,
@@ -59,10 +59,6 @@ StartGate = Callable[[], Awaitable[None]]
 EventListener = Callable[[SidecarEvent], None]
 #: awaited by ``stop(drain=...)``: returns once the caller's in-flight requests are done
 Drain = Callable[[], Awaitable[None]]
-
-
-class _BindFailed(Exception):
-    """The child could not bind its port: retry on another one."""
 
 
 class Sidecar:
@@ -96,7 +92,6 @@ class Sidecar:
         self._start_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._closed = False
         self._starts = 0
         self._last_error: str | None = None
@@ -206,8 +201,14 @@ class Sidecar:
             for _attempt in range(self.settings.bind_retries + 1):
                 run = await self._launch(frozenset(avoid))
                 try:
-                    await self._await_ready(run)
-                except _BindFailed:
+                    await wait_until_ready(
+                        run,
+                        model=self.spec.model,
+                        health_path=self.spec.health_path,
+                        settings=self.settings,
+                        log=self.log,
+                    )
+                except BindFailed:
                     self.log.note(f"port {run.port} is taken; retrying on another port")
                     avoid.add(run.port)
                     await self._end_run(run, grace=0.0)
@@ -241,7 +242,7 @@ class Sidecar:
         self.settings.config_home.mkdir(parents=True, exist_ok=True)
         env = child_environment(self._base_env, self.spec.env_map, self.settings.config_home)
         self._exit_code = None
-        run = Run(port, self.log, on_output=self._on_output, on_exit=self._on_exit)
+        run = Run(port, self.log)
         try:
             await spawn(argv, env, lambda: run)
         except OSError as exc:
@@ -262,48 +263,6 @@ class Sidecar:
         self.ready_monotonic = None
         self.log.note(f"started pid {run.pid} on port {port}: {' '.join(argv)}")
         return run
-
-    async def _await_ready(self, run: Run) -> None:
-        """Poll the health path until 200; wake early on log markers, fail on exit or silence."""
-        settings = self.settings
-        interval = settings.ready_poll_min
-        while True:
-            if run.bind_failed:
-                raise _BindFailed
-            if run.exited.is_set():
-                raise SidecarStartError(
-                    f"{self.spec.model}: exited with code {run.returncode} while starting",
-                    run.returncode,
-                    self.log.tail(settings.log_tail_lines),
-                )
-            silent_for = time.monotonic() - max(self.log.last_output, run.started)
-            if silent_for >= settings.load_timeout:
-                raise SidecarTimeoutError(
-                    f"{self.spec.model}: no progress for {silent_for:.1f}s while loading "
-                    f"(load timeout {settings.load_timeout:g}s); last output: "
-                    + " | ".join(self.log.tail(3))
-                )
-            self._wake.clear()
-            code = await http_status(
-                settings.host, run.port, self.spec.health_path, limit=settings.probe_timeout
-            )
-            if code == 200 and not run.exited.is_set() and not run.bind_failed:
-                return
-            if self._wake.is_set():
-                interval = settings.ready_poll_min
-                continue
-            budget = settings.load_timeout - (
-                time.monotonic() - max(self.log.last_output, run.started)
-            )
-            await wait_event(self._wake, max(0.0, min(interval, budget)))
-            interval = min(interval * 1.5, settings.ready_poll_max)
-
-    def _on_output(self, lines: list[LogLine], marker: bool) -> None:
-        if marker:
-            self._wake.set()
-
-    def _on_exit(self, run: Run) -> None:
-        self._wake.set()
 
     def _mark_ready(self, run: Run) -> None:
         self._state = SidecarState.READY

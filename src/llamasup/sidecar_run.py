@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 
 from llamasup.process import kill_group, sweep_group, terminate_group
 from llamasup.proclog import LogLine, ProcessLog, Stream
@@ -25,9 +24,6 @@ BIND_FAILED_MARKER = "couldn't bind HTTP server socket"
 PIPE_DRAIN_TIMEOUT = 1.0
 
 _STREAMS: dict[int, Stream] = {1: "stdout", 2: "stderr"}
-
-OutputListener = Callable[[list[LogLine], bool], None]
-ExitListener = Callable[["Run"], None]
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
@@ -45,22 +41,16 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
 class Run(asyncio.SubprocessProtocol):
     """Protocol for one child; ``attach`` once the transport exists."""
 
-    def __init__(
-        self,
-        port: int,
-        log: ProcessLog,
-        *,
-        on_output: OutputListener,
-        on_exit: ExitListener,
-    ) -> None:
+    def __init__(self, port: int, log: ProcessLog) -> None:
         self.port = port
         self.log = log
-        self._on_output = on_output
-        self._on_exit = on_exit
         self.started = time.monotonic()
         self.pid = 0
         self.returncode: int | None = None
         self.bind_failed = False
+        self.ready_marker_seen = False
+        #: set on a readiness marker, a bind failure or the exit: whoever polls, look now
+        self.wake = asyncio.Event()
         #: set once the process was reaped and its pipes drained: the run is over
         self.exited = asyncio.Event()
         self._transport: asyncio.SubprocessTransport | None = None
@@ -95,24 +85,21 @@ class Run(asyncio.SubprocessProtocol):
         self._finisher = asyncio.get_running_loop().create_task(self._finish())
 
     def _inspect(self, lines: list[LogLine]) -> None:
-        if not lines:
-            return
-        marker = False
         for line in lines:
             text = line.text
             if BIND_FAILED_MARKER in text:
                 self.bind_failed = True
-                marker = True
-            elif any(m in text for m in READY_MARKERS):
-                marker = True
-        self._on_output(lines, marker)
+                self.wake.set()
+            elif any(marker in text for marker in READY_MARKERS):
+                self.ready_marker_seen = True
+                self.wake.set()
 
     async def _finish(self) -> None:
         await wait_event(self._pipes_closed, PIPE_DRAIN_TIMEOUT)
         if self._transport is not None:
             self._transport.close()
         self.exited.set()
-        self._on_exit(self)
+        self.wake.set()
 
     # -- commands ------------------------------------------------------------------------
 

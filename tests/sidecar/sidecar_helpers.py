@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -50,3 +51,12 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return not Path("/proc").exists()  # vanished meanwhile (or no procfs: trust kill)
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def squat(port: int) -> socket.socket:
+    """A listener on ``port`` that never answers (SO_REUSEADDR, as a server would bind)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sidecar_helpers import pid_alive, poll_until
+from sidecar_helpers import pid_alive, poll_until, squat
 
 from llamasup.errors import SidecarError, SidecarStartError, SidecarTimeoutError
 from llamasup.health import http_status
@@ -158,9 +157,7 @@ async def test_cancelled_caller_does_not_cancel_the_shared_start(
 async def test_occupied_port_is_skipped(make_sidecar: MakeSidecar) -> None:
     sidecar = make_sidecar()
     first = sidecar.settings.port_range[0]
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", first))
-        squatter.listen()
+    with squat(first):
         await sidecar.ensure_ready()
         assert sidecar.status().port not in (None, first)
         await sidecar.stop()
@@ -177,9 +174,7 @@ async def test_bind_failure_retries_on_another_port(make_sidecar: MakeSidecar) -
     sidecar = make_sidecar()
     first, last = sidecar.settings.port_range
     sidecar = make_sidecar(ports=_RacyPorts(first, last))
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", first))
-        squatter.listen()
+    with squat(first):
         await sidecar.ensure_ready()
         port = sidecar.status().port
     assert port is not None and port != first
@@ -193,12 +188,9 @@ async def test_bind_failure_retries_on_another_port(make_sidecar: MakeSidecar) -
 async def test_bind_retries_are_bounded(make_sidecar: MakeSidecar) -> None:
     first, _ = make_sidecar().settings.port_range
     sidecar = make_sidecar(ports=_RacyPorts(first, first + 1), bind_retries=1)
-    with socket.socket() as one, socket.socket() as two:
-        for sock, port in ((one, first), (two, first + 1)):
-            sock.bind(("127.0.0.1", port))
-            sock.listen()
-        with pytest.raises(SidecarStartError, match="could not bind a port after 2 attempts"):
-            await sidecar.ensure_ready()
+    refused = pytest.raises(SidecarStartError, match="could not bind a port after 2 attempts")
+    with squat(first), squat(first + 1), refused:
+        await sidecar.ensure_ready()
 
 
 async def test_stop_during_loading(make_sidecar: MakeSidecar) -> None:

@@ -38,7 +38,10 @@ async def wait_until_ready(
     output for ``settings.load_timeout`` seconds). The caller ends the run on any error.
     """
     interval = settings.ready_poll_min
+    unproven_200 = False
     while True:
+        if unproven_200 and _trusted(run):
+            return  # the 200 we had is the child's after all: no need to ask again
         if run.bind_failed:
             raise BindFailed
         if run.exited.is_set():
@@ -56,14 +59,15 @@ async def wait_until_ready(
                 + " | ".join(log.tail(3))
             )
         run.wake.clear()
-        code = await _probe_unless_woken(run, health_path, settings)
+        code = await _probe_unless_doomed(run, health_path, settings)
         if code == 200 and _trusted(run):
             return
+        unproven_200 = code == 200
         if run.wake.is_set():
             interval = settings.ready_poll_min
             continue
         wait = min(interval, settings.load_timeout - silent_for)
-        if code == 200:  # ours, most likely, but not yet proven: re-check when it is
+        if unproven_200:  # ours, most likely, but not yet proven: re-check when it is
             wait = min(wait, BIND_SETTLE - (time.monotonic() - run.started))
         await wait_event(run.wake, max(0.0, wait))
         interval = min(interval * 1.5, settings.ready_poll_max)
@@ -75,16 +79,21 @@ def _trusted(run: Run) -> bool:
     return run.ready_marker_seen or time.monotonic() - run.started >= BIND_SETTLE
 
 
-async def _probe_unless_woken(run: Run, health_path: str, settings: SidecarSettings) -> int | None:
-    """One probe, abandoned if a marker or the exit arrives first (a probe can hang)."""
+async def _probe_unless_doomed(run: Run, health_path: str, settings: SidecarSettings) -> int | None:
+    """One probe, abandoned if the child exits or fails to bind meanwhile.
+
+    A probe can hang on a listener that never answers (someone else holds the port); that
+    must not delay noticing the exit. A readiness marker does not abandon the probe: the
+    probe in flight is then the likeliest to see the first 200.
+    """
     probe = asyncio.ensure_future(
         http_status(settings.host, run.port, health_path, limit=settings.probe_timeout)
     )
-    woken = asyncio.ensure_future(run.wake.wait())
+    doomed = asyncio.ensure_future(run.doomed.wait())
     try:
-        await asyncio.wait((probe, woken), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((probe, doomed), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        woken.cancel()
+        doomed.cancel()
         if not probe.done():
             probe.cancel()
     if probe.done() and not probe.cancelled():

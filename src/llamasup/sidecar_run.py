@@ -51,6 +51,8 @@ class Run(asyncio.SubprocessProtocol):
         self.ready_marker_seen = False
         #: set on a readiness marker, a bind failure or the exit: whoever polls, look now
         self.wake = asyncio.Event()
+        #: set on a bind failure or the exit: any probe in flight is pointless
+        self.doomed = asyncio.Event()
         #: set once the process was reaped and its pipes drained: the run is over
         self.exited = asyncio.Event()
         self._transport: asyncio.SubprocessTransport | None = None
@@ -90,6 +92,7 @@ class Run(asyncio.SubprocessProtocol):
             if BIND_FAILED_MARKER in text:
                 self.bind_failed = True
                 self.wake.set()
+                self.doomed.set()
             elif any(marker in text for marker in READY_MARKERS):
                 self.ready_marker_seen = True
                 self.wake.set()
@@ -100,6 +103,7 @@ class Run(asyncio.SubprocessProtocol):
             self._transport.close()
         self.exited.set()
         self.wake.set()
+        self.doomed.set()
 
     # -- commands ------------------------------------------------------------------------
 

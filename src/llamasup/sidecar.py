@@ -20,45 +20,30 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
-from llamasup.errors import (
-    SidecarError,
-    SidecarFailedError,
-    SidecarStartError,
-)
-from llamasup.health import http_status
+from llamasup.errors import SidecarError, SidecarFailedError, SidecarStartError
 from llamasup.ports import PortAllocator
+from llamasup.probes import BindFailed, wait_until_ready, watch_health
 from llamasup.process import child_environment, spawn
 from llamasup.proclog import LogFollower, LogLine, ProcessLog
-from llamasup.readiness import BindFailed, wait_until_ready
-from llamasup.sidecar_run import Run, wait_event
+from llamasup.sidecar_run import Run, bounded, retrieve
 from llamasup.sidecar_types import (
+    Drain,
+    EventListener,
     SidecarEvent,
     SidecarEventKind,
     SidecarSettings,
     SidecarState,
     SidecarStatus,
+    StartGate,
 )
 from llamasup.spec import SidecarSpec
 
-__all__ = [
-    "Sidecar",
-    "SidecarEvent",
-    "SidecarEventKind",
-    "SidecarSettings",
-    "SidecarState",
-    "SidecarStatus",
-    "StartGate",
-]
+__all__ = ["Drain", "Sidecar", "SidecarEvent", "SidecarEventKind", "SidecarSettings",
+           "SidecarState", "SidecarStatus", "StartGate"]
 
 logger = logging.getLogger(__name__)
-
-#: awaited before every start; may wait (backoff) or raise SidecarFailedError (start limit)
-StartGate = Callable[[], Awaitable[None]]
-EventListener = Callable[[SidecarEvent], None]
-#: awaited by ``stop(drain=...)``: returns once the caller's in-flight requests are done
-Drain = Callable[[], Awaitable[None]]
 
 
 class Sidecar:
@@ -106,10 +91,6 @@ class Sidecar:
     @property
     def state(self) -> SidecarState:
         return self._state
-
-    @property
-    def port(self) -> int | None:
-        return self._run.port if self._run is not None else None
 
     @property
     def base_url(self) -> str | None:
@@ -163,7 +144,8 @@ class Sidecar:
                 raise SidecarError(f"sidecar {self.key} ({self.spec.model}) was removed")
             if self._state is SidecarState.READY:
                 return
-            if self._state is SidecarState.STOPPING and self._stop_task is not None:
+            if self._state is SidecarState.STOPPING:
+                assert self._stop_task is not None  # see _begin_stop
                 await asyncio.shield(self._stop_task)
                 continue
             task = self._start_task_or_new()
@@ -184,7 +166,7 @@ class Sidecar:
                 self._start_sequence(), name=f"sidecar-start-{self.key}"
             )
             # failures reach callers through ensure_ready and the listener; don't warn twice
-            self._start_task.add_done_callback(_retrieve)
+            self._start_task.add_done_callback(retrieve)
         return self._start_task
 
     async def _start_sequence(self) -> None:
@@ -273,46 +255,33 @@ class Sidecar:
         self._monitor_task = asyncio.create_task(
             self._monitor(run), name=f"sidecar-monitor-{self.key}"
         )
-        self._monitor_task.add_done_callback(_retrieve)
+        self._monitor_task.add_done_callback(retrieve)
         self._emit(SidecarEventKind.READY)
 
     # -- while ready ---------------------------------------------------------------------
 
     async def _monitor(self, run: Run) -> None:
-        """Notice an exit at once; probe health periodically; give up after N failures."""
-        settings = self.settings
-        failures = 0
-        while True:
-            if await wait_event(run.exited, settings.health_interval):
-                self._exit_code = run.returncode
-                await self._end_run(run, grace=0.0)
-                self._fail(
-                    f"{self.spec.model}: exited unexpectedly with code {run.returncode}",
-                    SidecarEventKind.EXITED,
-                    SidecarStartError(
-                        f"{self.spec.model}: exited with code {run.returncode}",
-                        run.returncode,
-                        self.log.tail(settings.log_tail_lines),
-                    ),
-                )
-                return
-            code = await http_status(
-                settings.host, run.port, self.spec.health_path, limit=settings.health_timeout
-            )
-            if code == 200:
-                failures = 0
-                continue
-            failures += 1
-            self.log.note(f"health check failed ({code or 'no answer'}), {failures} in a row")
-            if failures >= settings.unhealthy_threshold:
-                self._state = SidecarState.STOPPING
-                await self._end_run(run, grace=settings.stop_grace)
-                self._fail(
-                    f"{self.spec.model}: unhealthy: {failures} health checks failed in a row",
-                    SidecarEventKind.UNHEALTHY,
-                    None,
-                )
-                return
+        """While ready: a crash fails the sidecar at once; unhealthiness stops it, then fails."""
+        failed_checks = await watch_health(
+            run, health_path=self.spec.health_path, settings=self.settings
+        )
+        self._monitor_task = None
+        if failed_checks:
+            message = f"{self.spec.model}: unhealthy: {failed_checks} health checks failed in a row"
+            self._begin_stop(message, self.settings.stop_grace, None, SidecarEventKind.UNHEALTHY)
+            return
+        self._exit_code = run.returncode
+        await self._end_run(run, grace=0.0)
+        self._fail(
+            f"{self.spec.model}: exited unexpectedly with code {run.returncode}",
+            SidecarEventKind.EXITED,
+            SidecarStartError(
+                f"{self.spec.model}: exited with code {run.returncode}; "
+                f"last output: {self.log.last_child_line() or '(none)'}",
+                run.returncode,
+                self.log.tail(self.settings.log_tail_lines),
+            ),
+        )
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -336,12 +305,25 @@ class Sidecar:
                 if self._state is SidecarState.FAILED:
                     self._state = SidecarState.STOPPED
                 return
-            self._stop_task = asyncio.create_task(
-                self._stop_sequence(reason, self.settings.stop_grace if grace is None else grace,
-                                    drain),
-                name=f"sidecar-stop-{self.key}",
-            )
+            self._begin_stop(reason, self.settings.stop_grace if grace is None else grace, drain)
+        assert self._stop_task is not None
         await asyncio.shield(self._stop_task)
+        if self._state is SidecarState.FAILED and self._run is None:
+            self._state = SidecarState.STOPPED  # it was asked to stop, whatever ended it first
+
+    def _begin_stop(
+        self,
+        reason: str,
+        grace: float,
+        drain: Drain | None,
+        failure: SidecarEventKind | None = None,
+    ) -> None:
+        """The one way into ``stopping``: whoever finds that state can await ``_stop_task``."""
+        self._state = SidecarState.STOPPING
+        self._stop_task = asyncio.create_task(
+            self._stop_sequence(reason, grace, drain, failure), name=f"sidecar-stop-{self.key}"
+        )
+        self._stop_task.add_done_callback(retrieve)
 
     async def close(self, *, reason: str = "removed", grace: float | None = None) -> None:
         """Stop for good: later ``ensure_ready`` calls raise. Used when a spec is retired."""
@@ -357,10 +339,11 @@ class Sidecar:
         if self._run is not None:
             self._run.abandon()
 
-    async def _stop_sequence(self, reason: str, grace: float, drain: Drain | None) -> None:
-        self._state = SidecarState.STOPPING
+    async def _stop_sequence(
+        self, reason: str, grace: float, drain: Drain | None, failure: SidecarEventKind | None
+    ) -> None:
         self.log.note(f"stopping: {reason}")
-        if drain is not None and not await _bounded(drain(), self.settings.drain_timeout):
+        if drain is not None and not await bounded(drain(), self.settings.drain_timeout):
             self.log.note(f"drain did not finish in {self.settings.drain_timeout:g}s")
         for task in (self._start_task, self._monitor_task):
             if task is not None and not task.done():
@@ -370,6 +353,9 @@ class Sidecar:
         self._monitor_task = None
         if self._run is not None:
             await self._end_run(self._run, grace=grace)
+        if failure is not None:
+            self._fail(reason, failure, None)
+            return
         self._state = SidecarState.STOPPED
         self._emit(SidecarEventKind.STOPPED)
 
@@ -400,18 +386,4 @@ class Sidecar:
             self._on_event(SidecarEvent(self.key, kind, self.status(), error))
         except Exception:
             logger.exception("sidecar %s: event listener failed on %s", self.key, kind)
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-async def _bounded(awaitable: Awaitable[None], seconds: float) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            await awaitable
-    except TimeoutError:
-        return False
-    return True
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 
 from llamasup.process import kill_group, sweep_group, terminate_group
 from llamasup.proclog import LogLine, ProcessLog, Stream
@@ -36,6 +37,22 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
         async with asyncio.timeout(seconds):
             await event.wait()
     return event.is_set()
+
+
+async def bounded(awaitable: Awaitable[None], seconds: float) -> bool:
+    """Await ``awaitable`` for at most ``seconds``; False if it did not finish."""
+    try:
+        async with asyncio.timeout(seconds):
+            await awaitable
+    except TimeoutError:
+        return False
+    return True
+
+
+def retrieve(task: asyncio.Task[None]) -> None:
+    """Done-callback for tasks whose errors are reported elsewhere: mark them as seen."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Run(asyncio.SubprocessProtocol):

@@ -6,6 +6,7 @@ and tests can import them without pulling in subprocess plumbing.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -116,3 +117,11 @@ class SidecarEvent:
     kind: SidecarEventKind
     status: SidecarStatus
     error: SidecarError | None = None
+
+
+#: awaited before every start; may wait (backoff) or raise SidecarFailedError (start limit)
+StartGate = Callable[[], Awaitable[None]]
+#: told every event, synchronously, on the event-loop thread; must not block
+EventListener = Callable[[SidecarEvent], None]
+#: awaited by ``stop(drain=...)``: returns once the caller's in-flight requests are done
+Drain = Callable[[], Awaitable[None]]

@@ -11,6 +11,7 @@ from sidecar_helpers import fake_spec
 
 from llamasup.ports import PortAllocator
 from llamasup.sidecar import Sidecar, SidecarSettings
+from llamasup.sidecar_types import EventListener
 from llamasup.testing import write_fake_binary
 
 #: a range private to these tests; each test gets its own slice so a slow exit elsewhere
@@ -62,11 +63,15 @@ def make_sidecar(
         env: Mapping[str, str] | None = None,
         *,
         ports: PortAllocator | None = None,
+        on_event: EventListener | None = None,
         **overrides: object,
     ) -> Sidecar:
         the_settings = replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]
         allocator = ports or PortAllocator(*the_settings.port_range)
-        sidecar = Sidecar(fake_spec(model_file, env), str(fake_binary), the_settings, allocator)
+        sidecar = Sidecar(
+            fake_spec(model_file, env), str(fake_binary), the_settings, allocator,
+            on_event=on_event,
+        )
         made.append(sidecar)
         return sidecar
 

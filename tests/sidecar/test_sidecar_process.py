@@ -14,7 +14,7 @@ from sidecar_helpers import pid_alive, poll_until, squat
 from llamasup.errors import SidecarError, SidecarStartError, SidecarTimeoutError
 from llamasup.health import http_status
 from llamasup.ports import PortAllocator
-from llamasup.sidecar import Sidecar, SidecarState
+from llamasup.sidecar import Sidecar, SidecarEventKind, SidecarState
 
 pytestmark = pytest.mark.anyio
 
@@ -292,3 +292,27 @@ async def test_follow_logs_yields_new_lines(make_sidecar: MakeSidecar) -> None:
     await sidecar.close()
     ended = sidecar.follow_logs(backlog=2)
     assert len([line async for line in ended]) == 2  # a closed log ends its followers
+
+
+async def test_unhealthy_child_is_killed_and_a_caller_meanwhile_gets_a_fresh_one(
+    make_sidecar: MakeSidecar,
+) -> None:
+    events: list[SidecarEventKind] = []
+    sidecar = make_sidecar(
+        {"FAKE_LLAMA_FAIL_HEALTH_AFTER": "0.1", "FAKE_LLAMA_IGNORE_SIGTERM": "1"},
+        health_interval=0.05,
+        stop_grace=0.3,
+        on_event=lambda event: events.append(event.kind),
+    )
+    await sidecar.ensure_ready()
+    first_pid = sidecar.status().pid
+    assert first_pid is not None
+    await poll_until(lambda: sidecar.state is SidecarState.STOPPING, what="unhealthy stop")
+    await sidecar.ensure_ready()  # waits for the kill, then starts a new run
+    assert events[:3] == [SidecarEventKind.READY, SidecarEventKind.UNHEALTHY,
+                          SidecarEventKind.READY]
+    assert sidecar.status().pid not in (None, first_pid)
+    assert not pid_alive(first_pid)
+    assert sidecar.status().restarts == 1
+    await sidecar.stop()
+    assert sidecar.state is SidecarState.STOPPED

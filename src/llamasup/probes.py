@@ -1,6 +1,6 @@
-"""Waiting for a freshly spawned run to become ready, or to prove it never will.
+"""Watching a run over HTTP: until it is ready (or proves it never will), then while ready.
 
-The poll interval starts at a few milliseconds and backs off for long loads; log markers
+Readiness: the poll interval starts at a few milliseconds and backs off for long loads; log markers
 (``model loaded``, ``listening on``) and the exit wake the loop at once, so a ready server
 is noticed within about one probe round trip, whatever the interval has grown to.
 
@@ -8,6 +8,10 @@ A 200 is trusted only from a child that is still alive, has not reported a bind 
 and either printed a readiness marker or has been running for ``BIND_SETTLE`` seconds:
 otherwise a foreign server that won the race for our port could pass for ours in the ~10 ms
 before the child reports it could not bind.
+
+Liveness: a health probe every ``health_interval``; the exit is noticed at once, and
+``unhealthy_threshold`` failed probes in a row end the watch. The sidecar decides what to
+do with either outcome.
 """
 
 from __future__ import annotations
@@ -77,6 +81,24 @@ def _trusted(run: Run) -> bool:
     if run.exited.is_set() or run.bind_failed:
         return False
     return run.ready_marker_seen or time.monotonic() - run.started >= BIND_SETTLE
+
+
+async def watch_health(run: Run, *, health_path: str, settings: SidecarSettings) -> int:
+    """Return when the ready ``run`` exits (0) or fails N health checks in a row (N)."""
+    failures = 0
+    while True:
+        if await wait_event(run.exited, settings.health_interval):
+            return 0
+        code = await http_status(
+            settings.host, run.port, health_path, limit=settings.health_timeout
+        )
+        if code == 200:
+            failures = 0
+            continue
+        failures += 1
+        run.log.note(f"health check failed ({code or 'no answer'}), {failures} in a row")
+        if failures >= settings.unhealthy_threshold:
+            return failures
 
 
 async def _probe_unless_doomed(run: Run, health_path: str, settings: SidecarSettings) -> int | None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable
+from typing import cast
 
 from llamasup.process import kill_group, sweep_group, terminate_group
 from llamasup.proclog import LogLine, ProcessLog, Stream
@@ -81,8 +82,8 @@ class Run(asyncio.SubprocessProtocol):
     # -- protocol callbacks (event-loop thread) ------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._transport = transport
+        # uvloop's transport implements the interface without subclassing it
+        self._transport = cast(asyncio.SubprocessTransport, transport)
         self.pid = transport.get_pid()
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:

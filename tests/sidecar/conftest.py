@@ -21,9 +21,11 @@ _SLICE = 8
 _counter = iter(range(10_000))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+    """Plain asyncio, and uvloop, which uvicorn picks when installed (its transports and
+    child handling differ)."""
+    return ("asyncio", {"use_uvloop": request.param == "uvloop"})
 
 
 @pytest.fixture

@@ -40,21 +40,26 @@ HOLDER = textwrap.dedent(
         print(json.dumps([s.status().pid for s in sidecars]), flush=True)
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    if sys.argv[6] == "uvloop":
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
     """
 )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_sigkilled_supervisor_leaves_no_sidecars(
-    fake_binary: Path, model_file: Path, settings: SidecarSettings, tmp_path: Path
+    fake_binary: Path, model_file: Path, settings: SidecarSettings, tmp_path: Path, loop: str
 ) -> None:
     script = tmp_path / "holder.py"
     script.write_text(HOLDER)
     first, last = settings.port_range
     holder = subprocess.Popen(
         [sys.executable, str(script), str(fake_binary), str(model_file),
-         str(tmp_path / "state"), str(first), str(last)],
+         str(tmp_path / "state"), str(first), str(last), loop],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -101,9 +102,12 @@ async def one_round(binary: Path, model: Path, state_dir: Path, port: int) -> Ro
             server_start_to_200_ms=(first_200 - called) * 1000,
         )
     finally:
-        if poller.returncode is None:
-            poller.kill()
-        await poller.wait()
+        # not poller.kill(): Popen.send_signal polls first and so reaps behind the watcher
+        try:
+            await asyncio.wait_for(poller.wait(), 2.0)
+        except TimeoutError:
+            os.kill(poller.pid, signal.SIGKILL)
+            await poller.wait()
         await sidecar.close()
 
 
@@ -115,27 +119,37 @@ def summarize(values: list[float]) -> str:
     )
 
 
-def report(rounds: list[Round], binary: Path) -> str:
+def table(rounds: list[Round]) -> list[str]:
     rows = [
         ("readiness lag (llamasup ready minus server's first 200)", [r.lag_ms for r in rounds]),
         ("start-to-ready (ensure_ready() → ready)", [r.start_to_ready_ms for r in rounds]),
         ("server start-to-200 (ensure_ready() → first 200)",
          [r.server_start_to_200_ms for r in rounds]),
     ]
+    return [
+        "| measure (ms) | median | p90 | min | max |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {name} | {summarize(values)} |" for name, values in rows),
+    ]
+
+
+def report(results: dict[str, list[Round]], binary: Path) -> str:
+    rounds = len(next(iter(results.values())))
     lines = [
         HEADING,
         "",
-        f"`python bench/bench_readiness.py --rounds {len(rounds)} --write` on "
+        f"`python bench/bench_readiness.py --rounds {rounds} --write` on "
         f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, "
-        f"{_cpu_count()} CPUs; real llama-server (`{binary}`), tiny generated model "
+        f"{_cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end; "
+        f"real llama-server (`{binary}`), tiny generated model "
         "(`llamasup.testing.tiny_model`, `-c 512 -np 1`). The server's first 200 on `/health` "
         "is seen by an independent poller process (raw socket, 0.2 ms between attempts); "
         "times are CLOCK_MONOTONIC, shared by both processes.",
         "",
-        "| measure (ms) | median | p90 | min | max |",
-        "| --- | --- | --- | --- | --- |",
-        *(f"| {name} | {summarize(values)} |" for name, values in rows),
-        "",
+    ]
+    for loop, loop_rounds in results.items():
+        lines += [f"Event loop: {loop}", "", *table(loop_rounds), ""]
+    lines += [
         "The poller stamps its first 200 when the answer arrives, so on a busy 2-core machine "
         "(server, poller and llamasup competing) either side can be a few ms late: a negative "
         "lag means llamasup's answer came back before the poller's.",
@@ -160,24 +174,39 @@ def write_section(section: str) -> None:
     RESULTS.write_text(text.rstrip("\n") + "\n")
 
 
-async def main() -> None:
+async def run_rounds(count: int, binary: Path, model: Path, state_dir: Path) -> list[Round]:
+    rounds = []
+    for index in range(count):
+        result = await one_round(binary, model, state_dir, free_port())
+        rounds.append(result)
+        print(
+            f"round {index + 1:3d}: lag {result.lag_ms:6.2f} ms, "
+            f"start-to-ready {result.start_to_ready_ms:6.1f} ms",
+            flush=True,
+        )
+    return rounds
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--binary", type=Path, default=DEFAULT_BINARY)
+    parser.add_argument("--loops", default="asyncio,uvloop", help="comma-separated")
     parser.add_argument("--write", action="store_true", help=f"update {RESULTS}")
     args = parser.parse_args()
     model = tiny_model_path()
-    rounds = []
+    results: dict[str, list[Round]] = {}
     with tempfile.TemporaryDirectory(prefix="llamasup-bench-") as tmp:
-        for index in range(args.rounds):
-            result = await one_round(args.binary, model, Path(tmp) / "state", free_port())
-            rounds.append(result)
-            print(
-                f"round {index + 1:3d}: lag {result.lag_ms:6.2f} ms, "
-                f"start-to-ready {result.start_to_ready_ms:6.1f} ms",
-                flush=True,
-            )
-    section = report(rounds, args.binary)
+        for loop in args.loops.split(","):
+            print(f"-- {loop}")
+            work = run_rounds(args.rounds, args.binary, model, Path(tmp) / "state")
+            if loop == "uvloop":
+                import uvloop  # noqa: PLC0415 - optional, only when asked for
+
+                results[loop] = uvloop.run(work)
+            else:
+                results[loop] = asyncio.run(work)
+    section = report(results, args.binary)
     print()
     print(section)
     if args.write:
@@ -186,4 +215,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -78,6 +78,17 @@ def test_lines_are_split_across_chunks_and_partial_lines_flushed(tmp_path: Path)
     assert (tmp_path / "x.log").read_bytes() == b"first line\r\nsecond\nthi\n[llamasup] hello\n"
 
 
+def test_bytes_without_a_newline_count_as_progress() -> None:
+    # llama.cpp prints model-loading progress as bare dots, one per percent, flushed each
+    clock = iter([0.0, 5.0, 9.0])
+    log = ProcessLog(None, monotonic=lambda: next(clock))
+    assert log.last_output == 0.0
+    assert log.feed("stderr", b"...") == []
+    assert log.last_output == 5.0
+    log.feed("stderr", b".")
+    assert log.last_output == 9.0
+
+
 def test_endless_line_is_cut_not_buffered(tmp_path: Path) -> None:
     log = ProcessLog(None, max_line_bytes=10)
     lines = log.feed("stdout", b"." * 25)

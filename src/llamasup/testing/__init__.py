@@ -7,9 +7,11 @@ fake twice, and the tiny model pulls in numpy, which the fake must never pay for
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from llamasup.testing.fake_server import write_fake_binary
     from llamasup.testing.tiny_model import tiny_model_path, write_tiny_model
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from dataclasses import dataclass, field
-from typing import Any
 
-JsonObject = dict[str, Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    # typing and dataclasses cost ~15 ms to import; the fake must start fast
+    from typing import Any
+
+    JsonObject = dict[str, Any]
 
 SYSTEM_FINGERPRINT = "b11434-fake"
 
@@ -30,17 +33,29 @@ def detokenize(tokens: list[int]) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-@dataclass(frozen=True)
 class Generation:
     """What one fake inference produced; every endpoint renders it in its own dialect."""
 
-    ident: str
-    model: str
-    created: int
-    prompt_tokens: int
-    pieces: tuple[str, ...]
-    finish_reason: str  # "stop" or "length", in OpenAI terms
-    x_fake: JsonObject = field(default_factory=dict)
+    __slots__ = ("created", "finish_reason", "ident", "model", "pieces", "prompt_tokens", "x_fake")
+
+    def __init__(
+        self,
+        *,
+        ident: str,
+        model: str,
+        created: int,
+        prompt_tokens: int,
+        pieces: tuple[str, ...],
+        finish_reason: str,  # "stop" or "length", in OpenAI terms
+        x_fake: JsonObject,
+    ) -> None:
+        self.ident = ident
+        self.model = model
+        self.created = created
+        self.prompt_tokens = prompt_tokens
+        self.pieces = pieces
+        self.finish_reason = finish_reason
+        self.x_fake = x_fake
 
     @property
     def text(self) -> str:

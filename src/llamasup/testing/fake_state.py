@@ -1,6 +1,7 @@
 """Options, scripted behaviour, log writer and counters shared by the fake llama-server's parts.
 
-Stdlib only and cheap to import: the fake's start-to-ready time is part of every test.
+Stdlib only and cheap to import (no typing, no dataclasses): the fake's start-to-ready time
+is part of every test that uses it.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 _T0 = time.monotonic()
 
@@ -82,61 +85,55 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-@dataclass(frozen=True)
 class Behaviour:
     """What the fake was told to do through ``FAKE_LLAMA_*`` variables (see fake_server)."""
 
-    load_delay: float = 0.0
-    progress_interval: float | None = None
-    hang_load: bool = False
-    crash_at_start: int | None = None
-    crash_after_requests: int | None = None
-    crash_mid_stream: bool = False
-    ignore_sigterm: bool = False
-    fail_health_after: float | None = None
-    stream_delay: float = 0.0
-    tokens: int = 8
-    log_spam: int = 0
-    argv_log: str | None = None
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Behaviour:
+    def __init__(self, environ: Mapping[str, str]) -> None:
         def integer(name: str) -> int | None:
             value = _number(environ, name)
             return None if value is None else int(value)
 
         tokens = integer("FAKE_LLAMA_TOKENS")
-        return cls(
-            load_delay=_number(environ, "FAKE_LLAMA_LOAD_DELAY") or 0.0,
-            progress_interval=_number(environ, "FAKE_LLAMA_PROGRESS_INTERVAL"),
-            hang_load=_flag(environ, "FAKE_LLAMA_HANG_LOAD"),
-            crash_at_start=integer("FAKE_LLAMA_CRASH_AT_START"),
-            crash_after_requests=integer("FAKE_LLAMA_CRASH_AFTER_REQUESTS"),
-            crash_mid_stream=_flag(environ, "FAKE_LLAMA_CRASH_MID_STREAM"),
-            ignore_sigterm=_flag(environ, "FAKE_LLAMA_IGNORE_SIGTERM"),
-            fail_health_after=_number(environ, "FAKE_LLAMA_FAIL_HEALTH_AFTER"),
-            stream_delay=_number(environ, "FAKE_LLAMA_STREAM_DELAY") or 0.0,
-            tokens=8 if tokens is None else max(0, tokens),
-            log_spam=integer("FAKE_LLAMA_LOG_SPAM") or 0,
-            argv_log=environ.get("FAKE_LLAMA_ARGV_LOG") or None,
-        )
+        self.load_delay: float = _number(environ, "FAKE_LLAMA_LOAD_DELAY") or 0.0
+        self.progress_interval = _number(environ, "FAKE_LLAMA_PROGRESS_INTERVAL")
+        self.hang_load = _flag(environ, "FAKE_LLAMA_HANG_LOAD")
+        self.crash_at_start = integer("FAKE_LLAMA_CRASH_AT_START")
+        self.crash_after_requests = integer("FAKE_LLAMA_CRASH_AFTER_REQUESTS")
+        self.crash_mid_stream = _flag(environ, "FAKE_LLAMA_CRASH_MID_STREAM")
+        self.ignore_sigterm = _flag(environ, "FAKE_LLAMA_IGNORE_SIGTERM")
+        self.fail_health_after = _number(environ, "FAKE_LLAMA_FAIL_HEALTH_AFTER")
+        self.stream_delay: float = _number(environ, "FAKE_LLAMA_STREAM_DELAY") or 0.0
+        self.tokens = 8 if tokens is None else max(0, tokens)
+        self.log_spam = integer("FAKE_LLAMA_LOG_SPAM") or 0
+        self.argv_log = environ.get("FAKE_LLAMA_ARGV_LOG") or None
 
 
 # --- command line -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Options:
     """The few llama-server flags the fake honours; every other flag is accepted and ignored."""
 
-    model: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    aliases: tuple[str, ...] = ()
-    metrics: bool = False
-    embeddings: bool = False
-    api_keys: tuple[str, ...] = ()
-    show_version: bool = False
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        aliases: tuple[str, ...] = (),
+        metrics: bool = False,
+        embeddings: bool = False,
+        api_keys: tuple[str, ...] = (),
+        show_version: bool = False,
+    ) -> None:
+        self.model = model
+        self.host = host
+        self.port = port
+        self.aliases = aliases
+        self.metrics = metrics
+        self.embeddings = embeddings
+        self.api_keys = api_keys
+        self.show_version = show_version
 
     @property
     def model_id(self) -> str:
@@ -147,16 +144,16 @@ class Options:
 # --- counters ---------------------------------------------------------------------------------
 
 
-@dataclass
 class Stats:
     """Request counters, read by ``/x-fake/stats`` and ``/metrics``."""
 
-    requests: int = 0
-    active: int = 0
-    cancelled: int = 0
-    prompt_tokens: int = 0
-    predicted_tokens: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(self) -> None:
+        self.requests = 0
+        self.active = 0
+        self.cancelled = 0
+        self.prompt_tokens = 0
+        self.predicted_tokens = 0
+        self.lock = threading.Lock()
 
     def begin(self) -> int:
         """Count one inference request in; returns its 1-based number."""
@@ -177,17 +174,17 @@ class Stats:
             return {"requests": self.requests, "active": self.active, "cancelled": self.cancelled}
 
 
-@dataclass
 class FakeState:
     """Everything a request handler needs to know about the running fake."""
 
-    options: Options
-    behaviour: Behaviour
-    log: Log
-    stats: Stats = field(default_factory=Stats)
-    ready: threading.Event = field(default_factory=threading.Event)
-    ready_at: float = 0.0
-    created: int = field(default_factory=lambda: int(time.time()))
+    def __init__(self, options: Options, behaviour: Behaviour, log: Log) -> None:
+        self.options = options
+        self.behaviour = behaviour
+        self.log = log
+        self.stats = Stats()
+        self.ready = threading.Event()
+        self.ready_at = 0.0
+        self.created = int(time.time())
 
     def mark_ready(self) -> None:
         self.ready_at = time.monotonic()

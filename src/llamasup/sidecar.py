@@ -93,6 +93,11 @@ class Sidecar:
         return self._state
 
     @property
+    def port(self) -> int | None:
+        """The current run's port (also while starting); None without a process."""
+        return self._run.port if self._run is not None else None
+
+    @property
     def base_url(self) -> str | None:
         """Where to forward requests while ready."""
         if self._state is not SidecarState.READY or self._run is None:

@@ -84,7 +84,7 @@ class Run(asyncio.SubprocessProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transport implements the interface without subclassing it
         self._transport = cast(asyncio.SubprocessTransport, transport)
-        self.pid = transport.get_pid()
+        self.pid = self._transport.get_pid()
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         raw = data.encode() if isinstance(data, str) else data

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from llamasup.errors import SidecarFailedError
 from llamasup.ports import PortAllocator
 from llamasup.restart import RestartDecision, RestartPolicy, RestartTracker
+from llamasup.runtime import resolve_binary
 from llamasup.sidecar import Drain, Sidecar, StartGate
 from llamasup.sidecar_types import (
     SidecarEvent,
@@ -77,6 +79,16 @@ Listener = Callable[[SupervisorEvent], None]
 BinaryResolver = Callable[[SidecarSpec], str]
 
 
+def default_binary(spec: SidecarSpec) -> str:
+    """A ``command:`` runs its own first word; llama-server goes through runtime resolution.
+
+    Raises RuntimeNotFoundError when there is no usable llama-server.
+    """
+    if spec.kind == "command":
+        return spec.binary
+    return str(resolve_binary(spec.binary or None, os.environ).path)
+
+
 class _Entry:
     def __init__(self, sidecar: Sidecar, tracker: RestartTracker) -> None:
         self.sidecar = sidecar
@@ -105,7 +117,7 @@ class Supervisor:
         self.settings = settings
         self.policy = policy or RestartPolicy()
         self.ports = PortAllocator(*settings.port_range, host=settings.host)
-        self._resolve_binary = resolve_binary or (lambda spec: spec.binary)
+        self._resolve_binary = resolve_binary or default_binary
         self._jitter = jitter
         self._clock = clock
         self._base_env = base_env
@@ -118,7 +130,8 @@ class Supervisor:
         """Make ``spec`` desired and begin starting it; returns at once (idempotent).
 
         Await ``sidecar.ensure_ready()`` on the result to wait for readiness. A key that hit
-        its start limit is left alone until ``reset``.
+        its start limit is left alone until ``reset``. The binary is resolved when a key is
+        first seen (RuntimeNotFoundError if there is none).
         """
         entry = self._entries.get(spec.key)
         if entry is None:

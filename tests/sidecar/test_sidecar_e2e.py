@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -11,8 +10,9 @@ import httpx
 import pytest
 from sidecar_helpers import pid_alive, squat
 
-from llamasup.errors import SidecarStartError
+from llamasup.errors import RuntimeNotFoundError, SidecarStartError
 from llamasup.ports import PortAllocator
+from llamasup.runtime import resolve_binary
 from llamasup.sidecar import Sidecar, SidecarSettings, SidecarState
 from llamasup.spec import SidecarSpec
 from llamasup.testing.tiny_model import tiny_model_path
@@ -24,13 +24,14 @@ BUILD_TREE_BINARY = Path("/tmp/lsbuild/build/bin/llama-server")
 
 @pytest.fixture(scope="module")
 def llama_server() -> Path:
-    """The real binary: $LLAMASUP_LLAMA_SERVER, the local build tree, or PATH."""
-    configured = os.environ.get("LLAMASUP_LLAMA_SERVER")
-    on_path = shutil.which("llama-server")
-    for candidate in (configured, str(BUILD_TREE_BINARY), on_path):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    pytest.fail("no llama-server: set LLAMASUP_LLAMA_SERVER or build one (see LLAMA_SERVER.md)")
+    """The real binary as llamasup resolves it ($LLAMA_SERVER_BIN, PATH, the cached build),
+    else the shared build tree."""
+    try:
+        return resolve_binary(None, os.environ).path
+    except RuntimeNotFoundError as exc:
+        if BUILD_TREE_BINARY.is_file():
+            return BUILD_TREE_BINARY
+        pytest.fail(f"{exc} (or build one into {BUILD_TREE_BINARY})")
 
 
 def tiny_spec(*extra: str, model_path: str | None = None) -> SidecarSpec:

@@ -208,11 +208,20 @@ class Sidecar:
                 self._exit_code,
                 self.log.tail(self.settings.log_tail_lines),
             )
-        except SidecarError as exc:
+        except Exception as exc:
+            # anything else (state dir unwritable, a bug) must still end in 'failed', not
+            # leave the sidecar 'starting' forever
+            error = exc if isinstance(exc, SidecarError) else SidecarStartError(
+                f"{self.spec.model}: cannot start: {type(exc).__name__}: {exc}",
+                None,
+                self.log.tail(self.settings.log_tail_lines),
+            )
             if self._run is not None:
                 await self._end_run(self._run, grace=0.0)
-            self._fail(str(exc), SidecarEventKind.START_FAILED, exc)
-            raise
+            self._fail(str(error), SidecarEventKind.START_FAILED, error)
+            if error is exc:
+                raise
+            raise error from exc
         except asyncio.CancelledError:
             # stop() cancels us and ends the run itself; anyone else (loop shutdown) gets a
             # SIGKILL so no process outlives its owner
@@ -221,13 +230,13 @@ class Sidecar:
             raise
 
     async def _launch(self, avoid: frozenset[int]) -> Run:
+        self.settings.config_home.mkdir(parents=True, exist_ok=True)
+        env = child_environment(self._base_env, self.spec.env_map, self.settings.config_home)
         try:
             port = self._ports.acquire(avoid=avoid)
         except OSError as exc:
             raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
         argv = self.spec.command_line(self.binary_path, self.settings.host, port)
-        self.settings.config_home.mkdir(parents=True, exist_ok=True)
-        env = child_environment(self._base_env, self.spec.env_map, self.settings.config_home)
         self._exit_code = None
         run = Run(port, self.log)
         try:

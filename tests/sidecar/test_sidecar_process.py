@@ -14,7 +14,7 @@ from sidecar_helpers import pid_alive, poll_until, squat
 from llamasup.errors import SidecarError, SidecarStartError, SidecarTimeoutError
 from llamasup.health import http_status
 from llamasup.ports import PortAllocator
-from llamasup.sidecar import Sidecar, SidecarEventKind, SidecarState
+from llamasup.sidecar import Sidecar, SidecarEventKind, SidecarSettings, SidecarState
 
 pytestmark = pytest.mark.anyio
 
@@ -316,3 +316,16 @@ async def test_unhealthy_child_is_killed_and_a_caller_meanwhile_gets_a_fresh_one
     assert sidecar.status().restarts == 1
     await sidecar.stop()
     assert sidecar.state is SidecarState.STOPPED
+
+
+async def test_unexpected_error_while_starting_still_ends_in_failed(
+    make_sidecar: MakeSidecar, settings: SidecarSettings
+) -> None:
+    ports = PortAllocator(*settings.port_range)
+    sidecar = make_sidecar(ports=ports)
+    sidecar.settings.config_home.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.settings.config_home.write_text("a file where the empty config dir should be")
+    with pytest.raises(SidecarStartError, match="cannot start: FileExistsError"):
+        await sidecar.ensure_ready()
+    assert sidecar.state is SidecarState.FAILED
+    assert sidecar.status().port is None and ports.held == frozenset()

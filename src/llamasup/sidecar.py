@@ -20,9 +20,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from llamasup.errors import SidecarError, SidecarFailedError, SidecarStartError
+from llamasup.errors import LlamasupError, SidecarError, SidecarFailedError, SidecarStartError
 from llamasup.ports import PortAllocator
 from llamasup.probes import BindFailed, wait_until_ready, watch_health
 from llamasup.process import child_environment, spawn
@@ -50,7 +50,7 @@ class Sidecar:
     def __init__(
         self,
         spec: SidecarSpec,
-        binary_path: str,
+        binary_path: str | Callable[[], str],
         settings: SidecarSettings,
         ports: PortAllocator,
         *,
@@ -230,13 +230,18 @@ class Sidecar:
             raise
 
     async def _launch(self, avoid: frozenset[int]) -> Run:
+        try:
+            # a resolver is asked on every launch: a binary installed later is picked up
+            binary = self.binary_path if isinstance(self.binary_path, str) else self.binary_path()
+        except LlamasupError as exc:
+            raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
         self.settings.config_home.mkdir(parents=True, exist_ok=True)
         env = child_environment(self._base_env, self.spec.env_map, self.settings.config_home)
         try:
             port = self._ports.acquire(avoid=avoid)
         except OSError as exc:
             raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
-        argv = self.spec.command_line(self.binary_path, self.settings.host, port)
+        argv = self.spec.command_line(binary, self.settings.host, port)
         self._exit_code = None
         run = Run(port, self.log)
         try:

@@ -130,15 +130,15 @@ class Supervisor:
         """Make ``spec`` desired and begin starting it; returns at once (idempotent).
 
         Await ``sidecar.ensure_ready()`` on the result to wait for readiness. A key that hit
-        its start limit is left alone until ``reset``. The binary is resolved when a key is
-        first seen (RuntimeNotFoundError if there is none).
+        its start limit is left alone until ``reset``. The binary is resolved at each launch;
+        none found is a start failure like any other (status, backoff, start limit).
         """
         entry = self._entries.get(spec.key)
         if entry is None:
             tracker = RestartTracker(self.policy)
             sidecar = Sidecar(
                 spec,
-                self._resolve_binary(spec),
+                lambda: self._resolve_binary(spec),
                 self.settings,
                 self.ports,
                 on_event=self._on_sidecar_event,

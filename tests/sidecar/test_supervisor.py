@@ -15,6 +15,7 @@ from sidecar_helpers import fake_spec, pid_alive, poll_until
 from llamasup.errors import SidecarError, SidecarFailedError, SidecarStartError
 from llamasup.restart import RestartPolicy
 from llamasup.sidecar import SidecarEventKind, SidecarSettings, SidecarState
+from llamasup.spec import SidecarSpec
 from llamasup.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
 
 pytestmark = pytest.mark.anyio
@@ -211,3 +212,21 @@ async def test_start_errors_reach_on_demand_callers(
     with pytest.raises(SidecarStartError) as caught:
         await sidecar.ensure_ready()
     assert caught.value.exit_code == 7
+
+
+async def test_missing_binary_is_a_start_failure_under_the_policy(
+    settings: SidecarSettings, model_file: Path, tmp_path: Path
+) -> None:
+    supervisor = Supervisor(settings, policy=FAST)  # default resolution: llamasup.runtime
+    try:
+        spec = SidecarSpec(
+            model="fake", kind="llama-server", binary=str(tmp_path / "missing" / "llama-server"),
+            args=("-m", str(model_file)),
+        )
+        sidecar = supervisor.start(spec)  # does not raise: the failure shows in the status
+        await poll_until(lambda: status_of(supervisor, spec.key).gave_up, what="start limit")
+        error = sidecar.status().last_error or ""
+        assert "does not exist" in error and "start limit reached" not in error
+        assert supervisor.ports.held == frozenset()
+    finally:
+        await supervisor.stop_all(timeout=5.0)

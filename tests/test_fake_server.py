@@ -70,7 +70,7 @@ def _ready(spawn: Spawn, *args: str, env: Mapping[str, str] | None = None
 
 def test_parse_args_honours_known_flags_and_skips_others() -> None:
     options = parse_args(
-        ["-m", "m.gguf", "-ngl", "-1", "--jinja", "--temp", "0.2", "--alias", "a,b",
+        ["-m", "m.gguf", "-ngl", "-1", "--jinja", "--temp", "0.2", "--alias", "b,a,b",
          "--port=0", "-fa", "on", "--metrics", "--host", "::1"],
         {},
     )
@@ -224,12 +224,15 @@ def test_log_spam_is_written_at_start_and_per_request(spawn: Spawn, model: Path
 # --- endpoints --------------------------------------------------------------------------------
 
 
-def test_models_lists_the_first_alias(spawn: Spawn, model: Path) -> None:
+def test_models_lists_the_smallest_alias_like_the_real_server(spawn: Spawn, model: Path) -> None:
     proc = _ready(spawn, "-m", str(model), "--alias", "tiny,other")
     body = httpx.get(f"{proc.base_url}/v1/models").json()
     assert body["object"] == "list"
-    assert body["data"][0]["id"] == "tiny"
-    assert httpx.get(f"{proc.base_url}/models").json()["data"][0]["id"] == "tiny"
+    assert body["data"][0]["id"] == "other"
+    assert body["data"][0]["aliases"] == ["other", "tiny"]
+    assert httpx.get(f"{proc.base_url}/models").json()["data"][0]["id"] == "other"
+    reply = httpx.post(f"{proc.base_url}/completion", json={"prompt": "x", "model": "tiny"})
+    assert reply.json()["model"] == "other"  # the server's own id, not the requested name
     plain = _ready(spawn, "-m", str(model))
     assert httpx.get(f"{plain.base_url}/v1/models").json()["data"][0]["id"] == str(model)
 

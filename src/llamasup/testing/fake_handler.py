@@ -175,10 +175,10 @@ class FakeHandler(MiniHTTPHandler):
         count, finish = behaviour.tokens, "stop"
         if isinstance(limit, int) and 0 <= limit <= behaviour.tokens:
             count, finish = limit, "length"
-        model = body.get("model")
         return bodies.Generation(
             ident=os.urandom(12).hex(),
-            model=model if isinstance(model, str) and model else self.state.options.model_id,
+            # the real server names itself here, whatever "model" the request asked for
+            model=self.state.options.model_id,
             created=int(time.time()),
             prompt_tokens=len(bodies.tokenize(prompt)),
             pieces=tuple(f"t{index} " for index in range(count)),
@@ -327,7 +327,7 @@ class FakeHandler(MiniHTTPHandler):
         tokens = sum(len(bodies.tokenize(text)) for text in inputs)
         try:
             self._send_json(200, bodies.embeddings_response(
-                inputs, str(body.get("model") or state.options.model_id),
+                inputs, state.options.model_id,
                 str(body.get("encoding_format") or "float"), self._x_fake(path, body, number)))
         finally:
             state.stats.end(prompt_tokens=tokens, predicted_tokens=0, cancelled=False)

@@ -283,7 +283,7 @@ class FakeHandler(MiniHTTPHandler):
     def _route_chat(self, path: str, body: JsonObject) -> None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            self._bad_request("'messages' is required and must be a non-empty array")
+            self._bad_request("'messages' is required")
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self._infer(path, body, _text_of(messages), bodies.chat_response,
@@ -307,7 +307,7 @@ class FakeHandler(MiniHTTPHandler):
     def _route_messages(self, path: str, body: JsonObject) -> None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            self._bad_request("'messages' is required and must be a non-empty array")
+            self._bad_request("'messages' is required")
             return
         prompt = _text_of(body.get("system", "")) + _text_of(messages)
         self._infer(path, body, prompt, bodies.messages_response, bodies.messages_stream)

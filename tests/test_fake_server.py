@@ -387,3 +387,19 @@ def test_crash_mid_stream(spawn: Spawn, model: Path) -> None:
     assert received, "the stream started before the crash"
     assert "data: [DONE]" not in received
     assert proc.wait_exit() == -signal.SIGKILL
+
+
+def test_chunked_request_bodies_are_read(spawn: Spawn, model: Path) -> None:
+    # a proxy that streams the client's body upstream sends it chunked
+    proc = _ready(spawn, "-m", str(model))
+    payload = json.dumps({"prompt": "chunked"}).encode()
+
+    def pieces() -> Iterator[bytes]:
+        yield payload[:5]
+        yield payload[5:]
+
+    with httpx.Client() as client:
+        response = client.post(f"{proc.base_url}/completion", content=pieces())
+        assert response.json()["x_fake"]["request"] == {"prompt": "chunked"}
+        # the keep-alive connection is still in step for a following request
+        assert client.get(f"{proc.base_url}/health").status_code == 200

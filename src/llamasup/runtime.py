@@ -149,12 +149,20 @@ def _usable(path: Path) -> bool:
     return _executable_file(path) and binary_version(path) is not None
 
 
+def install_lock_path(build: str = LLAMA_CPP_BUILD) -> Path:
+    return cached_binary_path(build).parent.parent / f".install-b{build}.lock"
+
+
 @contextmanager
-def _install_lock(path: Path) -> Iterator[None]:
+def _install_lock(path: Path, progress: Callable[[str], None]) -> Iterator[None]:
     """An exclusive lock across processes, so two installs never build or rename at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another llamasup install to finish (lock {path})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -199,7 +207,7 @@ def install(
     if sdist is not None and not sdist.is_file():
         raise RuntimeInstallError(f"sdist {sdist} does not exist")
     runtime_dir = target.parent.parent
-    with _install_lock(runtime_dir / f".install-b{build}.lock"):
+    with _install_lock(install_lock_path(build), progress):
         if not force and _usable(target):
             progress(f"llama-server b{build} was installed meanwhile: {target}")
             return target

@@ -53,10 +53,9 @@ class BuildTools:
     cxx_compiler: str
 
 
-def _search_path(environ: Mapping[str, str]) -> str:
+def default_extra_dirs() -> tuple[Path, ...]:
     # `pip install cmake ninja` into a venv that is not activated puts them next to python
-    entries = [environ.get("PATH", ""), str(Path(sys.executable).parent)]
-    return os.pathsep.join(entry for entry in entries if entry)
+    return (Path(sys.executable).parent,)
 
 
 def _which(names: Sequence[str], search: str) -> str | None:
@@ -69,9 +68,16 @@ def _which(names: Sequence[str], search: str) -> str | None:
     return None
 
 
-def find_build_tools(environ: Mapping[str, str]) -> BuildTools:
-    """Locate cmake, ninja or make, and C/C++ compilers, or say exactly what is missing."""
-    search = _search_path(environ)
+def find_build_tools(
+    environ: Mapping[str, str], extra_dirs: Sequence[Path] | None = None
+) -> BuildTools:
+    """Locate cmake, ninja or make, and C/C++ compilers, or say exactly what is missing.
+
+    Looks on ``environ["PATH"]`` and then in ``extra_dirs`` (default: this Python's bin).
+    """
+    extra = default_extra_dirs() if extra_dirs is None else tuple(extra_dirs)
+    entries = [environ.get("PATH", ""), *(str(d) for d in extra)]
+    search = os.pathsep.join(entry for entry in entries if entry)
     cmake = _which(["cmake"], search)
     ninja = _which(["ninja", "ninja-build"], search)
     make = None if ninja else _which(["make", "gmake"], search)
@@ -91,7 +97,7 @@ def find_build_tools(environ: Mapping[str, str]) -> BuildTools:
     if missing or cmake is None or c_compiler is None or cxx_compiler is None:
         raise RuntimeInstallError(
             f"cannot build llama-server: missing {', '.join(missing)} "
-            f"(searched PATH and {Path(sys.executable).parent}); {INSTALL_HINT}"
+            f"(searched {search or 'an empty PATH'}); {INSTALL_HINT}"
         )
     if ninja is not None:
         return BuildTools(cmake, "Ninja", ninja, c_compiler, cxx_compiler)

@@ -175,10 +175,10 @@ class FakeHandler(MiniHTTPHandler):
         count, finish = behaviour.tokens, "stop"
         if isinstance(limit, int) and 0 <= limit <= behaviour.tokens:
             count, finish = limit, "length"
-        model = body.get("model")
         return bodies.Generation(
             ident=os.urandom(12).hex(),
-            model=model if isinstance(model, str) and model else self.state.options.model_id,
+            # the real server names itself here, whatever "model" the request asked for
+            model=self.state.options.model_id,
             created=int(time.time()),
             prompt_tokens=len(bodies.tokenize(prompt)),
             pieces=tuple(f"t{index} " for index in range(count)),
@@ -283,7 +283,7 @@ class FakeHandler(MiniHTTPHandler):
     def _route_chat(self, path: str, body: JsonObject) -> None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            self._bad_request("'messages' is required and must be a non-empty array")
+            self._bad_request("'messages' is required")
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self._infer(path, body, _text_of(messages), bodies.chat_response,
@@ -307,7 +307,7 @@ class FakeHandler(MiniHTTPHandler):
     def _route_messages(self, path: str, body: JsonObject) -> None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            self._bad_request("'messages' is required and must be a non-empty array")
+            self._bad_request("'messages' is required")
             return
         prompt = _text_of(body.get("system", "")) + _text_of(messages)
         self._infer(path, body, prompt, bodies.messages_response, bodies.messages_stream)
@@ -327,7 +327,7 @@ class FakeHandler(MiniHTTPHandler):
         tokens = sum(len(bodies.tokenize(text)) for text in inputs)
         try:
             self._send_json(200, bodies.embeddings_response(
-                inputs, str(body.get("model") or state.options.model_id),
+                inputs, state.options.model_id,
                 str(body.get("encoding_format") or "float"), self._x_fake(path, body, number)))
         finally:
             state.stats.end(prompt_tokens=tokens, predicted_tokens=0, cancelled=False)

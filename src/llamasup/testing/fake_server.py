@@ -6,7 +6,8 @@ Run it as ``python -m llamasup.testing.fake_server ARGS`` or through the launche
 Command line, as the real server reads it:
   ``-m/--model PATH``   must name an existing file, else "exiting due to model loading error", rc 1
   ``--host``, ``--port`` bind address; ``--port 0`` picks a free port, shown in "listening on"
-  ``-a/--alias a,b``    the first alias is the model id, else the ``-m`` string as given
+  ``-a/--alias b,a``    the smallest alias (sorted, like the real std::set) is the model id,
+                        else the ``-m`` string as given
   ``--metrics``         enables ``/metrics`` (else 501, like the real server)
   ``--embeddings``      enables ``/v1/embeddings`` (else 501, like the real server)
   ``--api-key K1,K2``   requires ``Authorization: Bearer K`` or ``X-Api-Key`` except on /health
@@ -134,7 +135,8 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> Options:
         model=values.get("model"),
         host=values.get("host", "127.0.0.1"),
         port=port,
-        aliases=tuple(a for a in values.get("alias", "").split(",") if a),
+        # llama.cpp keeps aliases in a std::set: sorted, and the smallest one is the model id
+        aliases=tuple(sorted({a for a in values.get("alias", "").split(",") if a})),
         metrics=switches["metrics"],
         embeddings=switches["embeddings"],
         api_keys=tuple(k for k in values.get("api_key", "").split(",") if k),

@@ -137,7 +137,7 @@ class Options:
 
     @property
     def model_id(self) -> str:
-        # like the real server: the first alias, else the -m string exactly as given
+        # like the real server: the smallest alias, else the -m string exactly as given
         return self.aliases[0] if self.aliases else (self.model or "")
 
 

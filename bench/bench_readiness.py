@@ -70,10 +70,10 @@ class Round:
 
 
 def free_port() -> int:
-    for port in range(39950, 39999):
+    for port in range(22900, 22999):
         if port_is_free("127.0.0.1", port):
             return port
-    raise RuntimeError("no free port in 39950-39998")
+    raise RuntimeError("no free port in 22900-22998")
 
 
 async def one_round(binary: Path, model: Path, state_dir: Path, port: int) -> Round:

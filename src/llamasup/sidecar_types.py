@@ -49,7 +49,9 @@ class SidecarSettings:
 
     state_dir: Path
     host: str = "127.0.0.1"
-    port_range: tuple[int, int] = (39100, 39899)
+    #: below the usual ephemeral ranges (Linux 32768-60999, Windows/macOS 49152-65535), so
+    #: outgoing connections of any program on the host do not keep taking sidecar ports
+    port_range: tuple[int, int] = (21100, 21899)
     load_timeout: float = 120.0
     ready_poll_min: float = 0.005
     ready_poll_max: float = 0.2

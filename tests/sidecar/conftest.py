@@ -7,16 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sidecar_helpers import fake_spec
 
 from llamasup.ports import PortAllocator
 from llamasup.sidecar import Sidecar, SidecarSettings
 from llamasup.sidecar_types import EventListener
 from llamasup.testing import write_fake_binary
 
-#: a range private to these tests; each test gets its own slice so a slow exit elsewhere
-#: cannot collide with it
-_BASE_PORT = 39300
+from .sidecar_helpers import fake_spec
+
+#: a range private to these tests, outside the ephemeral range (where any client socket on
+#: the host may sit); each test gets its own slice so a slow exit elsewhere cannot collide
+_BASE_PORT = 22100
 _SLICE = 8
 _counter = iter(range(10_000))
 

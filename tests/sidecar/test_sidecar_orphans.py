@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sidecar_helpers import pid_alive
 
 from llamasup.sidecar import SidecarSettings
+
+from .sidecar_helpers import pid_alive
 
 # the holder runs the real Supervisor on its event-loop thread, reports the pids of its
 # ready sidecars on stdout, then waits to be killed

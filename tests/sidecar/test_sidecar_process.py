@@ -9,12 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sidecar_helpers import pid_alive, poll_until, squat
 
 from llamasup.errors import SidecarError, SidecarStartError, SidecarTimeoutError
 from llamasup.health import http_status
 from llamasup.ports import PortAllocator
 from llamasup.sidecar import Sidecar, SidecarEventKind, SidecarSettings, SidecarState
+
+from .sidecar_helpers import pid_alive, poll_until, squat
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +38,9 @@ async def test_start_ready_and_stop(make_sidecar: MakeSidecar) -> None:
     await sidecar.stop()
     stopped = sidecar.status()
     assert stopped.state is SidecarState.STOPPED
-    assert stopped.pid is None and stopped.exit_code == 0
+    # 0 normally; -15 if SIGTERM beat the handler, installed just after /health turns 200
+    # (the fake mirrors the real server's order: is_ready, "model loaded", then sigaction)
+    assert stopped.pid is None and stopped.exit_code in (0, -15)
     assert not pid_alive(status.pid)
     await sidecar.stop()  # idempotent
     assert sidecar.state is SidecarState.STOPPED

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sidecar_helpers import squat
 
 from llamasup.ports import PortAllocator, PortsExhaustedError, validate_port_range
 from llamasup.process import child_environment
 from llamasup.proclog import ProcessLog
 from llamasup.restart import RestartPolicy, RestartTracker
 from llamasup.sidecar import SidecarSettings
+
+from .sidecar_helpers import squat
 
 pytestmark = pytest.mark.anyio
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sidecar_helpers import fake_spec, pid_alive, poll_until
 
 from llamasup.errors import SidecarError, SidecarFailedError, SidecarStartError
 from llamasup.restart import RestartPolicy
 from llamasup.sidecar import SidecarEventKind, SidecarSettings, SidecarState
 from llamasup.spec import SidecarSpec
 from llamasup.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
+
+from .sidecar_helpers import fake_spec, pid_alive, poll_until
 
 pytestmark = pytest.mark.anyio
 

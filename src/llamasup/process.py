@@ -1,0 +1,146 @@
+"""Process plumbing for sidecars: the child's environment, spawning, and signalling its group.
+
+Kept apart from ``sidecar.py`` so that everything platform-specific sits in one small room.
+POSIX-only calls are guarded so the module imports (and mostly works) on Windows.
+
+**Where children are spawned matters.** On Linux each child asks the kernel for SIGKILL when
+its parent dies (``PR_SET_PDEATHSIG``), so a SIGKILLed llamasup leaves no llama-server
+behind. The kernel ties that to the *thread* that forked, not the process: ``spawn`` must be
+called on a thread that lives as long as the supervisor. asyncio forks in
+``loop.subprocess_exec`` on the event-loop thread, which is exactly that thread; never call
+``spawn`` through ``run_in_executor`` or ``anyio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+P = TypeVar("P", bound=asyncio.SubprocessProtocol)
+
+#: inherited variables that llama-server reads as flags; they would silently change the child
+#: (``LLAMA_ARG_PORT``, ``LLAMA_ARG_MODEL``...) or leak credentials into it
+SCRUBBED_PREFIXES = ("LLAMA_ARG_",)
+SCRUBBED_NAMES = frozenset({"LLAMA_API_KEY", "HF_TOKEN", "MTMD_BACKEND_DEVICE"})
+
+IS_POSIX = sys.platform != "win32"
+IS_LINUX = sys.platform.startswith("linux")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def child_environment(
+    base: Mapping[str, str], spec_env: Mapping[str, str], config_home: Path
+) -> dict[str, str]:
+    """The child's environment: ``base`` minus flag-like variables, then llamasup's, then spec's.
+
+    ``XDG_CONFIG_HOME`` points at an empty directory because llama-server silently applies
+    ``${XDG_CONFIG_HOME:-~/.config}/llama.cpp/config.ini``; a profile may still set it.
+    """
+    env = {
+        name: value
+        for name, value in base.items()
+        if name not in SCRUBBED_NAMES and not name.startswith(SCRUBBED_PREFIXES)
+    }
+    env["XDG_CONFIG_HOME"] = str(config_home)
+    env.update(spec_env)
+    return env
+
+
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    """A preexec_fn that arms PR_SET_PDEATHSIG(SIGKILL) in the child, or None off Linux.
+
+    Everything is resolved here in the parent: after fork, the child only makes the call.
+    """
+    if not IS_LINUX:
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    kill_signal = int(signal.SIGKILL)
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill_signal, 0, 0, 0)
+        # the parent may have died between fork and prctl: then nobody would send the signal
+        if os.getppid() != parent:
+            os.kill(os.getpid(), kill_signal)
+
+    return arm
+
+
+async def spawn(
+    argv: list[str],
+    env: Mapping[str, str],
+    protocol_factory: Callable[[], P],
+    cwd: Path | None = None,
+) -> tuple[asyncio.SubprocessTransport, P]:
+    """Start ``argv`` without a shell, in its own process group, stdout/stderr piped.
+
+    Output and the exit arrive as ``SubprocessProtocol`` callbacks, not through
+    ``Process.wait()``, which (Python 3.11) also waits for the pipes to close and so hangs
+    while any grandchild holds them. Call on the event-loop thread (see the module
+    docstring). Raises ``OSError`` when the binary cannot be executed.
+    """
+    options: dict[str, Any] = {}
+    if IS_POSIX:
+        options["start_new_session"] = True
+        preexec = _pdeathsig_preexec()
+        if preexec is not None:
+            options["preexec_fn"] = preexec
+    else:
+        options["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    loop = asyncio.get_running_loop()
+    return await loop.subprocess_exec(
+        protocol_factory,
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        **options,
+    )
+
+
+def terminate_group(transport: asyncio.SubprocessTransport) -> None:
+    """Ask the child (and anything it started) to exit: SIGTERM to its process group."""
+    _signal(transport, signal.SIGTERM)
+
+
+def kill_group(transport: asyncio.SubprocessTransport) -> None:
+    """Kill the child's whole process group: SIGKILL, no negotiation."""
+    _signal(transport, getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def sweep_group(pid: int) -> None:
+    """Right after the leader exited: SIGKILL stragglers still in its process group."""
+    if IS_POSIX:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _signal(transport: asyncio.SubprocessTransport, sig: signal.Signals) -> None:
+    if transport.get_returncode() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if IS_POSIX:
+            # the child leads its own session and group, so its pgid is its pid; until it is
+            # reaped (returncode set) that number cannot belong to anyone else
+            os.killpg(transport.get_pid(), sig)
+        elif sig == signal.SIGTERM:
+            transport.terminate()
+        else:
+            transport.kill()

@@ -1,0 +1,1 @@
+"""Sidecar and supervisor tests (a package, so its conftest does not clash with tests/)."""

@@ -1,0 +1,480 @@
+"""The ASGI inference front: route, resolve, lease a sidecar, forward, stream back.
+
+A raw ASGI app (no framework): the per-request work is a dict lookup for the route, one pass
+over the headers, one JSON parse (and a re-serialisation only when the body must change), a
+lease from the pool, and a relay loop that hands each upstream chunk to the server as it
+arrives. ``bench/RESULTS.md`` (``## Proxy overhead``) has the numbers behind these choices.
+
+Unknown paths fall through to ``fallback`` (the control API) when one is given, so both can
+share one listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
+from typing import Any
+from urllib.parse import unquote
+
+from llamasup.errors import CapacityError, SidecarError
+from llamasup.openai_errors import LLAMASUP_ERROR_HEADER, Dialect, ProxyError, stream_error_event
+from llamasup.pool import ResolverSource, SidecarPool
+from llamasup.proxy_hooks import ProxyObserver, RequestRecord
+from llamasup.proxy_limits import Limits
+from llamasup.proxy_models import model_listing
+from llamasup.proxy_request import (
+    ROUTES,
+    RequestHeaders,
+    RouteInfo,
+    TargetResolver,
+    parse_body,
+    pick_target,
+    prepare_body,
+    scan_headers,
+)
+from llamasup.spec import Resolved
+from llamasup.upstream import UpstreamClient, UpstreamError, UpstreamResponse
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+UPSTREAM_PREFIX = "/upstream/"
+_SSE_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
+_DROPPED_RESPONSE_HEADERS = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date", b"trailer"}
+)
+_SSE_REPLACED = frozenset({b"cache-control", b"x-accel-buffering", b"content-length"})
+#: an event stream with no event boundary for this long is relayed anyway
+_MAX_HELD_BACK = 64 * 1024
+
+
+class UpstreamBrokeError(Exception):
+    """The sidecar broke a non-streamed response after its head was sent: nothing to repair,
+    so the client connection is dropped (the server closes it when this escapes)."""
+
+
+class _ClientGoneError(Exception):
+    """The client disconnected while sending its body."""
+
+
+class _Outbound:
+    """What goes to the sidecar."""
+
+    __slots__ = ("headers", "method", "payload", "start_timeout", "target")
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        payload: bytes,
+        start_timeout: float,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.payload = payload
+        self.start_timeout = start_timeout
+
+
+class _Exchange:
+    """Mutable state of one forwarded request."""
+
+    __slots__ = ("agent", "client_gone", "dialect", "error", "finished", "model",
+                 "response_started", "route", "started", "status", "streamed", "t0", "ttfb",
+                 "wait")
+
+    def __init__(self, route: str, dialect: Dialect, t0: float) -> None:
+        self.route = route
+        self.dialect = dialect
+        self.t0 = t0
+        self.model = ""
+        self.agent = ""
+        self.status = 500
+        self.ttfb: float | None = None
+        self.wait = 0.0
+        self.streamed = False
+        self.error: str | None = None
+        self.started = False
+        self.response_started = False
+        self.finished = False
+        self.client_gone = False
+
+
+class ProxyApp:
+    """The ASGI application; build it with :func:`create_proxy_app`."""
+
+    def __init__(
+        self,
+        resolver: ResolverSource,
+        pool: SidecarPool,
+        *,
+        observer: ProxyObserver | None = None,
+        fallback: ASGIApp | None = None,
+        client: UpstreamClient | None = None,
+    ) -> None:
+        self._resolver = resolver
+        self._pool = pool
+        self._observer = observer
+        self._fallback = fallback
+        self.client = client or UpstreamClient()
+        self._targets = TargetResolver()
+        self._limits = Limits()
+
+    async def aclose(self) -> None:
+        """Close idle sidecar connections (call on shutdown)."""
+        await self.client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if self._fallback is not None:
+                await self._fallback(scope, receive, send)
+            elif scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        route = ROUTES.get(path)
+        if route is not None:
+            if scope["method"] == "POST":
+                await self._inference(route, scope, receive, send)
+            else:
+                await _send_error(send, ProxyError(405, "method_not_allowed",
+                                                   f"{path} accepts POST only"), route.dialect)
+        elif path.startswith(UPSTREAM_PREFIX):
+            await self._passthrough(scope, receive, send)
+        elif path in ("/v1/models", "/models") and scope["method"] in ("GET", "HEAD"):
+            listing = model_listing(self._resolver(), self._pool)
+            await _send_json(send, 200, listing)
+        elif path == "/health" and scope["method"] in ("GET", "HEAD"):
+            await _send_json(send, 200, {"status": "ok"})
+        elif self._fallback is not None:
+            await self._fallback(scope, receive, send)
+        else:
+            await _send_error(send, ProxyError(404, "not_found", f"no route for {path}"),
+                              Dialect.OPENAI)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- the two forwarding entry points ----------------------------------------------------
+    async def _inference(
+        self, route: RouteInfo, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        dialect = route.dialect
+        ex = _Exchange(route.path, dialect, perf_counter() if self._observer is not None else 0.0)
+        try:
+            resolver = self._resolver()
+            server = resolver.profiles.server
+            headers = scan_headers(scope["headers"])
+            raw = await _read_body(receive, headers, server.max_request_body)
+            body = parse_body(raw)
+            model, agent = pick_target(body.get("model"), headers.model, headers.agent)
+            resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
+            payload = prepare_body(raw, body, resolved, route)
+            target = route.path.encode()
+            if scope.get("query_string"):
+                target += b"?" + scope["query_string"]
+            out = _Outbound("POST", target, headers.forward, payload, server.start_timeout)
+            await self._forward(ex, receive, send, resolved, out)
+        except ProxyError as exc:
+            await self._refuse(ex, send, exc, dialect)
+        except _ClientGoneError:
+            ex.status, ex.error = 499, "client_disconnected"
+        finally:
+            self._observe(ex)
+
+    async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/upstream/{model}/{path}``: any method, body and path untouched."""
+        dialect = Dialect.OPENAI
+        ex = _Exchange("/upstream", dialect, perf_counter() if self._observer is not None else 0.0)
+        try:
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            parts = raw_path.split(b"/", 3)
+            name = unquote(parts[2].decode("latin-1")) if len(parts) > 2 else ""
+            if not name:
+                raise ProxyError(404, "not_found", "use /upstream/{model}/{path}")
+            target = b"/" + (parts[3] if len(parts) > 3 else b"")
+            if scope.get("query_string"):
+                target += b"?" + scope["query_string"]
+            resolver = self._resolver()
+            server = resolver.profiles.server
+            headers = scan_headers(scope["headers"])
+            raw = await _read_body(receive, headers, server.max_request_body)
+            model, agent = pick_target(None, name, headers.agent)
+            resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
+            out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
+            await self._forward(ex, receive, send, resolved, out)
+        except ProxyError as exc:
+            await self._refuse(ex, send, exc, dialect)
+        except _ClientGoneError:
+            ex.status, ex.error = 499, "client_disconnected"
+        finally:
+            self._observe(ex)
+
+    # -- forwarding --------------------------------------------------------------------------
+    async def _forward(
+        self, ex: _Exchange, receive: Receive, send: Send, resolved: Resolved, out: _Outbound
+    ) -> None:
+        ex.model = resolved.model.id
+        ex.agent = resolved.agent.name if resolved.agent is not None else ""
+        observer = self._observer
+        if observer is not None:
+            observer.request_started(ex.route, ex.model, ex.agent)
+            ex.started = True
+        task = asyncio.current_task()
+        assert task is not None
+        # The body has been read, so the next receive() completes only when the client
+        # disconnects (or the response is complete): then cancel whatever we are waiting for
+        # (a queue slot, the sidecar's start, the upstream) so demand is withdrawn and the
+        # sidecar sees its client go away.
+        watcher = asyncio.ensure_future(receive())
+
+        def client_left(_: object) -> None:
+            if not ex.finished and not watcher.cancelled():
+                ex.client_gone = True
+                task.cancel()
+
+        watcher.add_done_callback(client_left)
+        gate = self._limits.gate(resolved.model)
+        try:
+            if gate is not None:
+                await gate.acquire()
+            try:
+                await self._leased(ex, send, resolved, out)
+            finally:
+                if gate is not None:
+                    gate.release()
+        except asyncio.CancelledError:
+            if not ex.client_gone:
+                raise
+            task.uncancel()
+            ex.status = 499
+            ex.error = "client_disconnected"
+        finally:
+            ex.finished = True
+            if not watcher.done():
+                watcher.remove_done_callback(client_left)
+                watcher.cancel()
+
+    async def _leased(
+        self, ex: _Exchange, send: Send, resolved: Resolved, out: _Outbound
+    ) -> None:
+        entered = False
+        try:
+            async with self._pool.lease(resolved.spec, timeout=out.start_timeout) as upstream:
+                entered = True
+                if self._observer is not None:
+                    ex.wait = perf_counter() - ex.t0
+                try:
+                    response = await self.client.request(
+                        out.method, upstream.host, upstream.port, out.target,
+                        headers=out.headers, body=out.payload,
+                    )
+                except UpstreamError as exc:
+                    raise ProxyError(502, "upstream_unreachable", f"sidecar for "
+                                     f"{resolved.model.id!r}: {exc}") from exc
+                try:
+                    await self._relay(ex, response, send)
+                finally:
+                    response.release()
+        except (TimeoutError, SidecarError, CapacityError) as exc:
+            if entered:
+                raise
+            raise _lease_error(exc, resolved, out.start_timeout) from exc
+
+    async def _relay(self, ex: _Exchange, response: UpstreamResponse, send: Send) -> None:
+        headers: list[tuple[bytes, bytes]] = []
+        streamed = False
+        for name, value in response.headers:
+            lowered = name.lower()
+            if lowered in _DROPPED_RESPONSE_HEADERS:
+                continue
+            if lowered == b"content-type" and value.startswith(b"text/event-stream"):
+                streamed = True
+            headers.append((lowered, value))
+        if streamed:
+            headers = [h for h in headers if h[0] not in _SSE_REPLACED]
+            headers.extend(_SSE_HEADERS)
+        ex.status = response.status
+        ex.streamed = streamed
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": headers})
+        ex.response_started = True
+        if streamed:
+            await self._relay_events(ex, response, send)
+            return
+        while True:
+            try:
+                chunk = await response.read()
+            except UpstreamError as exc:
+                ex.error = "upstream_broke"
+                raise UpstreamBrokeError(str(exc)) from exc
+            last = response.complete
+            if ex.ttfb is None and chunk and self._observer is not None:
+                ex.ttfb = perf_counter() - ex.t0
+            if last:
+                ex.finished = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if last:
+                return
+
+    async def _relay_events(self, ex: _Exchange, response: UpstreamResponse, send: Send) -> None:
+        """Relay an event stream chunk by chunk, each cut at an event boundary.
+
+        Holding back a trailing partial event (rarely more than a few bytes) is what lets a
+        sidecar dying mid-stream end in a well-formed error event instead of a torn one.
+        """
+        held = b""
+        observed = self._observer is not None
+        while True:
+            try:
+                chunk = await response.read()
+            except UpstreamError as exc:
+                ex.error = "upstream_disconnected"
+                ex.finished = True
+                event = stream_error_event(
+                    ex.dialect, f"sidecar for {ex.model!r} ended the stream early ({exc})",
+                    "upstream_disconnected",
+                )
+                await send({"type": "http.response.body", "body": event, "more_body": False})
+                return
+            last = response.complete
+            if held:
+                chunk = held + chunk
+                held = b""
+            if not last and not chunk.endswith(b"\n\n"):
+                cut = chunk.rfind(b"\n\n")
+                if cut < 0 and b"\r\n\r\n" in chunk:
+                    cut = chunk.rfind(b"\r\n\r\n") + 2
+                if cut < 0:
+                    if len(chunk) < _MAX_HELD_BACK:
+                        held = chunk
+                        continue
+                else:
+                    held = chunk[cut + 2 :]
+                    chunk = chunk[: cut + 2]
+            if observed and ex.ttfb is None and chunk:
+                ex.ttfb = perf_counter() - ex.t0
+            if last:
+                ex.finished = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if last:
+                return
+
+    # -- answers of our own ------------------------------------------------------------------
+    async def _refuse(self, ex: _Exchange, send: Send, exc: ProxyError, dialect: Dialect) -> None:
+        ex.status = exc.status
+        ex.error = exc.code
+        ex.finished = True
+        if ex.response_started:  # cannot happen for ProxyError today; keep the invariant
+            return
+        await _send_error(send, exc, dialect)
+
+    def _observe(self, ex: _Exchange) -> None:
+        observer = self._observer
+        if observer is None:
+            return
+        observer.request_finished(
+            RequestRecord(
+                route=ex.route,
+                model=ex.model,
+                agent=ex.agent,
+                status=ex.status,
+                duration=perf_counter() - ex.t0,
+                ttfb=ex.ttfb,
+                wait=ex.wait,
+                streamed=ex.streamed,
+                error=ex.error,
+                started=ex.started,
+            )
+        )
+
+
+def create_proxy_app(
+    resolver: ResolverSource,
+    pool: SidecarPool,
+    *,
+    observer: ProxyObserver | None = None,
+    fallback: ASGIApp | None = None,
+    client: UpstreamClient | None = None,
+) -> ProxyApp:
+    """The inference front as an ASGI app.
+
+    ``resolver`` is called once per request and must return the resolver of the profiles in
+    force (so hot reloads apply to the next request). ``pool`` gives leases on ready
+    sidecars. ``observer`` receives metrics events. ``fallback`` gets every path the proxy
+    does not serve (and lifespan events); without it those answer 404 and the proxy handles
+    lifespan itself. ``client`` lets tests or the app share an :class:`UpstreamClient`.
+    """
+    return ProxyApp(resolver, pool, observer=observer, fallback=fallback, client=client)
+
+
+def _lease_error(exc: Exception, resolved: Resolved, timeout: float) -> ProxyError:
+    model = resolved.model.id
+    if isinstance(exc, CapacityError):
+        return ProxyError(503, "insufficient_capacity", f"model {model!r} cannot run here: {exc}")
+    if isinstance(exc, SidecarError):
+        return ProxyError(503, "sidecar_unavailable", f"model {model!r} could not start: {exc}")
+    return ProxyError(504, "sidecar_start_timeout",
+                      f"model {model!r} was not ready within {timeout:g} s (server.start_timeout)")
+
+
+async def _read_body(receive: Receive, headers: RequestHeaders, limit: int) -> bytes:
+    declared = headers.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _ClientGoneError
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(413, "request_too_large",
+                      f"request body exceeds {limit} bytes (server.max_request_body)")
+
+
+async def _send_error(send: Send, exc: ProxyError, dialect: Dialect) -> None:
+    body = exc.body(dialect)
+    await send({"type": "http.response.start", "status": exc.status,
+                "headers": exc.headers(len(body))})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_json(send: Send, status: int, payload: object) -> None:
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+__all__ = ["LLAMASUP_ERROR_HEADER", "ASGIApp", "ProxyApp", "create_proxy_app"]

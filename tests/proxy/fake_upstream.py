@@ -5,12 +5,12 @@ The runtime branch has the full fake llama-server; this one is deliberately tiny
 little as possible and the proxy's own overhead is what gets measured.
 
     python fake_upstream.py [--host H] [--port P] [--alias NAME] [--load-delay S]
-                            [--tokens N] [--delay S] [--rate TOKENS_PER_S]
+                            [--tokens N] [--delay S] [--rate TOKENS_PER_S] [--no-echo]
 
 Prints ``listening on http://H:P`` on stdout once bound. ``/health`` answers 503 for
 ``--load-delay`` seconds, then 200. Inference routes echo what they received in ``x_fake``
 (method, path, parsed body, headers); a JSON body may carry ``x_fake_ctl`` with ``tokens``,
-``delay`` (seconds between stream events) and ``crash_after`` (SIGKILL itself after that
+``delay`` (seconds between stream events), ``rate`` (events per second) and ``crash_after`` (SIGKILL itself after that
 many events). ``GET /x-fake/stats`` answers ``{"requests", "active", "cancelled"}``;
 cancelled counts streams whose client left before the end.
 """
@@ -47,6 +47,7 @@ class Options:
         self.tokens: int = ns.tokens
         self.delay: float = ns.delay
         self.rate: float = ns.rate
+        self.echo: bool = not ns.no_echo
         self.ready_at = time.monotonic() + ns.load_delay
 
 
@@ -149,13 +150,14 @@ class FakeProtocol(asyncio.Protocol):
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        echo = {
+        echo: dict[str, Any] = {
             "method": method.decode(),
             "path": self.url.decode(),
-            "body": body,
-            "raw_len": len(raw),
-            "headers": {k.decode().lower(): v.decode() for k, v in self.headers},
         }
+        if opts.echo:
+            echo["body"] = body
+            echo["raw_len"] = len(raw)
+            echo["headers"] = {k.decode().lower(): v.decode() for k, v in self.headers}
         ctl = body.get("x_fake_ctl", {}) if isinstance(body, dict) else {}
         tokens = int(ctl.get("tokens", opts.tokens))
         if isinstance(body, dict):
@@ -166,13 +168,14 @@ class FakeProtocol(asyncio.Protocol):
         if stream and path in _STREAM_ROUTES:
             self.task = asyncio.get_running_loop().create_task(
                 self.stream(path, echo, tokens, float(ctl.get("delay", opts.delay)),
-                            ctl.get("crash_after"))
+                            float(ctl.get("rate", opts.rate)), ctl.get("crash_after"))
             )
             return
         self.respond(200, json.dumps(_answer(path, opts.alias, echo, tokens)).encode())
 
     async def stream(
-        self, path: bytes, echo: dict[str, Any], tokens: int, delay: float, crash_after: Any
+        self, path: bytes, echo: dict[str, Any], tokens: int, delay: float, rate: float,
+        crash_after: Any,
     ) -> None:
         assert self.transport is not None
         transport = self.transport
@@ -184,15 +187,15 @@ class FakeProtocol(asyncio.Protocol):
                 b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
             )
             events = _anthropic_events if path == b"/v1/messages" else _openai_events
-            rate = self.opts.rate
             start = time.monotonic()
             for i, event in enumerate(events(self.opts.alias, echo, tokens)):
                 if crash_after is not None and i >= int(crash_after):
                     os.kill(os.getpid(), signal.SIGKILL)
                 if i and rate > 0:
+                    # event loop timers tick in milliseconds: faster rates come in bursts
                     wait = start + i / rate - time.monotonic()
                     if wait > 0:
-                        await asyncio.sleep(wait)
+                        await asyncio.sleep(max(wait, 0.001))
                 elif i and delay > 0:
                     await asyncio.sleep(delay)
                 if self.lost:
@@ -300,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--rate", type=float, default=0.0)
+    ap.add_argument("--no-echo", action="store_true", help="echo only method and path")
     ns = ap.parse_args(argv)
     try:
         import uvloop  # noqa: PLC0415

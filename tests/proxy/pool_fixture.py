@@ -89,8 +89,10 @@ class FakeSidecarPool:
             await _stop(sidecar.proc)
 
     async def aclose(self) -> None:
-        for task in self._starting.values():
+        starting = list(self._starting.values())
+        for task in starting:
             task.cancel()
+        await asyncio.gather(*starting, return_exceptions=True)
         for sidecar in self._sidecars.values():
             await _stop(sidecar.proc)
         self._sidecars.clear()
@@ -143,26 +145,32 @@ class FakeSidecarPool:
             "--load-delay", str(self.load_delay), *self.fake_args,
             stdout=asyncio.subprocess.PIPE,
         )
+        try:
+            port = await self._wait_ready(proc)
+        except BaseException:  # cancelled (nobody waits any more) or failed: no orphans
+            await asyncio.shield(_stop(proc))
+            raise
+        sidecar = _Sidecar(spec.key, proc, port)
+        sidecar.ready = True
+        self._sidecars[spec.key] = sidecar
+        return sidecar
+
+    async def _wait_ready(self, proc: asyncio.subprocess.Process) -> int:
         assert proc.stdout is not None
         line = (await proc.stdout.readline()).decode()
         if "listening on" not in line:
-            await _stop(proc)
             raise RuntimeError(f"fake upstream did not start: {line!r}")
         port = int(line.rsplit(":", 1)[1])
-        sidecar = _Sidecar(spec.key, proc, port)
         while True:  # bounded by the lease's timeout
             try:
                 response = await self._client.request("GET", "127.0.0.1", port, b"/health")
                 await response.body()
                 response.release()
                 if response.status == 200:
-                    break
+                    return port
             except UpstreamError:
                 pass
             await asyncio.sleep(0.01)
-        sidecar.ready = True
-        self._sidecars[spec.key] = sidecar
-        return sidecar
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

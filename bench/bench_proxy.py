@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import signal
-import statistics
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import uvicorn
 import uvloop
+
+from llamasup.pool import UpstreamAddress
+from llamasup.profiles import load_profiles
+from llamasup.proxy import create_proxy_app
+from llamasup.spec import Resolver
+from llamasup.upstream import UpstreamClient, UpstreamError
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "proxy" / "fake_upstream.py"
@@ -44,8 +53,6 @@ class StaticPool:
     """One sidecar, always ready; counts in-flight requests like a real pool would."""
 
     def __init__(self, port: int) -> None:
-        from llamasup.pool import UpstreamAddress
-
         self.address = UpstreamAddress("bench", HOST, port)
         self.in_flight = 0
 
@@ -74,8 +81,6 @@ class HttpxUpstreamClient:
     """The proxy's upstream client interface over httpx, for comparison only."""
 
     def __init__(self) -> None:
-        import httpx
-
         self._client = httpx.AsyncClient(
             timeout=None, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
         )
@@ -106,16 +111,14 @@ class _HttpxResponse:
             return b""
 
     def release(self) -> None:
-        asyncio.ensure_future(self._response.aclose())
+        _pending.add(task := asyncio.ensure_future(self._response.aclose()))
+        task.add_done_callback(_pending.discard)
+
+
+_pending: set[asyncio.Future[None]] = set()
 
 
 def serve_proxy(upstream_port: int, port: int, client_kind: str) -> None:
-    import uvicorn
-
-    from llamasup.profiles import load_profiles
-    from llamasup.proxy import create_proxy_app
-    from llamasup.spec import Resolver
-
     with tempfile.TemporaryDirectory() as tmp:
         profile = Path(tmp) / "bench.yaml"
         profile.write_text("version: 1\nmodels:\n  bench:\n    path: /dev/null\n")
@@ -134,19 +137,15 @@ def _pin(pid: int, cpu: int, enabled: bool) -> None:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-async def _wait_ready(port: int, path: bytes = b"/health", timeout: float = 60) -> None:
-    from llamasup.upstream import UpstreamClient, UpstreamError
-
+async def _wait_ready(port: int, path: bytes = b"/health", within: float = 60) -> None:
     client = UpstreamClient()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
             response = await client.request("GET", HOST, port, path)
@@ -158,7 +157,7 @@ async def _wait_ready(port: int, path: bytes = b"/health", timeout: float = 60) 
         except UpstreamError:
             pass
         await asyncio.sleep(0.02)
-    raise RuntimeError(f"nothing ready on port {port} after {timeout}s")
+    raise RuntimeError(f"nothing ready on port {port} after {within}s")
 
 
 def start_upstream(kind: str, model: str | None, pin: bool) -> tuple[subprocess.Popen[bytes], int]:
@@ -177,17 +176,20 @@ def _real_model(model: str | None) -> str:
     if model:
         return model
     try:
-        from llamasup.testing.tiny_model import tiny_model_path  # type: ignore[import-not-found]
-
-        return str(tiny_model_path())
-    except ImportError:
+        tiny = importlib.import_module("llamasup.testing.tiny_model")
+        return str(tiny.tiny_model_path())
+    except (ImportError, AttributeError):
         cached = sorted(Path("~/.cache/llamasup/models").expanduser().glob("llamasup-tiny-*.gguf"))
         if cached:
             return str(cached[-1])
-        raise SystemExit("--upstream real needs --model PATH (or llamasup.testing.tiny_model)")
+        raise SystemExit(
+            "--upstream real needs --model PATH (or llamasup.testing.tiny_model)"
+        ) from None
 
 
-def start_proxy(upstream_port: int, client_kind: str, pin: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_proxy(
+    upstream_port: int, client_kind: str, pin: bool
+) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     cmd = [sys.executable, __file__, "--serve-proxy", str(upstream_port), str(port),
            "--clients", client_kind]
@@ -224,8 +226,6 @@ HEADERS = [(b"content-type", b"application/json")]
 
 async def latency(port: int, body: bytes, concurrency: int, total: int) -> list[float]:
     """Per-request latency (request sent → full body read) over ``total`` requests."""
-    from llamasup.upstream import UpstreamClient
-
     client = UpstreamClient(max_idle_per_host=concurrency * 2)
     samples: list[float] = []
     remaining = total
@@ -248,8 +248,6 @@ async def latency(port: int, body: bytes, concurrency: int, total: int) -> list[
 
 async def ttfb(port: int, body: bytes, total: int) -> list[float]:
     """Time from sending a streaming request to its first body byte."""
-    from llamasup.upstream import UpstreamClient
-
     client = UpstreamClient()
     samples = []
     for _ in range(total):
@@ -265,8 +263,6 @@ async def ttfb(port: int, body: bytes, total: int) -> list[float]:
 
 async def stream_rate(port: int, body: bytes) -> tuple[float, int]:
     """Events per second seen by the client over one stream (first to last event)."""
-    from llamasup.upstream import UpstreamClient
-
     client = UpstreamClient()
     response = await client.request("POST", HOST, port, CHAT, headers=HEADERS, body=body)
     events, first, last, tail = 0, 0.0, 0.0, b""
@@ -325,7 +321,8 @@ def report(results: dict[str, dict[str, Any]]) -> str:
                f"{r['c32']['rps']:.0f}", f"{r['ttfb']['p50']:.3f}", f"{r['ttfb']['p99']:.3f}"]
         for k, s in r["stream"].items():
             ratio = s["events_per_s"] / direct["stream"][k]["events_per_s"]
-            row.append(f"{s['events_per_s']:.0f}" + ("" if name == "direct" else f" ({ratio:.2f}×)"))
+            shown = f"{s['events_per_s']:.0f}"
+            row.append(shown if name == "direct" else f"{shown} ({ratio:.2f}x)")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     for name, r in results.items():
@@ -361,8 +358,10 @@ def main(argv: list[str]) -> None:
         for kind in ns.clients.split(","):
             proxy, port = start_proxy(up_port, kind, pin)
             try:
-                _run(lambda: _wait_ready(port))
-                results[f"proxy ({kind})"] = _run(lambda: measure(port, ns.upstream, ns.quick))
+                _run(lambda p=port: _wait_ready(p))  # type: ignore[misc]
+                results[f"proxy ({kind})"] = _run(
+                    lambda p=port: measure(p, ns.upstream, ns.quick)  # type: ignore[misc]
+                )
             finally:
                 _stop(proxy)
     finally:

@@ -10,9 +10,9 @@ little as possible and the proxy's own overhead is what gets measured.
 Prints ``listening on http://H:P`` on stdout once bound. ``/health`` answers 503 for
 ``--load-delay`` seconds, then 200. Inference routes echo what they received in ``x_fake``
 (method, path, parsed body, headers); a JSON body may carry ``x_fake_ctl`` with ``tokens``,
-``delay`` (seconds between stream events), ``rate`` (events per second) and ``crash_after`` (SIGKILL itself after that
-many events). ``GET /x-fake/stats`` answers ``{"requests", "active", "cancelled"}``;
-cancelled counts streams whose client left before the end.
+``delay`` (seconds between stream events), ``rate`` (events per second) and
+``crash_after`` (SIGKILL itself after that many events). ``GET /x-fake/stats`` answers
+``{"requests", "active", "cancelled"}``; cancelled counts streams whose client left early.
 """
 
 from __future__ import annotations
@@ -166,17 +166,18 @@ class FakeProtocol(asyncio.Protocol):
                     tokens = min(tokens, body[cap])
         stream = isinstance(body, dict) and body.get("stream") is True
         if stream and path in _STREAM_ROUTES:
+            pace = (float(ctl.get("delay", opts.delay)), float(ctl.get("rate", opts.rate)))
             self.task = asyncio.get_running_loop().create_task(
-                self.stream(path, echo, tokens, float(ctl.get("delay", opts.delay)),
-                            float(ctl.get("rate", opts.rate)), ctl.get("crash_after"))
+                self.stream(path, echo, tokens, pace, ctl.get("crash_after"))
             )
             return
         self.respond(200, json.dumps(_answer(path, opts.alias, echo, tokens)).encode())
 
     async def stream(
-        self, path: bytes, echo: dict[str, Any], tokens: int, delay: float, rate: float,
+        self, path: bytes, echo: dict[str, Any], tokens: int, pace: tuple[float, float],
         crash_after: Any,
     ) -> None:
+        delay, rate = pace
         assert self.transport is not None
         transport = self.transport
         self.streaming = True

@@ -38,6 +38,7 @@ import uvloop
 from llamasup.pool import UpstreamAddress
 from llamasup.profiles import load_profiles
 from llamasup.proxy import create_proxy_app
+from llamasup.proxy_server import uvicorn_config
 from llamasup.spec import Resolver
 from llamasup.upstream import UpstreamClient, UpstreamError
 
@@ -126,8 +127,7 @@ def serve_proxy(upstream_port: int, port: int, client_kind: str) -> None:
     client = HttpxUpstreamClient() if client_kind == "httpx" else None
     app = create_proxy_app(lambda: resolver, StaticPool(upstream_port),
                            client=client)  # type: ignore[arg-type]
-    uvicorn.run(app, host=HOST, port=port, http="httptools", loop="uvloop", lifespan="off",
-                access_log=False, log_level="warning")
+    uvicorn.Server(uvicorn_config(app, host=HOST, port=port, lifespan="off")).run()
 
 
 # -- process management ---------------------------------------------------------------------

@@ -12,21 +12,28 @@ share one listener.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
-from typing import Any
 from urllib.parse import unquote
 
+from llamasup.asgi import (
+    ASGIApp,
+    ClientGoneError,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    send_error,
+    send_json,
+)
 from llamasup.errors import CapacityError, SidecarError
-from llamasup.openai_errors import LLAMASUP_ERROR_HEADER, Dialect, ProxyError, stream_error_event
+from llamasup.openai_errors import Dialect, ProxyError
 from llamasup.pool import ResolverSource, SidecarPool
 from llamasup.proxy_hooks import ProxyObserver, RequestRecord
 from llamasup.proxy_limits import Limits
 from llamasup.proxy_models import model_listing
+from llamasup.proxy_relay import Exchange, relay
 from llamasup.proxy_request import (
     ROUTES,
-    RequestHeaders,
     RouteInfo,
     TargetResolver,
     parse_body,
@@ -35,31 +42,9 @@ from llamasup.proxy_request import (
     scan_headers,
 )
 from llamasup.spec import Resolved
-from llamasup.upstream import UpstreamClient, UpstreamError, UpstreamResponse
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from llamasup.upstream import UpstreamClient, UpstreamError
 
 UPSTREAM_PREFIX = "/upstream/"
-_SSE_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
-_DROPPED_RESPONSE_HEADERS = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date", b"trailer"}
-)
-_SSE_REPLACED = frozenset({b"cache-control", b"x-accel-buffering", b"content-length"})
-#: an event stream with no event boundary for this long is relayed anyway
-_MAX_HELD_BACK = 64 * 1024
-
-
-class UpstreamBrokeError(Exception):
-    """The sidecar broke a non-streamed response after its head was sent: nothing to repair,
-    so the client connection is dropped (the server closes it when this escapes)."""
-
-
-class _ClientGoneError(Exception):
-    """The client disconnected while sending its body."""
 
 
 class _Outbound:
@@ -80,30 +65,6 @@ class _Outbound:
         self.headers = headers
         self.payload = payload
         self.start_timeout = start_timeout
-
-
-class _Exchange:
-    """Mutable state of one forwarded request."""
-
-    __slots__ = ("agent", "client_gone", "dialect", "error", "finished", "model",
-                 "response_started", "route", "started", "status", "streamed", "t0", "ttfb",
-                 "wait")
-
-    def __init__(self, route: str, dialect: Dialect, t0: float) -> None:
-        self.route = route
-        self.dialect = dialect
-        self.t0 = t0
-        self.model = ""
-        self.agent = ""
-        self.status = 500
-        self.ttfb: float | None = None
-        self.wait = 0.0
-        self.streamed = False
-        self.error: str | None = None
-        self.started = False
-        self.response_started = False
-        self.finished = False
-        self.client_gone = False
 
 
 class ProxyApp:
@@ -143,19 +104,19 @@ class ProxyApp:
             if scope["method"] == "POST":
                 await self._inference(route, scope, receive, send)
             else:
-                await _send_error(send, ProxyError(405, "method_not_allowed",
+                await send_error(send, ProxyError(405, "method_not_allowed",
                                                    f"{path} accepts POST only"), route.dialect)
         elif path.startswith(UPSTREAM_PREFIX):
             await self._passthrough(scope, receive, send)
         elif path in ("/v1/models", "/models") and scope["method"] in ("GET", "HEAD"):
             listing = model_listing(self._resolver(), self._pool)
-            await _send_json(send, 200, listing)
+            await send_json(send, 200, listing)
         elif path == "/health" and scope["method"] in ("GET", "HEAD"):
-            await _send_json(send, 200, {"status": "ok"})
+            await send_json(send, 200, {"status": "ok"})
         elif self._fallback is not None:
             await self._fallback(scope, receive, send)
         else:
-            await _send_error(send, ProxyError(404, "not_found", f"no route for {path}"),
+            await send_error(send, ProxyError(404, "not_found", f"no route for {path}"),
                               Dialect.OPENAI)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -173,12 +134,12 @@ class ProxyApp:
         self, route: RouteInfo, scope: Scope, receive: Receive, send: Send
     ) -> None:
         dialect = route.dialect
-        ex = _Exchange(route.path, dialect, perf_counter() if self._observer is not None else 0.0)
+        ex = Exchange(route.path, dialect, self._observer is not None)
         try:
             resolver = self._resolver()
             server = resolver.profiles.server
             headers = scan_headers(scope["headers"])
-            raw = await _read_body(receive, headers, server.max_request_body)
+            raw = await read_body(receive, headers.content_length, server.max_request_body)
             body = parse_body(raw)
             model, agent = pick_target(body.get("model"), headers.model, headers.agent)
             resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
@@ -190,7 +151,7 @@ class ProxyApp:
             await self._forward(ex, receive, send, resolved, out)
         except ProxyError as exc:
             await self._refuse(ex, send, exc, dialect)
-        except _ClientGoneError:
+        except ClientGoneError:
             ex.status, ex.error = 499, "client_disconnected"
         finally:
             self._observe(ex)
@@ -198,7 +159,7 @@ class ProxyApp:
     async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/upstream/{model}/{path}``: any method, body and path untouched."""
         dialect = Dialect.OPENAI
-        ex = _Exchange("/upstream", dialect, perf_counter() if self._observer is not None else 0.0)
+        ex = Exchange("/upstream", dialect, self._observer is not None)
         try:
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             parts = raw_path.split(b"/", 3)
@@ -211,21 +172,21 @@ class ProxyApp:
             resolver = self._resolver()
             server = resolver.profiles.server
             headers = scan_headers(scope["headers"])
-            raw = await _read_body(receive, headers, server.max_request_body)
+            raw = await read_body(receive, headers.content_length, server.max_request_body)
             model, agent = pick_target(None, name, headers.agent)
             resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
             out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
             await self._forward(ex, receive, send, resolved, out)
         except ProxyError as exc:
             await self._refuse(ex, send, exc, dialect)
-        except _ClientGoneError:
+        except ClientGoneError:
             ex.status, ex.error = 499, "client_disconnected"
         finally:
             self._observe(ex)
 
     # -- forwarding --------------------------------------------------------------------------
     async def _forward(
-        self, ex: _Exchange, receive: Receive, send: Send, resolved: Resolved, out: _Outbound
+        self, ex: Exchange, receive: Receive, send: Send, resolved: Resolved, out: _Outbound
     ) -> None:
         ex.model = resolved.model.id
         ex.agent = resolved.agent.name if resolved.agent is not None else ""
@@ -269,7 +230,7 @@ class ProxyApp:
                 watcher.cancel()
 
     async def _leased(
-        self, ex: _Exchange, send: Send, resolved: Resolved, out: _Outbound
+        self, ex: Exchange, send: Send, resolved: Resolved, out: _Outbound
     ) -> None:
         entered = False
         try:
@@ -286,7 +247,7 @@ class ProxyApp:
                     raise ProxyError(502, "upstream_unreachable", f"sidecar for "
                                      f"{resolved.model.id!r}: {exc}") from exc
                 try:
-                    await self._relay(ex, response, send)
+                    await relay(ex, response, send)
                 finally:
                     response.release()
         except (TimeoutError, SidecarError, CapacityError) as exc:
@@ -294,95 +255,16 @@ class ProxyApp:
                 raise
             raise _lease_error(exc, resolved, out.start_timeout) from exc
 
-    async def _relay(self, ex: _Exchange, response: UpstreamResponse, send: Send) -> None:
-        headers: list[tuple[bytes, bytes]] = []
-        streamed = False
-        for name, value in response.headers:
-            lowered = name.lower()
-            if lowered in _DROPPED_RESPONSE_HEADERS:
-                continue
-            if lowered == b"content-type" and value.startswith(b"text/event-stream"):
-                streamed = True
-            headers.append((lowered, value))
-        if streamed:
-            headers = [h for h in headers if h[0] not in _SSE_REPLACED]
-            headers.extend(_SSE_HEADERS)
-        ex.status = response.status
-        ex.streamed = streamed
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": headers})
-        ex.response_started = True
-        if streamed:
-            await self._relay_events(ex, response, send)
-            return
-        while True:
-            try:
-                chunk = await response.read()
-            except UpstreamError as exc:
-                ex.error = "upstream_broke"
-                raise UpstreamBrokeError(str(exc)) from exc
-            last = response.complete
-            if ex.ttfb is None and chunk and self._observer is not None:
-                ex.ttfb = perf_counter() - ex.t0
-            if last:
-                ex.finished = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-            if last:
-                return
-
-    async def _relay_events(self, ex: _Exchange, response: UpstreamResponse, send: Send) -> None:
-        """Relay an event stream chunk by chunk, each cut at an event boundary.
-
-        Holding back a trailing partial event (rarely more than a few bytes) is what lets a
-        sidecar dying mid-stream end in a well-formed error event instead of a torn one.
-        """
-        held = b""
-        observed = self._observer is not None
-        while True:
-            try:
-                chunk = await response.read()
-            except UpstreamError as exc:
-                ex.error = "upstream_disconnected"
-                ex.finished = True
-                event = stream_error_event(
-                    ex.dialect, f"sidecar for {ex.model!r} ended the stream early ({exc})",
-                    "upstream_disconnected",
-                )
-                await send({"type": "http.response.body", "body": event, "more_body": False})
-                return
-            last = response.complete
-            if held:
-                chunk = held + chunk
-                held = b""
-            if not last and not chunk.endswith(b"\n\n"):
-                cut = chunk.rfind(b"\n\n")
-                if cut < 0 and b"\r\n\r\n" in chunk:
-                    cut = chunk.rfind(b"\r\n\r\n") + 2
-                if cut < 0:
-                    if len(chunk) < _MAX_HELD_BACK:
-                        held = chunk
-                        continue
-                else:
-                    held = chunk[cut + 2 :]
-                    chunk = chunk[: cut + 2]
-            if observed and ex.ttfb is None and chunk:
-                ex.ttfb = perf_counter() - ex.t0
-            if last:
-                ex.finished = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-            if last:
-                return
-
     # -- answers of our own ------------------------------------------------------------------
-    async def _refuse(self, ex: _Exchange, send: Send, exc: ProxyError, dialect: Dialect) -> None:
+    async def _refuse(self, ex: Exchange, send: Send, exc: ProxyError, dialect: Dialect) -> None:
         ex.status = exc.status
         ex.error = exc.code
         ex.finished = True
         if ex.response_started:  # cannot happen for ProxyError today; keep the invariant
             return
-        await _send_error(send, exc, dialect)
+        await send_error(send, exc, dialect)
 
-    def _observe(self, ex: _Exchange) -> None:
+    def _observe(self, ex: Exchange) -> None:
         observer = self._observer
         if observer is None:
             return
@@ -431,50 +313,4 @@ def _lease_error(exc: Exception, resolved: Resolved, timeout: float) -> ProxyErr
                       f"model {model!r} was not ready within {timeout:g} s (server.start_timeout)")
 
 
-async def _read_body(receive: Receive, headers: RequestHeaders, limit: int) -> bytes:
-    declared = headers.content_length
-    if declared is not None and declared > limit:
-        raise _too_large(limit)
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise _ClientGoneError
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise _too_large(limit)
-        return body
-    parts = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGoneError
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
-def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, "request_too_large",
-                      f"request body exceeds {limit} bytes (server.max_request_body)")
-
-
-async def _send_error(send: Send, exc: ProxyError, dialect: Dialect) -> None:
-    body = exc.body(dialect)
-    await send({"type": "http.response.start", "status": exc.status,
-                "headers": exc.headers(len(body))})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_json(send: Send, status: int, payload: object) -> None:
-    body = json.dumps(payload, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-__all__ = ["LLAMASUP_ERROR_HEADER", "ASGIApp", "ProxyApp", "create_proxy_app"]
+__all__ = ["ASGIApp", "ProxyApp", "Receive", "Scope", "Send", "create_proxy_app"]

@@ -66,8 +66,10 @@ def test_client_disconnect_cancels_upstream(proxy: ProxyServer) -> None:
     with httpx.Client(base_url=proxy.url, timeout=30) as client, client.stream(
         "POST", "/v1/chat/completions", json=stream_body("alpha", 10_000, 0.01)
     ) as response:
-        next(sse_events(response.iter_lines()))
+        events = sse_events(response.iter_lines())  # keep a reference: dropping the
+        next(events)  # iterator would let httpx close the connection right here
         assert proxy.pool.in_flight[key] == 1
+        assert upstream_stats(proxy, key)["cancelled"] == 0
     # leaving the with-block closed the connection mid-stream
     wait_until(lambda: upstream_stats(proxy, key)["cancelled"] == 1, what="upstream cancel")
     wait_until(lambda: proxy.pool.in_flight[key] == 0, what="lease released")

@@ -28,6 +28,7 @@ from llamasup.asgi import (
 from llamasup.errors import CapacityError, SidecarError
 from llamasup.openai_errors import Dialect, ProxyError
 from llamasup.pool import ResolverSource, SidecarPool
+from llamasup.proxy_body import parse_body
 from llamasup.proxy_hooks import ProxyObserver, RequestRecord
 from llamasup.proxy_limits import Limits
 from llamasup.proxy_models import model_listing
@@ -36,7 +37,6 @@ from llamasup.proxy_request import (
     ROUTES,
     RouteInfo,
     TargetResolver,
-    parse_body,
     pick_target,
     prepare_body,
     scan_headers,
@@ -143,7 +143,7 @@ class ProxyApp:
             body = parse_body(raw)
             model, agent = pick_target(body.get("model"), headers.model, headers.agent)
             resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
-            payload = prepare_body(raw, body, resolved, route)
+            payload = prepare_body(body, resolved, route)
             target = route.path.encode()
             if scope.get("query_string"):
                 target += b"?" + scope["query_string"]

@@ -1,13 +1,12 @@
 """From an incoming request to a resolved sidecar and the body to send it.
 
 Pure functions and one small cache; no I/O. The ASGI layer (``proxy.py``) calls them in order:
-:func:`scan_headers`, :func:`parse_body`, :func:`pick_target`, :meth:`TargetResolver.resolve`,
-:func:`prepare_body`.
+:func:`scan_headers`, :func:`~llamasup.proxy_body.parse_body`, :func:`pick_target`,
+:meth:`TargetResolver.resolve`, :func:`prepare_body`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from llamasup.errors import FlagError, ResolveError, UnknownAgentError, UnknownM
 from llamasup.flags import parse_header
 from llamasup.openai_errors import Dialect, ProxyError
 from llamasup.profile_types import ServerConfig
+from llamasup.proxy_body import RequestBody, edit_body
 from llamasup.spec import Resolved, Resolver, split_target
 
 
@@ -44,6 +44,8 @@ def _routes() -> dict[str, RouteInfo]:
 
 
 ROUTES: Mapping[str, RouteInfo] = _routes()
+
+_NO_DEFAULTS: Mapping[str, Any] = {}
 
 HEADER_MODEL = b"x-model-id"
 HEADER_AGENT = b"x-agent"
@@ -98,18 +100,6 @@ def scan_headers(headers: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
                     400, "invalid_content_length", "malformed Content-Length"
                 ) from None
     return result
-
-
-def parse_body(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProxyError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ProxyError(400, "invalid_json", "request body must be a JSON object")
-    return body
 
 
 def pick_target(
@@ -216,29 +206,9 @@ def resolve_error(exc: ResolveError) -> ProxyError:
     return ProxyError(400, "unresolvable", str(exc), param="model")
 
 
-def prepare_body(
-    raw: bytes, body: dict[str, Any], resolved: Resolved, route: RouteInfo
-) -> bytes:
-    """The body for the sidecar: ``model`` set to the served name, agent defaults added.
-
-    Client values win over agent defaults (an explicit ``null`` counts as unset). When
-    nothing changes, the client's bytes go out as they came, without re-serialising.
-    """
-    changed = False
-    served = resolved.spec.served_name
-    if body.get("model") != served:
-        body["model"] = served
-        changed = True
-    defaults = resolved.request_defaults
-    if route.generation and defaults:
-        for key, value in defaults.items():
-            if body.get(key) is not None:
-                continue
-            synonyms = SYNONYMS.get(key)
-            if synonyms is not None and any(body.get(s) is not None for s in synonyms):
-                continue
-            body[key] = value
-            changed = True
-    if not changed:
-        return raw
-    return json.dumps(body, separators=(",", ":")).encode()
+def prepare_body(body: RequestBody, resolved: Resolved, route: RouteInfo) -> bytes:
+    """The body for the sidecar: ``model`` set to the served name, agent defaults added
+    (generation routes only; the client's own values win)."""
+    defaults = resolved.request_defaults if route.generation else _NO_DEFAULTS
+    return edit_body(body, model=resolved.spec.served_name, defaults=defaults,
+                     synonyms=SYNONYMS)

@@ -114,6 +114,15 @@ def test_unchanged_body_is_forwarded_byte_for_byte(proxy: ProxyServer) -> None:
     assert echo["body"] == json.loads(raw)
 
 
+def test_large_body_is_edited_in_place(proxy: ProxyServer) -> None:
+    messages = [{"role": "user", "content": "ünïcode " * 2000}]
+    raw = json.dumps({"messages": messages, "model": "alpha@coder", "top_k": 3},
+                     ensure_ascii=False, indent=1).encode()
+    body = echoed(post(proxy, "/v1/chat/completions", raw))["body"]
+    assert body == {"messages": messages, "model": "alpha", "top_k": 3, "temperature": 0.2,
+                    "n_predict": 64}
+
+
 def test_sampling_defaults_only_on_generation_routes(proxy: ProxyServer) -> None:
     body = echoed(post(proxy, "/v1/embeddings", {"model": "alpha@coder", "input": "x"}))["body"]
     assert body == {"model": "alpha", "input": "x"}

@@ -295,7 +295,8 @@ async def measure(port: int, kind: str, quick: bool) -> dict[str, Any]:
     result["ttfb"] = {"p50": _pct(first, 0.5), "p99": _pct(first, 0.99)}
     rates: dict[str, Any] = {}
     if kind == "fake":
-        plan = [("max", 20000, 0.0), ("5000/s", 10000, 5000.0), ("50/s", 100, 50.0)]
+        plan = [("max", 20000, 0.0), ("20000/s", 20000, 20000.0), ("5000/s", 10000, 5000.0),
+                ("50/s", 100, 50.0)]
     else:
         plan = [("max", 2000 if quick else 4000, 0.0)]
     for label, tokens, rate in plan:

@@ -5,9 +5,16 @@
 Three processes: the upstream (the fast fake from tests/proxy, or a real llama-server with a
 tiny model), the proxy (uvicorn + httptools + uvloop, a static one-sidecar pool), and this
 load generator (uvloop and llamasup's own lean HTTP client, so the generator costs as little
-as possible). On a 2-core machine they are pinned: load generator and upstream share CPU 0,
-the proxy has CPU 1 (``--no-pin`` to let the kernel place them). "direct" and "proxy" runs
-use the same generator and upstream, so the difference is what the proxy adds.
+as possible). On a 2-core machine they are pinned (``--layout``):
+
+  proxy-alone     generator + upstream on CPU 0, proxy on CPU 1 (default with the fake)
+  upstream-alone  upstream on CPU 0, generator + proxy on CPU 1 (default with a real
+                  llama-server: its generation is CPU-bound, and sharing its core would
+                  count the proxy's per-event work as lost generation speed)
+  none            let the kernel place them
+
+"direct" and "proxy" runs use the same generator, upstream and placement, so the difference
+is what the proxy adds.
 
 ``--clients`` picks the proxy's upstream client: ``lean`` (llamasup.upstream) and/or
 ``httpx`` (an adapter over httpx.AsyncClient, to compare).
@@ -131,8 +138,8 @@ def serve_proxy(upstream_port: int, port: int, client_kind: str) -> None:
 
 
 # -- process management ---------------------------------------------------------------------
-def _pin(pid: int, cpu: int, enabled: bool) -> None:
-    if enabled and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
+def _pin(pid: int, cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
         os.sched_setaffinity(pid, {cpu})
 
 
@@ -160,7 +167,9 @@ async def _wait_ready(port: int, path: bytes = b"/health", within: float = 60) -
     raise RuntimeError(f"nothing ready on port {port} after {within}s")
 
 
-def start_upstream(kind: str, model: str | None, pin: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_upstream(
+    kind: str, model: str | None, cpu: int | None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     if kind == "fake":
         cmd = [sys.executable, str(FAKE), "--port", str(port), "--no-echo", "--tokens", "8"]
@@ -168,7 +177,7 @@ def start_upstream(kind: str, model: str | None, pin: bool) -> tuple[subprocess.
         cmd = [str(REAL_BIN), "-m", _real_model(model), "--host", HOST, "--port", str(port),
                "-c", "4096", "-np", "4", "--no-webui", "-t", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _pin(proc.pid, 0, pin)
+    _pin(proc.pid, cpu)
     return proc, port
 
 
@@ -188,13 +197,13 @@ def _real_model(model: str | None) -> str:
 
 
 def start_proxy(
-    upstream_port: int, client_kind: str, pin: bool
+    upstream_port: int, client_kind: str, cpu: int | None
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     cmd = [sys.executable, __file__, "--serve-proxy", str(upstream_port), str(port),
            "--clients", client_kind]
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    _pin(proc.pid, 1, pin)
+    _pin(proc.pid, cpu)
     return proc, port
 
 
@@ -222,6 +231,11 @@ def _chat_body(kind: str, *, stream: bool, tokens: int, rate: float = 0.0) -> by
 
 
 HEADERS = [(b"content-type", b"application/json")]
+LAYOUTS: dict[str, dict[str, int | None]] = {
+    "proxy-alone": {"generator": 0, "upstream": 0, "proxy": 1},
+    "upstream-alone": {"generator": 1, "upstream": 0, "proxy": 1},
+    "none": {"generator": None, "upstream": None, "proxy": None},
+}
 
 
 async def latency(port: int, body: bytes, concurrency: int, total: int) -> list[float]:
@@ -300,8 +314,9 @@ async def measure(port: int, kind: str, quick: bool) -> dict[str, Any]:
     else:
         plan = [("max", 2000 if quick else 4000, 0.0)]
     for label, tokens, rate in plan:
-        eps, events = await stream_rate(port, _chat_body(kind, stream=True, tokens=tokens,
-                                                         rate=rate))
+        body = _chat_body(kind, stream=True, tokens=tokens, rate=rate)
+        runs = [await stream_rate(port, body) for _ in range(3)]
+        eps, events = sorted(runs)[1]  # the median of three
         rates[label] = {"events_per_s": eps, "events": events}
     result["stream"] = rates
     return result
@@ -341,7 +356,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--model", help="GGUF for --upstream real (default: the tiny test model)")
     ap.add_argument("--clients", default="lean,httpx")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--layout", choices=tuple(LAYOUTS))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--serve-proxy", nargs=2, type=int, metavar=("UPSTREAM_PORT", "PORT"),
                     help=argparse.SUPPRESS)
@@ -349,15 +364,16 @@ def main(argv: list[str]) -> None:
     if ns.serve_proxy:
         serve_proxy(*ns.serve_proxy, ns.clients)
         return
-    pin = not ns.no_pin
-    _pin(os.getpid(), 0, pin)
-    upstream, up_port = start_upstream(ns.upstream, ns.model, pin)
+    layout = ns.layout or ("proxy-alone" if ns.upstream == "fake" else "upstream-alone")
+    cpus = LAYOUTS[layout]
+    _pin(os.getpid(), cpus["generator"])
+    upstream, up_port = start_upstream(ns.upstream, ns.model, cpus["upstream"])
     results: dict[str, dict[str, Any]] = {}
     try:
         _run(lambda: _wait_ready(up_port))
         results["direct"] = _run(lambda: measure(up_port, ns.upstream, ns.quick))
         for kind in ns.clients.split(","):
-            proxy, port = start_proxy(up_port, kind, pin)
+            proxy, port = start_proxy(up_port, kind, cpus["proxy"])
             try:
                 _run(lambda p=port: _wait_ready(p))  # type: ignore[misc]
                 results[f"proxy ({kind})"] = _run(
@@ -367,8 +383,7 @@ def main(argv: list[str]) -> None:
                 _stop(proxy)
     finally:
         _stop(upstream)
-    where = "pinned: generator+upstream on CPU 0, proxy on CPU 1" if pin else "not pinned"
-    print(f"upstream={ns.upstream}, {os.cpu_count()} CPUs, {where}; latencies in ms\n")
+    print(f"upstream={ns.upstream}, {os.cpu_count()} CPUs, layout {layout}; latencies in ms\n")
     print(report(results))
     if ns.json:
         ns.json.write_text(json.dumps(results, indent=2))

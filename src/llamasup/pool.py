@@ -58,7 +58,10 @@ class SidecarPool(Protocol):
     * withdraws the demand if the waiting task is cancelled (the client went away),
 
     and while entered counts the request as in flight, so the sidecar is not evicted under it.
-    On exit it stops counting the request and records the time of last use.
+    On exit it stops counting the request and records the time of last use; it should do
+    that before its first ``await`` (if it has one), since a client leaving at that moment
+    cancels the task. Any other ``LlamasupError`` raised on entry is
+    reported to the client as 503.
     """
 
     def lease(

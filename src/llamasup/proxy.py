@@ -25,7 +25,7 @@ from llamasup.asgi import (
     send_error,
     send_json,
 )
-from llamasup.errors import CapacityError, SidecarError
+from llamasup.errors import CapacityError, LlamasupError
 from llamasup.openai_errors import Dialect, ProxyError
 from llamasup.pool import ResolverSource, SidecarPool
 from llamasup.proxy_body import parse_body
@@ -250,7 +250,7 @@ class ProxyApp:
                     await relay(ex, response, send)
                 finally:
                     response.release()
-        except (TimeoutError, SidecarError, CapacityError) as exc:
+        except (TimeoutError, LlamasupError) as exc:
             if entered:
                 raise
             raise _lease_error(exc, resolved, out.start_timeout) from exc
@@ -307,7 +307,7 @@ def _lease_error(exc: Exception, resolved: Resolved, timeout: float) -> ProxyErr
     model = resolved.model.id
     if isinstance(exc, CapacityError):
         return ProxyError(503, "insufficient_capacity", f"model {model!r} cannot run here: {exc}")
-    if isinstance(exc, SidecarError):
+    if isinstance(exc, LlamasupError):  # SidecarError and whatever else the pool reports
         return ProxyError(503, "sidecar_unavailable", f"model {model!r} could not start: {exc}")
     return ProxyError(504, "sidecar_start_timeout",
                       f"model {model!r} was not ready within {timeout:g} s (server.start_timeout)")

@@ -35,6 +35,8 @@ class RequestRecord:
 
 
 class ProxyObserver(Protocol):
+    """Called inline on the request path: keep both methods fast and never raise."""
+
     def request_started(self, route: str, model: str, agent: str) -> None:
         """A request was resolved to ``model``/``agent`` and now counts as in flight."""
 

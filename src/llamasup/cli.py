@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llamasup import __version__, cli_profiles
+from llamasup import __version__, cli_import, cli_profiles
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llamasup {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     cli_profiles.register(commands)
+    cli_import.register(commands)
     return parser
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "RestartPolicy",
     "ServerConfig",
     "Source",
+    "PROFILE_SUFFIXES",
     "load_profiles",
     "load_texts",
     "profile_files",

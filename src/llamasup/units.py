@@ -1,4 +1,4 @@
-"""Durations and sizes as profiles write them (``30s``, ``5m``, ``20GiB``)."""
+"""Durations and sizes: as profiles write them (``30s``, ``20GiB``) and as people read them."""
 
 from __future__ import annotations
 
@@ -49,15 +49,18 @@ def parse_size(value: object) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
-def format_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
+KIB = 1 << 10
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+def format_bytes(size: int) -> str:
+    """``12.0 GiB``, ``300.0 MiB``, ``512 B``: one decimal, binary units."""
+    if size >= GIB:
+        return f"{size / GIB:.1f} GiB"
+    if size >= MIB:
+        return f"{size / MIB:.1f} MiB"
+    return f"{size} B"
 
 
 def format_duration(seconds: float | None) -> str:

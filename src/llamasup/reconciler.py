@@ -1,0 +1,344 @@
+"""The reconciler: coalesced triggers → observe → plan → execute, one pass at a time.
+
+Level-triggered: every pass reads the whole world (profiles, demands, sidecars) and asks the
+pure planner what to do; any trigger (a profile reload, a demand, a sidecar event, an idle-TTL
+timer) marks it dirty, and a trigger that arrives during a pass causes exactly one more pass,
+never a lost one.
+
+It is also the ``SidecarPool`` the proxy leases sidecars from: a lease registers demand, waits
+for the planner to start the sidecar and for it to become ready, and counts the request as in
+flight until it ends, so nothing evicts a sidecar mid-request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from llamasup.demand import DemandBook
+from llamasup.errors import CapacityError, ResolveError, SidecarError
+from llamasup.executor import Executor
+from llamasup.memory_cache import MemoryEstimates
+from llamasup.plan import Have, Limits, Plan, Want, plan
+from llamasup.profiles import Profiles
+from llamasup.reconcile_status import PassRecord, ReconcileStatus
+from llamasup.sidecar_types import SidecarState
+from llamasup.spec import Resolver, SidecarSpec
+from llamasup.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """How a spec was asked for; re-resolved on every reload to see if its key still holds."""
+
+    model: str
+    agent: str | None
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Lease:
+    key: str
+    host: str
+    port: int
+
+
+class Reconciler:
+    """Owns the desired set and drives the supervisor towards it."""
+
+    def __init__(
+        self,
+        profiles: Profiles,
+        supervisor: Supervisor,
+        *,
+        clock: Clock = time.time,
+        memory: MemoryEstimates | None = None,
+    ) -> None:
+        self.supervisor = supervisor
+        self._clock = clock
+        self._resolver = Resolver(profiles)
+        self._memory = memory or MemoryEstimates()
+        self._specs: dict[str, SidecarSpec] = {}
+        self._origins: dict[str, Origin] = {}
+        self.demands = DemandBook(clock)
+        self._in_flight: dict[str, int] = {}
+        self._last_used: dict[str, float] = {}
+        self._tombstones: dict[str, Have] = {}
+        self._executor = Executor(self, supervisor)
+        self._dirty = asyncio.Event()
+        self._wake: asyncio.TimerHandle | None = None
+        self.status = ReconcileStatus()
+        self._unsubscribe = supervisor.subscribe(self._on_supervisor_event)
+
+    # -- what the rest of llamasup sees ------------------------------------------------------
+
+    @property
+    def resolver(self) -> Resolver:
+        return self._resolver
+
+    @property
+    def profiles(self) -> Profiles:
+        return self._resolver.profiles
+
+    def set_profiles(self, profiles: Profiles) -> None:
+        """Adopt a new valid profile set; sidecars whose key changed will be replaced."""
+        self._resolver = Resolver(profiles)
+        for key, origin in list(self._origins.items()):
+            if self._reresolve(origin) != key:
+                self._origins.pop(key, None)
+                if key not in self._live_keys():
+                    self._specs.pop(key, None)
+        self.trigger()
+
+    def trigger(self) -> None:
+        """Ask for a pass; any number of triggers before it starts coalesce into one."""
+        self._dirty.set()
+
+    def in_flight(self, key: str) -> int:
+        return self._in_flight.get(key, 0)
+
+    def last_used(self, key: str) -> float | None:
+        return self._last_used.get(key)
+
+    def state(self, key: str) -> str | None:
+        sidecar = self.supervisor.get(key)
+        if sidecar is not None:
+            return str(sidecar.state)
+        tomb = self._tombstones.get(key)
+        return None if tomb is None else tomb.state
+
+    def spec_for(self, key: str) -> SidecarSpec | None:
+        return self._specs.get(key)
+
+    def remember(self, spec: SidecarSpec, origin: Origin) -> None:
+        """Record a spec a request resolved to, so the planner can want and start it."""
+        if spec.key not in self._specs:
+            self._specs[spec.key] = spec
+            self._memory.request(spec, on_ready=self.trigger)
+        self._origins.setdefault(spec.key, origin)
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, spec: SidecarSpec, *, timeout: float, origin: Origin | None = None
+    ) -> AsyncIterator[Lease]:
+        """A ready sidecar for ``spec``, held in flight for the duration of the block."""
+        self.remember(spec, origin or Origin(spec.model, None))
+        key = spec.key
+        if not self._usable(key):
+            await self._wait_until_ready(spec, timeout)
+        sidecar = self.supervisor.get(key)
+        port = sidecar.port if sidecar is not None else None
+        if sidecar is None or port is None:  # pragma: no cover - guarded by _usable
+            raise SidecarError(f"{spec.model}: sidecar {key} went away before the request")
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            yield Lease(key, self.supervisor.settings.host, port)
+        finally:
+            remaining = self._in_flight[key] - 1
+            self._in_flight[key] = remaining
+            self._last_used[key] = self._clock()
+            if remaining == 0:
+                self._in_flight.pop(key, None)
+                self._executor.idle(key)
+
+    def _usable(self, key: str) -> bool:
+        sidecar = self.supervisor.get(key)
+        return (
+            sidecar is not None
+            and sidecar.state is SidecarState.READY
+            and not self._executor.closing(key)
+        )
+
+    async def _wait_until_ready(self, spec: SidecarSpec, timeout: float) -> None:
+        key = spec.key
+        deadline = asyncio.get_running_loop().time() + timeout
+        with self.demands.waiting(key) as demand:
+            self.trigger()
+            while not self._usable(key):
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"{spec.model}: sidecar not ready within {timeout:g}s "
+                        f"({demand.reason or self.state(key) or 'waiting to start'})"
+                    )
+                if demand.refused is not None:
+                    raise CapacityError(demand.refused)
+                sidecar = self.supervisor.get(key)
+                if sidecar is not None and not self._executor.closing(key):
+                    await asyncio.wait_for(sidecar.ensure_ready(), remaining)
+                else:
+                    await demand.changed(remaining)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Pass whenever dirty, forever (cancel to stop)."""
+        try:
+            while True:
+                await self._dirty.wait()
+                self._dirty.clear()
+                await self.reconcile_once()
+        finally:
+            self._unsubscribe()
+            if self._wake is not None:
+                self._wake.cancel()
+
+    async def reconcile_once(self) -> Plan:
+        started = self._clock()
+        began = time.perf_counter()
+        decided = self.plan_now()
+        if decided.actions:
+            logger.info("plan: %s", "; ".join(_describe(a) for a in decided.actions))
+        error: str | None = None
+        try:
+            await self._executor.execute(decided)
+        except Exception as exc:  # one bad pass must not stop the loop
+            logger.exception("executing the plan failed")
+            error = f"{type(exc).__name__}: {exc}"
+        self._schedule_wake(decided.wake_at)
+        self.status.record(PassRecord(started, time.perf_counter() - began, decided, error))
+        return decided
+
+    def plan_now(self) -> Plan:
+        """What the planner would do now (also ``GET /api/plan``); changes nothing."""
+        return plan(self._wants(), self._haves(), self._limits(), self._clock())
+
+    def _schedule_wake(self, wake_at: float | None) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        if wake_at is not None:
+            delay = max(0.0, wake_at - self._clock()) + 0.01
+            self._wake = asyncio.get_running_loop().call_later(delay, self.trigger)
+
+    def _on_supervisor_event(self, event: SupervisorEvent) -> None:
+        if event.status.state is SidecarState.READY:
+            self._last_used.setdefault(event.key, self._clock())
+        self.demands.notify(event.key)
+        self.trigger()
+
+    # -- observe ---------------------------------------------------------------------------
+
+    def _limits(self) -> Limits:
+        profiles = self.profiles
+        groups = {name: group.max_running for name, group in profiles.groups.items()}
+        return Limits(profiles.server.max_sidecars, profiles.server.memory_budget, groups)
+
+    def _wants(self) -> list[Want]:
+        wants: dict[str, Want] = {}
+        for model in self.profiles.models.values():
+            try:
+                spec = self._resolver.resolve(model.id).spec
+            except ResolveError as exc:
+                logger.warning("model %s does not resolve: %s", model.id, exc)
+                continue
+            self.remember(spec, Origin(model.id, None))
+            wants[spec.key] = self._want(spec, pinned=model.pinned, preload=model.preload)
+        for key, origin in self._origins.items():
+            if key in wants or self._reresolve(origin) != key:
+                continue
+            wants[key] = self._want(self._specs[key], pinned=False, preload=False)
+        return list(wants.values())
+
+    def _want(self, spec: SidecarSpec, *, pinned: bool, preload: bool) -> Want:
+        # under a memory budget, a demand waits for its estimate rather than start unbudgeted
+        held = self.profiles.server.memory_budget is not None and self._memory.pending(spec)
+        return Want(
+            key=spec.key,
+            model=spec.model,
+            memory=self._memory.get(spec),
+            pinned=pinned,
+            preload=preload,
+            ttl=None if pinned else spec.ttl,
+            group=spec.group,
+            demand=None if held else self.demands.planner_demand(spec.key),
+        )
+
+    def _reresolve(self, origin: Origin) -> str | None:
+        try:
+            extra = None
+            if origin.extra:
+                from llamasup.flags import parse_header  # noqa: PLC0415
+
+                allow = self.profiles.server.agent_flags_allow_load
+                extra = parse_header(" ".join(origin.extra), allow_load=allow)
+            return self._resolver.resolve(origin.model, origin.agent, extra=extra).spec.key
+        except Exception:
+            return None
+
+    def _haves(self) -> list[Have]:
+        haves: dict[str, Have] = dict(self._tombstones)
+        for status in self.supervisor.statuses():
+            haves[status.key] = self._have(status)
+        return list(haves.values())
+
+    def _have(self, status: SupervisedStatus) -> Have:
+        key = status.key
+        spec = self._specs.get(key)
+        state = status.sidecar.state
+        if self._executor.closing(key) or state is SidecarState.STOPPING:
+            planner_state = "stopping"
+        elif state is SidecarState.READY:
+            planner_state = "ready"
+        elif state is SidecarState.FAILED:
+            planner_state = "failed" if status.gave_up else "backoff"
+        else:
+            planner_state = "starting"
+        return Have(
+            key=key,
+            model=status.sidecar.model,
+            state=planner_state,  # type: ignore[arg-type]
+            in_flight=self._in_flight.get(key, 0),
+            last_used=self._last_used.get(key, status.sidecar.ready_at or 0.0),
+            memory=None if spec is None else self._memory.get(spec),
+            pinned=False if spec is None else spec.pinned,
+            group=None if spec is None else spec.group,
+            failure=status.sidecar.last_error or "" if status.gave_up else "",
+        )
+
+    def _live_keys(self) -> set[str]:
+        return set(self.supervisor.keys()) | set(self.demands.keys())
+
+    # -- bookkeeping the executor asks for -------------------------------------------------
+
+    def note_stopped(self, key: str, model: str) -> None:
+        """A sidecar the plan stopped.
+
+        A preload sidecar keeps a record, so the planner leaves it stopped until demanded;
+        anything else is forgotten and comes back when a request asks for it again.
+        """
+        spec = self._specs.get(key)
+        self._in_flight.pop(key, None)
+        if spec is not None and spec.preload:
+            self._tombstones[key] = Have(key=key, model=model, state="stopped")
+            return
+        self._origins.pop(key, None)
+        self.forget(key)
+
+    def forget(self, key: str) -> None:
+        self._tombstones.pop(key, None)
+        if key not in self._origins and key not in self._live_keys():
+            self._specs.pop(key, None)
+            self._last_used.pop(key, None)
+
+    def refuse(self, key: str, reason: str) -> None:
+        self.demands.refuse(key, reason)
+
+    def started(self, key: str) -> None:
+        self._tombstones.pop(key, None)
+        self.demands.notify(key)
+
+
+def _describe(action: object) -> str:
+    name = type(action).__name__.lower()
+    key = getattr(action, "key", "?")
+    reason = getattr(action, "reason", "")
+    return f"{name} {key} ({reason})"

@@ -36,6 +36,20 @@ class Upstream(Protocol):
     def port(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class Origin:
+    """How a request named a spec, so the pool can re-resolve it after a profile reload and
+    see whether its key still holds.
+
+    ``extra`` holds the request's ``X-Agent-Flags`` value (one element, verbatim); re-parse it
+    with ``flags.parse_header(" ".join(extra), allow_load=...)``.
+    """
+
+    model: str
+    agent: str | None
+    extra: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamAddress:
     """The plain implementation of :class:`Upstream`."""
@@ -48,7 +62,7 @@ class UpstreamAddress:
 class SidecarPool(Protocol):
     """What the proxy needs from the reconciler.
 
-    ``lease(spec, timeout=...)`` returns an async context manager that, on entry:
+    ``lease(spec, timeout=..., origin=...)`` returns an async context manager that, on entry:
 
     * registers demand for ``spec`` (starting its sidecar if needed; concurrent leases of one
       spec share one start),
@@ -65,7 +79,7 @@ class SidecarPool(Protocol):
     """
 
     def lease(
-        self, spec: SidecarSpec, *, timeout: float
+        self, spec: SidecarSpec, *, timeout: float, origin: Origin | None = None
     ) -> AbstractAsyncContextManager[Upstream]: ...
 
     def state(self, key: str) -> str | None:

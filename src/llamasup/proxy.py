@@ -27,7 +27,7 @@ from llamasup.asgi import (
 )
 from llamasup.errors import CapacityError, LlamasupError
 from llamasup.openai_errors import Dialect, ProxyError
-from llamasup.pool import ResolverSource, SidecarPool
+from llamasup.pool import Origin, ResolverSource, SidecarPool
 from llamasup.proxy_body import parse_body
 from llamasup.proxy_hooks import ProxyObserver, RequestRecord
 from llamasup.proxy_limits import Limits
@@ -50,7 +50,7 @@ UPSTREAM_PREFIX = "/upstream/"
 class _Outbound:
     """What goes to the sidecar."""
 
-    __slots__ = ("headers", "method", "payload", "start_timeout", "target")
+    __slots__ = ("headers", "method", "origin", "payload", "start_timeout", "target")
 
     def __init__(
         self,
@@ -65,6 +65,7 @@ class _Outbound:
         self.headers = headers
         self.payload = payload
         self.start_timeout = start_timeout
+        self.origin: Origin | None = None
 
 
 class ProxyApp:
@@ -148,6 +149,7 @@ class ProxyApp:
             if scope.get("query_string"):
                 target += b"?" + scope["query_string"]
             out = _Outbound("POST", target, headers.forward, payload, server.start_timeout)
+            out.origin = _origin(resolved, headers.agent_flags)
             await self._forward(ex, receive, send, resolved, out)
         except ProxyError as exc:
             await self._refuse(ex, send, exc, dialect)
@@ -176,6 +178,7 @@ class ProxyApp:
             model, agent = pick_target(None, name, headers.agent)
             resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
             out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
+            out.origin = _origin(resolved, headers.agent_flags)
             await self._forward(ex, receive, send, resolved, out)
         except ProxyError as exc:
             await self._refuse(ex, send, exc, dialect)
@@ -234,7 +237,8 @@ class ProxyApp:
     ) -> None:
         entered = False
         try:
-            async with self._pool.lease(resolved.spec, timeout=out.start_timeout) as upstream:
+            lease = self._pool.lease(resolved.spec, timeout=out.start_timeout, origin=out.origin)
+            async with lease as upstream:
                 entered = True
                 if self._observer is not None:
                     ex.wait = perf_counter() - ex.t0
@@ -301,6 +305,11 @@ def create_proxy_app(
     lifespan itself. ``client`` lets tests or the app share an :class:`UpstreamClient`.
     """
     return ProxyApp(resolver, pool, observer=observer, fallback=fallback, client=client)
+
+
+def _origin(resolved: Resolved, agent_flags: str | None) -> Origin:
+    agent = resolved.agent.name if resolved.agent is not None else None
+    return Origin(resolved.model.id, agent, () if agent_flags is None else (agent_flags,))
 
 
 def _lease_error(exc: Exception, resolved: Resolved, timeout: float) -> ProxyError:

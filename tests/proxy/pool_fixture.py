@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import uvicorn
 import uvloop
 
-from llamasup.pool import Upstream, UpstreamAddress
+from llamasup.pool import Origin, Upstream, UpstreamAddress
 from llamasup.proxy import ASGIApp, ProxyApp, create_proxy_app
 from llamasup.proxy_hooks import ProxyObserver
 from llamasup.spec import Resolver, SidecarSpec
@@ -56,6 +56,7 @@ class FakeSidecarPool:
         self.withdrawn: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
         self.last_used: dict[str, float] = {}
+        self.origins: dict[str, Origin | None] = {}
         self._sidecars: dict[str, _Sidecar] = {}
         self._starting: dict[str, asyncio.Task[_Sidecar]] = {}
         self._idle: asyncio.Condition | None = None
@@ -63,8 +64,9 @@ class FakeSidecarPool:
 
     # -- the SidecarPool protocol ----------------------------------------------------------
     def lease(
-        self, spec: SidecarSpec, *, timeout: float
+        self, spec: SidecarSpec, *, timeout: float, origin: Origin | None = None
     ) -> contextlib.AbstractAsyncContextManager[Upstream]:
+        self.origins[spec.key] = origin
         return self._lease(spec, timeout)
 
     def state(self, key: str) -> str | None:

@@ -10,6 +10,7 @@ import pytest
 from conftest import FLAGS_ENABLED, PROFILE, ProfileLoader, ProxyFactory
 from pool_fixture import ProxyServer
 
+from llamasup.pool import Origin
 from llamasup.proxy import Receive, Scope, Send
 from llamasup.spec import Resolver
 
@@ -279,8 +280,11 @@ def test_agent_flags_accepted_when_enabled(make_proxy: ProxyFactory) -> None:
     assert "x-agent-flags" not in echoed(post(proxy, "/v1/completions", {"model": "alpha"},
                                               {"X-Agent-Flags": "--temp 1"}))["headers"]
     # an allowed load-time flag makes a sidecar of its own
-    echoed(post(proxy, "/v1/completions", {"model": "alpha"}, {"X-Agent-Flags": "-c 2048"}))
+    echoed(post(proxy, "/v1/completions", {"model": "a@bigctx"}, {"X-Agent-Flags": "-c 2048"}))
     assert len(proxy.pool.starts) == 2
+    # ...and the pool learns how it was asked for, to re-resolve it after a reload
+    (origin,) = (o for k, o in proxy.pool.origins.items() if k != key_of(proxy, "alpha"))
+    assert origin == Origin("alpha", "bigctx", ("-c 2048",))
 
 
 def test_profile_reload_applies_to_next_request(proxy: ProxyServer,

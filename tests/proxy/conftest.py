@@ -3,46 +3,17 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pool_fixture import FakeSidecarPool, ProxyServer
 
 from llamasup.profiles import Profiles, load_profiles
 from llamasup.proxy import ASGIApp
 from llamasup.proxy_hooks import ProxyObserver
 from llamasup.spec import Resolver
-
-PROFILE = """
-version: 1
-server:
-  start_timeout: 20s
-models:
-  alpha:
-    path: /models/alpha.gguf
-    aliases: [a, first]
-    description: the first model
-  beta:
-    path: /models/beta.gguf
-    concurrency: 1
-    queue: 1
-  hidden:
-    path: /models/hidden.gguf
-    unlisted: true
-agents:
-  coder: {model: alpha, flags: --temp 0.2 --top-k 20 --n-predict 64}
-  precise: {flags: --temp 0 --seed 42}
-  bigctx: {flags: --ctx-size 8192}
-"""
-
-FLAGS_ENABLED = PROFILE.replace(
-    "  start_timeout: 20s\n",
-    "  start_timeout: 20s\n  agent_flags: {enabled: true, allow_load_flags: [--ctx-size]}\n",
-)
-
-ProfileLoader = Callable[[str], Profiles]
-ProxyFactory = Callable[..., ProxyServer]
+from proxy.pool_fixture import FakeSidecarPool, ProxyServer
+from proxy.proxy_profiles import PROFILE, ProfileLoader, ProxyFactory
 
 
 @pytest.fixture
@@ -65,10 +36,11 @@ def make_proxy(load_text: ProfileLoader) -> Iterator[ProxyFactory]:
         profile: str = PROFILE,
         *,
         load_delay: float = 0.0,
+        run_specs: bool = False,
         observer: ProxyObserver | None = None,
         fallback: ASGIApp | None = None,
     ) -> ProxyServer:
-        pool = FakeSidecarPool(load_delay=load_delay)
+        pool = FakeSidecarPool(load_delay=load_delay, run_specs=run_specs)
         server = ProxyServer(Resolver(load_text(profile)), pool, observer=observer,
                              fallback=fallback)
         servers.append(server.start())

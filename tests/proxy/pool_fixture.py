@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -47,9 +48,12 @@ class _Sidecar:
 
 
 class FakeSidecarPool:
-    def __init__(self, *, load_delay: float = 0.0, fake_args: tuple[str, ...] = ()) -> None:
+    """Runs ``fake_upstream.py`` per spec key, or with ``run_specs`` the spec's own command
+    line (``spec.command_line``: the runtime branch's fake llama-server or the real one)."""
+
+    def __init__(self, *, load_delay: float = 0.0, run_specs: bool = False) -> None:
         self.load_delay = load_delay
-        self.fake_args = fake_args
+        self.run_specs = run_specs
         self.starts: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.waiting: Counter[str] = Counter()
@@ -142,13 +146,22 @@ class FakeSidecarPool:
 
     async def _start(self, spec: SidecarSpec) -> _Sidecar:
         self.starts[spec.key] += 1
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(FAKE_UPSTREAM), "--port", "0", "--alias", spec.served_name,
-            "--load-delay", str(self.load_delay), *self.fake_args,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        if self.run_specs:
+            port = free_port()
+            argv = spec.command_line(spec.binary, "127.0.0.1", port)
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env={**os.environ, **spec.env_map}, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+        else:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(FAKE_UPSTREAM), "--port", "0", "--alias", spec.served_name,
+                "--load-delay", str(self.load_delay), stdout=asyncio.subprocess.PIPE,
+            )
         try:
-            port = await self._wait_ready(proc)
+            if not self.run_specs:
+                port = await self._read_port(proc)
+            await self._wait_healthy(proc, port)
         except BaseException:  # cancelled (nobody waits any more) or failed: no orphans
             await asyncio.shield(_stop(proc))
             raise
@@ -157,19 +170,24 @@ class FakeSidecarPool:
         self._sidecars[spec.key] = sidecar
         return sidecar
 
-    async def _wait_ready(self, proc: asyncio.subprocess.Process) -> int:
+    @staticmethod
+    async def _read_port(proc: asyncio.subprocess.Process) -> int:
         assert proc.stdout is not None
         line = (await proc.stdout.readline()).decode()
         if "listening on" not in line:
             raise RuntimeError(f"fake upstream did not start: {line!r}")
-        port = int(line.rsplit(":", 1)[1])
+        return int(line.rsplit(":", 1)[1])
+
+    async def _wait_healthy(self, proc: asyncio.subprocess.Process, port: int) -> None:
         while True:  # bounded by the lease's timeout
+            if proc.returncode is not None:
+                raise RuntimeError(f"sidecar exited with {proc.returncode} while starting")
             try:
                 response = await self._client.request("GET", "127.0.0.1", port, b"/health")
                 await response.body()
                 response.release()
                 if response.status == 200:
-                    return port
+                    return
             except UpstreamError:
                 pass
             await asyncio.sleep(0.01)
@@ -232,6 +250,13 @@ class ProxyServer:
         self._server.should_exit = True
         self._thread.join(20)
         self._sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_until(check: Callable[[], object], *, timeout: float = 10.0, what: str = "") -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import openai
 import pytest
-from pool_fixture import ProxyServer
+
+from proxy.pool_fixture import ProxyServer
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FLAGS_ENABLED, PROFILE, ProfileLoader, ProxyFactory
-from pool_fixture import ProxyServer
 
 from llamasup.pool import Origin
 from llamasup.proxy import Receive, Scope, Send
 from llamasup.spec import Resolver
+from proxy.pool_fixture import ProxyServer
+from proxy.proxy_profiles import FLAGS_ENABLED, PROFILE, ProfileLoader, ProxyFactory
 
 
 def post(

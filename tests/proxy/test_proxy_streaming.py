@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PROFILE, ProxyFactory
-from pool_fixture import ProxyServer, wait_until
 
 from llamasup.proxy_hooks import RequestRecord
+from proxy.pool_fixture import ProxyServer, wait_until
+from proxy.proxy_profiles import PROFILE, ProxyFactory
 
 
 def key_of(proxy: ProxyServer, model: str, agent: str | None = None) -> str:

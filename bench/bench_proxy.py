@@ -93,10 +93,19 @@ class HttpxUpstreamClient:
             timeout=None, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
         )
 
-    async def request(self, method: str, host: str, port: int, target: bytes, *,
-                      headers: Any = (), body: bytes = b"") -> Any:
-        req = self._client.build_request(method, f"http://{host}:{port}{target.decode()}",
-                                         headers=list(headers), content=body)
+    async def request(
+        self,
+        method: str,
+        host: str,
+        port: int,
+        target: bytes,
+        *,
+        headers: Any = (),
+        body: bytes = b"",
+    ) -> Any:
+        req = self._client.build_request(
+            method, f"http://{host}:{port}{target.decode()}", headers=list(headers), content=body
+        )
         return _HttpxResponse(await self._client.send(req, stream=True))
 
     async def aclose(self) -> None:
@@ -132,8 +141,7 @@ def serve_proxy(upstream_port: int, port: int, client_kind: str) -> None:
         profile.write_text("version: 1\nmodels:\n  bench:\n    path: /dev/null\n")
         resolver = Resolver(load_profiles(profile, {}))
     client = HttpxUpstreamClient() if client_kind == "httpx" else None
-    app = create_proxy_app(lambda: resolver, StaticPool(upstream_port),
-                           client=client)  # type: ignore[arg-type]
+    app = create_proxy_app(lambda: resolver, StaticPool(upstream_port), client=client)  # type: ignore[arg-type]
     uvicorn.Server(uvicorn_config(app, host=HOST, port=port, lifespan="off")).run()
 
 
@@ -174,8 +182,22 @@ def start_upstream(
     if kind == "fake":
         cmd = [sys.executable, str(FAKE), "--port", str(port), "--no-echo", "--tokens", "8"]
     else:
-        cmd = [str(REAL_BIN), "-m", _real_model(model), "--host", HOST, "--port", str(port),
-               "-c", "4096", "-np", "4", "--no-webui", "-t", "1"]
+        cmd = [
+            str(REAL_BIN),
+            "-m",
+            _real_model(model),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "-c",
+            "4096",
+            "-np",
+            "4",
+            "--no-webui",
+            "-t",
+            "1",
+        ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _pin(proc.pid, cpu)
     return proc, port
@@ -200,8 +222,15 @@ def start_proxy(
     upstream_port: int, client_kind: str, cpu: int | None
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    cmd = [sys.executable, __file__, "--serve-proxy", str(upstream_port), str(port),
-           "--clients", client_kind]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--serve-proxy",
+        str(upstream_port),
+        str(port),
+        "--clients",
+        client_kind,
+    ]
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     _pin(proc.pid, cpu)
     return proc, port
@@ -218,8 +247,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 # -- measurements ---------------------------------------------------------------------------
 def _chat_body(kind: str, *, stream: bool, tokens: int, rate: float = 0.0) -> bytes:
-    body: dict[str, Any] = {"model": "bench", "messages": [{"role": "user", "content": "hi"}],
-                            "max_tokens": tokens, "stream": stream}
+    body: dict[str, Any] = {
+        "model": "bench",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": tokens,
+        "stream": stream,
+    }
     if kind == "fake":
         body["x_fake_ctl"] = {"tokens": tokens}
         if rate:
@@ -303,14 +336,21 @@ async def measure(port: int, kind: str, quick: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for conc, total in ((1, n1), (32, n32)):
         samples = await latency(port, small, conc, total)
-        result[f"c{conc}"] = {"p50": _pct(samples, 0.5), "p99": _pct(samples, 0.99),
-                              "rps": len(samples) / sum(samples) * conc}
+        result[f"c{conc}"] = {
+            "p50": _pct(samples, 0.5),
+            "p99": _pct(samples, 0.99),
+            "rps": len(samples) / sum(samples) * conc,
+        }
     first = await ttfb(port, _chat_body(kind, stream=True, tokens=4), 200 if quick else 1000)
     result["ttfb"] = {"p50": _pct(first, 0.5), "p99": _pct(first, 0.99)}
     rates: dict[str, Any] = {}
     if kind == "fake":
-        plan = [("max", 20000, 0.0), ("20000/s", 20000, 20000.0), ("5000/s", 10000, 5000.0),
-                ("50/s", 100, 50.0)]
+        plan = [
+            ("max", 20000, 0.0),
+            ("20000/s", 20000, 20000.0),
+            ("5000/s", 10000, 5000.0),
+            ("50/s", 100, 50.0),
+        ]
     else:
         plan = [("max", 2000 if quick else 4000, 0.0)]
     for label, tokens, rate in plan:
@@ -329,12 +369,20 @@ def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
 
 def report(results: dict[str, dict[str, Any]]) -> str:
     direct = results["direct"]
-    lines = ["| target | c1 p50 | c1 p99 | c32 p50 | c32 p99 | c32 req/s | TTFB p50 | TTFB p99 | "
-             + " | ".join(f"stream {k} ev/s" for k in direct["stream"]) + " |"]
+    lines = [
+        "| target | c1 p50 | c1 p99 | c32 p50 | c32 p99 | c32 req/s | TTFB p50 | TTFB p99 | "
+        + " | ".join(f"stream {k} ev/s" for k in direct["stream"])
+        + " |"
+    ]
     lines.append("|" + " --- |" * (8 + len(direct["stream"])))
     for name, r in results.items():
-        row = [name, *(f"{r[c][m]:.3f}" for c in ("c1", "c32") for m in ("p50", "p99")),
-               f"{r['c32']['rps']:.0f}", f"{r['ttfb']['p50']:.3f}", f"{r['ttfb']['p99']:.3f}"]
+        row = [
+            name,
+            *(f"{r[c][m]:.3f}" for c in ("c1", "c32") for m in ("p50", "p99")),
+            f"{r['c32']['rps']:.0f}",
+            f"{r['ttfb']['p50']:.3f}",
+            f"{r['ttfb']['p99']:.3f}",
+        ]
         for k, s in r["stream"].items():
             ratio = s["events_per_s"] / direct["stream"][k]["events_per_s"]
             shown = f"{s['events_per_s']:.0f}"
@@ -345,8 +393,10 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         if name == "direct":
             continue
         added = [r[c]["p50"] - direct[c]["p50"] for c in ("c1", "c32")]
-        lines.append(f"- {name}: added p50 {added[0]:+.3f} ms (c1), {added[1]:+.3f} ms (c32); "
-                     f"added TTFB p50 {r['ttfb']['p50'] - direct['ttfb']['p50']:+.3f} ms")
+        lines.append(
+            f"- {name}: added p50 {added[0]:+.3f} ms (c1), {added[1]:+.3f} ms (c32); "
+            f"added TTFB p50 {r['ttfb']['p50'] - direct['ttfb']['p50']:+.3f} ms"
+        )
     return "\n".join(lines)
 
 
@@ -358,8 +408,13 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--layout", choices=tuple(LAYOUTS))
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--serve-proxy", nargs=2, type=int, metavar=("UPSTREAM_PORT", "PORT"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--serve-proxy",
+        nargs=2,
+        type=int,
+        metavar=("UPSTREAM_PORT", "PORT"),
+        help=argparse.SUPPRESS,
+    )
     ns = ap.parse_args(argv)
     if ns.serve_proxy:
         serve_proxy(*ns.serve_proxy, ns.clients)

@@ -47,19 +47,29 @@ async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes
 
 
 def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, "request_too_large",
-                      f"request body exceeds {limit} bytes (server.max_request_body)")
+    return ProxyError(
+        413, "request_too_large", f"request body exceeds {limit} bytes (server.max_request_body)"
+    )
 
 
 async def send_error(send: Send, exc: ProxyError, dialect: Dialect) -> None:
     body = exc.body(dialect)
-    await send({"type": "http.response.start", "status": exc.status,
-                "headers": exc.headers(len(body))})
+    await send(
+        {"type": "http.response.start", "status": exc.status, "headers": exc.headers(len(body))}
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def send_json(send: Send, status: int, payload: object) -> None:
     body = json.dumps(payload, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -105,8 +105,11 @@ class ProxyApp:
             if scope["method"] == "POST":
                 await self._inference(route, scope, receive, send)
             else:
-                await send_error(send, ProxyError(405, "method_not_allowed",
-                                                   f"{path} accepts POST only"), route.dialect)
+                await send_error(
+                    send,
+                    ProxyError(405, "method_not_allowed", f"{path} accepts POST only"),
+                    route.dialect,
+                )
         elif path.startswith(UPSTREAM_PREFIX):
             await self._passthrough(scope, receive, send)
         elif path in ("/v1/models", "/models") and scope["method"] in ("GET", "HEAD"):
@@ -117,8 +120,9 @@ class ProxyApp:
         elif self._fallback is not None:
             await self._fallback(scope, receive, send)
         else:
-            await send_error(send, ProxyError(404, "not_found", f"no route for {path}"),
-                              Dialect.OPENAI)
+            await send_error(
+                send, ProxyError(404, "not_found", f"no route for {path}"), Dialect.OPENAI
+            )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -232,9 +236,7 @@ class ProxyApp:
                 watcher.remove_done_callback(client_left)
                 watcher.cancel()
 
-    async def _leased(
-        self, ex: Exchange, send: Send, resolved: Resolved, out: _Outbound
-    ) -> None:
+    async def _leased(self, ex: Exchange, send: Send, resolved: Resolved, out: _Outbound) -> None:
         entered = False
         try:
             lease = self._pool.lease(resolved.spec, timeout=out.start_timeout, origin=out.origin)
@@ -244,12 +246,17 @@ class ProxyApp:
                     ex.wait = perf_counter() - ex.t0
                 try:
                     response = await self.client.request(
-                        out.method, upstream.host, upstream.port, out.target,
-                        headers=out.headers, body=out.payload,
+                        out.method,
+                        upstream.host,
+                        upstream.port,
+                        out.target,
+                        headers=out.headers,
+                        body=out.payload,
                     )
                 except UpstreamError as exc:
-                    raise ProxyError(502, "upstream_unreachable", f"sidecar for "
-                                     f"{resolved.model.id!r}: {exc}") from exc
+                    raise ProxyError(
+                        502, "upstream_unreachable", f"sidecar for {resolved.model.id!r}: {exc}"
+                    ) from exc
                 try:
                     await relay(ex, response, send)
                 finally:
@@ -318,8 +325,11 @@ def _lease_error(exc: Exception, resolved: Resolved, timeout: float) -> ProxyErr
         return ProxyError(503, "insufficient_capacity", f"model {model!r} cannot run here: {exc}")
     if isinstance(exc, LlamasupError):  # SidecarError and whatever else the pool reports
         return ProxyError(503, "sidecar_unavailable", f"model {model!r} could not start: {exc}")
-    return ProxyError(504, "sidecar_start_timeout",
-                      f"model {model!r} was not ready within {timeout:g} s (server.start_timeout)")
+    return ProxyError(
+        504,
+        "sidecar_start_timeout",
+        f"model {model!r} was not ready within {timeout:g} s (server.start_timeout)",
+    )
 
 
 __all__ = ["ASGIApp", "ProxyApp", "Receive", "Scope", "Send", "create_proxy_app"]

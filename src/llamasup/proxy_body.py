@@ -30,8 +30,14 @@ class RequestBody:
 
     __slots__ = ("after_brace", "raw", "spans", "text", "values")
 
-    def __init__(self, raw: bytes, text: str, values: dict[str, Any],
-                 spans: dict[str, tuple[int, int]] | None, after_brace: int) -> None:
+    def __init__(
+        self,
+        raw: bytes,
+        text: str,
+        values: dict[str, Any],
+        spans: dict[str, tuple[int, int]] | None,
+        after_brace: int,
+    ) -> None:
         self.raw = raw
         self.text = text
         self.values = values
@@ -101,7 +107,10 @@ def _skip(text: str, at: int) -> int:
 
 
 def edit_body(
-    body: RequestBody, *, model: str, defaults: Mapping[str, Any],
+    body: RequestBody,
+    *,
+    model: str,
+    defaults: Mapping[str, Any],
     synonyms: Mapping[str, tuple[str, ...]],
 ) -> bytes:
     """The body with ``model`` set and ``defaults`` added where the client set nothing.
@@ -136,8 +145,7 @@ def edit_body(
         return body.raw
     if added:
         # new members go first, right after the opening brace
-        edits.append((body.after_brace, body.after_brace,
-                      ",".join(added) + ("," if spans else "")))
+        edits.append((body.after_brace, body.after_brace, ",".join(added) + ("," if spans else "")))
     edits.sort()
     if len(body.raw) == len(body.text):
         # all ASCII: offsets in text and bytes agree, so splice the bytes (one copy)
@@ -156,7 +164,9 @@ def _splice(source: AnyStr, edits: list[tuple[int, int, AnyStr]]) -> AnyStr:
 
 
 def _reserialise(
-    body: RequestBody, model: str, defaults: Mapping[str, Any],
+    body: RequestBody,
+    model: str,
+    defaults: Mapping[str, Any],
     synonyms: Mapping[str, tuple[str, ...]],
 ) -> bytes:
     values = body.values

@@ -27,9 +27,17 @@ def model_listing(resolver: Resolver, pool: SidecarPool) -> dict[str, Any]:
         base_state = pool.state(base.spec.key) or "stopped"
         names = [(model.id, None), *((alias, model.id) for alias in model.aliases)]
         for name, alias_of in names:
-            data.append(_entry(name, model=model.id, agent=None, alias_of=alias_of,
-                               state=base_state, key=base.spec.key,
-                               description=model.description))
+            data.append(
+                _entry(
+                    name,
+                    model=model.id,
+                    agent=None,
+                    alias_of=alias_of,
+                    state=base_state,
+                    key=base.spec.key,
+                    description=model.description,
+                )
+            )
         for agent in profiles.agents.values():
             if agent.model is not None and agent.model != model.id:
                 continue
@@ -40,9 +48,17 @@ def model_listing(resolver: Resolver, pool: SidecarPool) -> dict[str, Any]:
             key = resolved.spec.key
             state = base_state if key == base.spec.key else (pool.state(key) or "stopped")
             name = f"{model.id}{AGENT_SEPARATOR}{agent.name}"
-            data.append(_entry(name, model=model.id, agent=agent.name, alias_of=None,
-                               state=state, key=key,
-                               description=agent.description or model.description))
+            data.append(
+                _entry(
+                    name,
+                    model=model.id,
+                    agent=agent.name,
+                    alias_of=None,
+                    state=state,
+                    key=key,
+                    description=agent.description or model.description,
+                )
+            )
     return {"object": "list", "data": data}
 
 

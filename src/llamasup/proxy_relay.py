@@ -25,9 +25,23 @@ class UpstreamBrokeError(Exception):
 class Exchange:
     """Mutable state of one forwarded request (what metrics and cancellation need)."""
 
-    __slots__ = ("agent", "client_gone", "dialect", "error", "finished", "model", "observed",
-                 "response_started", "route", "started", "status", "streamed", "t0", "ttfb",
-                 "wait")
+    __slots__ = (
+        "agent",
+        "client_gone",
+        "dialect",
+        "error",
+        "finished",
+        "model",
+        "observed",
+        "response_started",
+        "route",
+        "started",
+        "status",
+        "streamed",
+        "t0",
+        "ttfb",
+        "wait",
+    )
 
     def __init__(self, route: str, dialect: Dialect, observed: bool) -> None:
         self.route = route
@@ -100,7 +114,8 @@ async def _relay_events(ex: Exchange, response: UpstreamResponse, send: Send) ->
             ex.error = "upstream_disconnected"
             ex.finished = True
             event = stream_error_event(
-                ex.dialect, f"sidecar for {ex.model!r} ended the stream early ({exc})",
+                ex.dialect,
+                f"sidecar for {ex.model!r} ended the stream early ({exc})",
                 "upstream_disconnected",
             )
             await send({"type": "http.response.body", "body": event, "more_body": False})

@@ -30,10 +30,24 @@ class RouteInfo:
 
 
 def _routes() -> dict[str, RouteInfo]:
-    openai_gen = ("/v1/chat/completions", "/chat/completions", "/v1/completions",
-                  "/completions", "/v1/responses", "/completion", "/infill")
-    openai_other = ("/v1/embeddings", "/embeddings", "/v1/rerank", "/rerank", "/tokenize",
-                    "/detokenize", "/apply-template")
+    openai_gen = (
+        "/v1/chat/completions",
+        "/chat/completions",
+        "/v1/completions",
+        "/completions",
+        "/v1/responses",
+        "/completion",
+        "/infill",
+    )
+    openai_other = (
+        "/v1/embeddings",
+        "/embeddings",
+        "/v1/rerank",
+        "/rerank",
+        "/tokenize",
+        "/detokenize",
+        "/apply-template",
+    )
     table = {p: RouteInfo(p, Dialect.OPENAI, True) for p in openai_gen}
     table.update({p: RouteInfo(p, Dialect.OPENAI, False) for p in openai_other})
     table["/v1/messages"] = RouteInfo("/v1/messages", Dialect.ANTHROPIC, True)
@@ -53,12 +67,27 @@ HEADER_AGENT_FLAGS = b"x-agent-flags"
 
 #: request headers never forwarded to a sidecar: hop-by-hop ones, ones the upstream client
 #: sets itself, llamasup's own routing headers, and the client's credentials for llamasup
-_DROPPED_REQUEST_HEADERS = frozenset({
-    b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"te",
-    b"trailer", b"upgrade", b"proxy-connection", b"proxy-authorization", b"expect",
-    b"accept-encoding", b"authorization", b"x-api-key",
-    HEADER_MODEL, HEADER_AGENT, HEADER_AGENT_FLAGS,
-})
+_DROPPED_REQUEST_HEADERS = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"expect",
+        b"accept-encoding",
+        b"authorization",
+        b"x-api-key",
+        HEADER_MODEL,
+        HEADER_AGENT,
+        HEADER_AGENT_FLAGS,
+    }
+)
 
 #: a default for the key is skipped when the client set any of these instead; llama-server
 #: lets n_predict override max_tokens, so an agent's n_predict must never beat the client's
@@ -109,7 +138,7 @@ def pick_target(
     name = header_model
     if name is None:
         if body_model is not None and not isinstance(body_model, str):
-            raise ProxyError(400, "invalid_model", "\"model\" must be a string", param="model")
+            raise ProxyError(400, "invalid_model", '"model" must be a string', param="model")
         name = body_model or None
     model, agent = split_target(name) if name else (None, None)
     if header_agent is not None:
@@ -196,8 +225,7 @@ def resolve_error(exc: ResolveError) -> ProxyError:
             return ProxyError(
                 400,
                 "model_required",
-                f"the request names no model (set \"model\" or X-Model-Id); valid models: "
-                f"{listing}",
+                f'the request names no model (set "model" or X-Model-Id); valid models: {listing}',
                 param="model",
             )
         return ProxyError(404, "model_not_found", str(exc), param="model")
@@ -210,5 +238,4 @@ def prepare_body(body: RequestBody, resolved: Resolved, route: RouteInfo) -> byt
     """The body for the sidecar: ``model`` set to the served name, agent defaults added
     (generation routes only; the client's own values win)."""
     defaults = resolved.request_defaults if route.generation else _NO_DEFAULTS
-    return edit_body(body, model=resolved.spec.served_name, defaults=defaults,
-                     synonyms=SYNONYMS)
+    return edit_body(body, model=resolved.spec.served_name, defaults=defaults, synonyms=SYNONYMS)

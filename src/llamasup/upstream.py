@@ -71,11 +71,13 @@ class _Connection(asyncio.Protocol):
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(UpstreamError("sidecar tried to upgrade the connection",
-                                     response_started=True))
+            self._fail(
+                UpstreamError("sidecar tried to upgrade the connection", response_started=True)
+            )
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"malformed response from sidecar: {exc}",
-                                     response_started=True))
+            self._fail(
+                UpstreamError(f"malformed response from sidecar: {exc}", response_started=True)
+            )
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost follows

@@ -41,8 +41,9 @@ def make_proxy(load_text: ProfileLoader) -> Iterator[ProxyFactory]:
         fallback: ASGIApp | None = None,
     ) -> ProxyServer:
         pool = FakeSidecarPool(load_delay=load_delay, run_specs=run_specs)
-        server = ProxyServer(Resolver(load_text(profile)), pool, observer=observer,
-                             fallback=fallback)
+        server = ProxyServer(
+            Resolver(load_text(profile)), pool, observer=observer, fallback=fallback
+        )
         servers.append(server.start())
         return server
 

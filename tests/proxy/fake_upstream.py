@@ -137,8 +137,12 @@ class FakeProtocol(asyncio.Protocol):
                 self.respond(200, b'{"status":"ok"}')
             return
         if path == b"/x-fake/stats":
-            stats = {"requests": Stats.requests, "active": Stats.active,
-                     "cancelled": Stats.cancelled, "pid": os.getpid()}
+            stats = {
+                "requests": Stats.requests,
+                "active": Stats.active,
+                "cancelled": Stats.cancelled,
+                "pid": os.getpid(),
+            }
             self.respond(200, json.dumps(stats).encode())
             return
         if path in (b"/v1/models", b"/models"):
@@ -174,7 +178,11 @@ class FakeProtocol(asyncio.Protocol):
         self.respond(200, json.dumps(_answer(path, opts.alias, echo, tokens)).encode())
 
     async def stream(
-        self, path: bytes, echo: dict[str, Any], tokens: int, pace: tuple[float, float],
+        self,
+        path: bytes,
+        echo: dict[str, Any],
+        tokens: int,
+        pace: tuple[float, float],
         crash_after: Any,
     ) -> None:
         delay, rate = pace
@@ -214,25 +222,50 @@ class FakeProtocol(asyncio.Protocol):
 def _answer(path: bytes, alias: str, echo: dict[str, Any], tokens: int) -> dict[str, Any]:
     text = "".join(f"t{i} " for i in range(tokens))
     if path == b"/v1/messages":
-        return {"id": "msg_fake", "type": "message", "role": "assistant", "model": alias,
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                "usage": {"input_tokens": 3, "output_tokens": tokens}, "x_fake": echo}
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": alias,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 3, "output_tokens": tokens},
+            "x_fake": echo,
+        }
     if path == b"/v1/chat/completions":
-        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": alias,
-                "choices": [{"index": 0, "finish_reason": "length",
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": _usage(tokens),
-                "x_fake": echo}
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": alias,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "length",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+            "usage": _usage(tokens),
+            "x_fake": echo,
+        }
     if path in (b"/v1/completions", b"/completions"):
-        return {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": alias,
-                "choices": [{"index": 0, "text": text, "finish_reason": "length",
-                             "logprobs": None}],
-                "usage": _usage(tokens),
-                "x_fake": echo}
+        return {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": 0,
+            "model": alias,
+            "choices": [{"index": 0, "text": text, "finish_reason": "length", "logprobs": None}],
+            "usage": _usage(tokens),
+            "x_fake": echo,
+        }
     if path == b"/v1/embeddings":
-        return {"object": "list", "model": alias, "x_fake": echo,
-                "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}],
-                "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+        return {
+            "object": "list",
+            "model": alias,
+            "x_fake": echo,
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1},
+        }
     return {"content": text, "model": alias, "x_fake": echo}
 
 
@@ -252,14 +285,23 @@ def _openai_events(alias: str, echo: dict[str, Any], tokens: int) -> Any:
             delta: dict[str, Any] = {"content": f"t{i} "}
             if i == 0:
                 delta["role"] = "assistant"
-            chunk: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
-                                     "created": 0, "model": alias,
-                                     "choices": [{"index": 0, "delta": delta,
-                                                  "finish_reason": None}]}
+            chunk: dict[str, Any] = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": alias,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+            }
         else:
-            chunk = {"id": "cmpl-fake", "object": "text_completion", "created": 0,
-                     "model": alias, "choices": [{"index": 0, "text": f"t{i} ",
-                                                  "finish_reason": None, "logprobs": None}]}
+            chunk = {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 0,
+                "model": alias,
+                "choices": [
+                    {"index": 0, "text": f"t{i} ", "finish_reason": None, "logprobs": None}
+                ],
+            }
         if i == 0:
             chunk["x_fake"] = echo
         yield _sse(chunk)
@@ -267,18 +309,44 @@ def _openai_events(alias: str, echo: dict[str, Any], tokens: int) -> Any:
 
 
 def _anthropic_events(alias: str, echo: dict[str, Any], tokens: int) -> Any:
-    yield _sse({"type": "message_start", "x_fake": echo,
-                "message": {"id": "msg_fake", "type": "message", "role": "assistant",
-                            "model": alias, "content": [], "stop_reason": None,
-                            "usage": {"input_tokens": 3, "output_tokens": 0}}}, "message_start")
-    yield _sse({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}}, "content_block_start")
+    yield _sse(
+        {
+            "type": "message_start",
+            "x_fake": echo,
+            "message": {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": alias,
+                "content": [],
+                "stop_reason": None,
+                "usage": {"input_tokens": 3, "output_tokens": 0},
+            },
+        },
+        "message_start",
+    )
+    yield _sse(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        "content_block_start",
+    )
     for i in range(tokens):
-        yield _sse({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": f"t{i} "}}, "content_block_delta")
+        yield _sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": f"t{i} "},
+            },
+            "content_block_delta",
+        )
     yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-    yield _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                "usage": {"output_tokens": tokens}}, "message_delta")
+    yield _sse(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": tokens},
+        },
+        "message_delta",
+    )
     yield _sse({"type": "message_stop"}, "message_stop")
 
 

@@ -150,13 +150,23 @@ class FakeSidecarPool:
             port = free_port()
             argv = spec.command_line(spec.binary, "127.0.0.1", port)
             proc = await asyncio.create_subprocess_exec(
-                *argv, env={**os.environ, **spec.env_map}, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                *argv,
+                env={**os.environ, **spec.env_map},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
             )
         else:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(FAKE_UPSTREAM), "--port", "0", "--alias", spec.served_name,
-                "--load-delay", str(self.load_delay), stdout=asyncio.subprocess.PIPE,
+                sys.executable,
+                str(FAKE_UPSTREAM),
+                "--port",
+                "0",
+                "--alias",
+                spec.served_name,
+                "--load-delay",
+                str(self.load_delay),
+                stdout=asyncio.subprocess.PIPE,
             )
         try:
             if not self.run_specs:
@@ -225,8 +235,9 @@ class ProxyServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, http="httptools", lifespan="off", access_log=False,
-                                log_level="warning")
+        config = uvicorn.Config(
+            self.app, http="httptools", lifespan="off", access_log=False, log_level="warning"
+        )
         self._server = uvicorn.Server(config)
         self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True, name="proxy")

@@ -29,16 +29,35 @@ def edited(body: dict[str, Any] | bytes, *, large: bool, model: str = "alpha") -
 
 
 CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
-    ({"model": "alpha@coder"},
-     {"model": "alpha", "temperature": 0.2, "top_k": 20, "n_predict": 64, "stop": ["\n\n"]}),
-    ({"temperature": 0.9, "max_tokens": 5, "stop_sequences": ["x"]},
-     {"model": "alpha", "temperature": 0.9, "max_tokens": 5, "stop_sequences": ["x"],
-      "top_k": 20}),
-    ({"model": None, "top_k": None, "max_completion_tokens": None},
-     {"model": "alpha", "top_k": 20, "max_completion_tokens": None, "temperature": 0.2,
-      "n_predict": 64, "stop": ["\n\n"]}),
-    ({"model": "alpha", "temperature": 1, "top_k": 1, "n_predict": 2, "stop": []},
-     {"model": "alpha", "temperature": 1, "top_k": 1, "n_predict": 2, "stop": []}),
+    (
+        {"model": "alpha@coder"},
+        {"model": "alpha", "temperature": 0.2, "top_k": 20, "n_predict": 64, "stop": ["\n\n"]},
+    ),
+    (
+        {"temperature": 0.9, "max_tokens": 5, "stop_sequences": ["x"]},
+        {
+            "model": "alpha",
+            "temperature": 0.9,
+            "max_tokens": 5,
+            "stop_sequences": ["x"],
+            "top_k": 20,
+        },
+    ),
+    (
+        {"model": None, "top_k": None, "max_completion_tokens": None},
+        {
+            "model": "alpha",
+            "top_k": 20,
+            "max_completion_tokens": None,
+            "temperature": 0.2,
+            "n_predict": 64,
+            "stop": ["\n\n"],
+        },
+    ),
+    (
+        {"model": "alpha", "temperature": 1, "top_k": 1, "n_predict": 2, "stop": []},
+        {"model": "alpha", "temperature": 1, "top_k": 1, "n_predict": 2, "stop": []},
+    ),
 ]
 
 
@@ -49,21 +68,36 @@ def test_edits(body: dict[str, Any], expected: dict[str, Any], large: bool) -> N
 
 
 def test_unchanged_large_body_is_the_same_bytes() -> None:
-    raw = json.dumps({"model": "alpha", "messages": FILLER, "temperature": 0.1, "top_k": 1,
-                      "max_tokens": 3, "stop": None}, indent=2).encode()
+    raw = json.dumps(
+        {
+            "model": "alpha",
+            "messages": FILLER,
+            "temperature": 0.1,
+            "top_k": 1,
+            "max_tokens": 3,
+            "stop": None,
+        },
+        indent=2,
+    ).encode()
     parsed = parse_body(raw)
     defaults = {"temperature": 0.2, "top_k": 20, "n_predict": 64}
     assert edit_body(parsed, model="alpha", defaults=defaults, synonyms=SYNONYMS) is raw
 
 
 def test_empty_object_and_empty_body() -> None:
-    assert edited(b"{}", large=False) == {"model": "alpha", "temperature": 0.2, "top_k": 20,
-                                          "n_predict": 64, "stop": ["\n\n"]}
+    assert edited(b"{}", large=False) == {
+        "model": "alpha",
+        "temperature": 0.2,
+        "top_k": 20,
+        "n_predict": 64,
+        "stop": ["\n\n"],
+    }
     assert json.loads(edit_body(parse_body(b""), model="m", defaults={}, synonyms={})) == {
-        "model": "m"}
+        "model": "m"
+    }
 
 
-@pytest.mark.parametrize("tail", [',}', '} x', '', ',"a" 1}', ',"a":}', ',"a":[1}', ',1:2}'])
+@pytest.mark.parametrize("tail", [",}", "} x", "", ',"a" 1}', ',"a":}', ',"a":[1}', ",1:2}"])
 def test_malformed_large_bodies(tail: str) -> None:
     head = json.dumps({"messages": FILLER})[:-1]
     with pytest.raises(ProxyError) as caught:

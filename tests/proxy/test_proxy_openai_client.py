@@ -45,5 +45,6 @@ def test_errors_map_to_client_exceptions(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="gpt-9", messages=[])
     assert caught.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="alpha", messages=[],
-                                       extra_headers={"X-Agent-Flags": "--temp 1"})
+        client.chat.completions.create(
+            model="alpha", messages=[], extra_headers={"X-Agent-Flags": "--temp 1"}
+        )

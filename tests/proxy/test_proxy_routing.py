@@ -53,25 +53,34 @@ def test_routes_by_id_alias_agent_and_headers(proxy: ProxyServer) -> None:
     by_alias = echoed(post(proxy, "/v1/chat/completions", {"model": "a", "messages": MESSAGES}))
     assert by_alias["body"]["model"] == "alpha"  # rewritten to the served name
 
-    with_agent = echoed(post(proxy, "/v1/chat/completions",
-                             {"model": "alpha@coder", "messages": MESSAGES}))
+    with_agent = echoed(
+        post(proxy, "/v1/chat/completions", {"model": "alpha@coder", "messages": MESSAGES})
+    )
     assert with_agent["body"]["model"] == "alpha"
     assert with_agent["body"]["temperature"] == 0.2
     assert with_agent["body"]["top_k"] == 20
     assert with_agent["body"]["n_predict"] == 64
 
-    by_header = echoed(post(proxy, "/v1/chat/completions", {"model": "alpha", "messages": []},
-                            {"X-Agent": "precise"}))
+    by_header = echoed(
+        post(
+            proxy,
+            "/v1/chat/completions",
+            {"model": "alpha", "messages": []},
+            {"X-Agent": "precise"},
+        )
+    )
     assert by_header["body"]["temperature"] == 0.0 and by_header["body"]["seed"] == 42
 
     # an agent bound to a model selects it without any model in the body
-    by_agent_only = echoed(post(proxy, "/v1/chat/completions", {"messages": []},
-                                {"X-Agent": "coder"}))
+    by_agent_only = echoed(
+        post(proxy, "/v1/chat/completions", {"messages": []}, {"X-Agent": "coder"})
+    )
     assert by_agent_only["body"]["model"] == "alpha"
 
     # X-Model-Id overrides body.model, and may carry an agent
-    overridden = echoed(post(proxy, "/v1/chat/completions", {"model": "alpha"},
-                             {"X-Model-Id": "beta@precise"}))
+    overridden = echoed(
+        post(proxy, "/v1/chat/completions", {"model": "alpha"}, {"X-Model-Id": "beta@precise"})
+    )
     assert overridden["body"]["model"] == "beta" and overridden["body"]["seed"] == 42
 
     # request-time flags only: every alpha variant above shared one sidecar
@@ -92,18 +101,25 @@ def test_load_time_agent_gets_its_own_sidecar(proxy: ProxyServer) -> None:
 
 
 def test_client_values_win_over_agent_defaults(proxy: ProxyServer) -> None:
-    body = echoed(post(proxy, "/v1/chat/completions",
-                       {"model": "alpha@coder", "temperature": 0.9, "max_tokens": 5}))["body"]
+    body = echoed(
+        post(
+            proxy,
+            "/v1/chat/completions",
+            {"model": "alpha@coder", "temperature": 0.9, "max_tokens": 5},
+        )
+    )["body"]
     assert body["temperature"] == 0.9
     assert body["top_k"] == 20
     assert body["max_tokens"] == 5
     # llama-server lets n_predict override max_tokens: never add it when the client set either
     assert "n_predict" not in body
-    body = echoed(post(proxy, "/v1/chat/completions",
-                       {"model": "alpha@coder", "max_completion_tokens": 7}))["body"]
+    body = echoed(
+        post(proxy, "/v1/chat/completions", {"model": "alpha@coder", "max_completion_tokens": 7})
+    )["body"]
     assert "n_predict" not in body
-    body = echoed(post(proxy, "/v1/chat/completions",
-                       {"model": "alpha@coder", "n_predict": 3, "top_k": None}))["body"]
+    body = echoed(
+        post(proxy, "/v1/chat/completions", {"model": "alpha@coder", "n_predict": 3, "top_k": None})
+    )["body"]
     assert body["n_predict"] == 3
     assert body["top_k"] == 20  # an explicit null counts as unset
 
@@ -117,11 +133,17 @@ def test_unchanged_body_is_forwarded_byte_for_byte(proxy: ProxyServer) -> None:
 
 def test_large_body_is_edited_in_place(proxy: ProxyServer) -> None:
     messages = [{"role": "user", "content": "ünïcode " * 2000}]
-    raw = json.dumps({"messages": messages, "model": "alpha@coder", "top_k": 3},
-                     ensure_ascii=False, indent=1).encode()
+    raw = json.dumps(
+        {"messages": messages, "model": "alpha@coder", "top_k": 3}, ensure_ascii=False, indent=1
+    ).encode()
     body = echoed(post(proxy, "/v1/chat/completions", raw))["body"]
-    assert body == {"messages": messages, "model": "alpha", "top_k": 3, "temperature": 0.2,
-                    "n_predict": 64}
+    assert body == {
+        "messages": messages,
+        "model": "alpha",
+        "top_k": 3,
+        "temperature": 0.2,
+        "n_predict": 64,
+    }
 
 
 def test_sampling_defaults_only_on_generation_routes(proxy: ProxyServer) -> None:
@@ -131,9 +153,21 @@ def test_sampling_defaults_only_on_generation_routes(proxy: ProxyServer) -> None
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/rerank",
-     "/v1/responses", "/v1/messages", "/v1/messages/count_tokens", "/completion", "/infill",
-     "/tokenize", "/detokenize", "/apply-template"],
+    [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/rerank",
+        "/rerank",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/completion",
+        "/infill",
+        "/tokenize",
+        "/detokenize",
+        "/apply-template",
+    ],
 )
 def test_forwarded_routes(proxy: ProxyServer, path: str) -> None:
     echo = echoed(post(proxy, path, {"model": "first", "content": "x"}))
@@ -157,8 +191,17 @@ def test_upstream_passthrough_any_method(proxy: ProxyServer) -> None:
 def test_model_listing(proxy: ProxyServer) -> None:
     listing = httpx.get(proxy.url + "/v1/models", timeout=30).json()
     entries = {e["id"]: e for e in listing["data"]}
-    assert {"alpha", "a", "first", "beta", "alpha@coder", "alpha@precise", "alpha@bigctx",
-            "beta@precise", "beta@bigctx"} == set(entries)
+    assert {
+        "alpha",
+        "a",
+        "first",
+        "beta",
+        "alpha@coder",
+        "alpha@precise",
+        "alpha@bigctx",
+        "beta@precise",
+        "beta@bigctx",
+    } == set(entries)
     assert "hidden" not in entries and "beta@coder" not in entries
     assert entries["a"]["llamasup"]["alias_of"] == "alpha"
     assert entries["alpha"]["llamasup"]["state"] == "stopped"
@@ -174,15 +217,19 @@ def test_model_listing(proxy: ProxyServer) -> None:
 def test_health_and_unknown_paths(proxy: ProxyServer) -> None:
     assert httpx.get(proxy.url + "/health").json() == {"status": "ok"}
     assert_llamasup_error(httpx.get(proxy.url + "/nope"), 404, "not_found")
-    assert_llamasup_error(httpx.get(proxy.url + "/v1/chat/completions"), 405,
-                          "method_not_allowed")
+    assert_llamasup_error(httpx.get(proxy.url + "/v1/chat/completions"), 405, "method_not_allowed")
 
 
 def test_unknown_paths_fall_through(make_proxy: ProxyFactory) -> None:
     async def control_api(scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"control " + scope["path"].encode()})
 
     proxy = make_proxy(fallback=control_api)
@@ -191,25 +238,30 @@ def test_unknown_paths_fall_through(make_proxy: ProxyFactory) -> None:
 
 
 def test_resolution_errors(proxy: ProxyServer) -> None:
-    unknown = assert_llamasup_error(post(proxy, "/v1/chat/completions", {"model": "gpt-9"}),
-                                    404, "model_not_found")
+    unknown = assert_llamasup_error(
+        post(proxy, "/v1/chat/completions", {"model": "gpt-9"}), 404, "model_not_found"
+    )
     assert "gpt-9" in unknown["message"]
     for valid in ("alpha", "beta"):
         assert valid in unknown["message"]
     assert "hidden" not in unknown["message"]
-    assert_llamasup_error(post(proxy, "/v1/chat/completions", {"model": "alpha@nobody"}),
-                          404, "agent_not_found")
-    assert_llamasup_error(post(proxy, "/v1/chat/completions", {"messages": []}),
-                          400, "model_required")
+    assert_llamasup_error(
+        post(proxy, "/v1/chat/completions", {"model": "alpha@nobody"}), 404, "agent_not_found"
+    )
+    assert_llamasup_error(
+        post(proxy, "/v1/chat/completions", {"messages": []}), 400, "model_required"
+    )
     conflict = assert_llamasup_error(
         post(proxy, "/v1/chat/completions", {"model": "alpha@coder"}, {"X-Agent": "precise"}),
-        400, "agent_conflict")
+        400,
+        "agent_conflict",
+    )
     assert "coder" in conflict["message"] and "precise" in conflict["message"]
-    assert_llamasup_error(post(proxy, "/v1/chat/completions", b'{"model": "alpha",'),
-                          400, "invalid_json")
+    assert_llamasup_error(
+        post(proxy, "/v1/chat/completions", b'{"model": "alpha",'), 400, "invalid_json"
+    )
     assert_llamasup_error(post(proxy, "/v1/chat/completions", b"[1, 2]"), 400, "invalid_json")
-    assert_llamasup_error(post(proxy, "/v1/chat/completions", {"model": 7}), 400,
-                          "invalid_model")
+    assert_llamasup_error(post(proxy, "/v1/chat/completions", {"model": 7}), 400, "invalid_model")
     assert sum(proxy.pool.starts.values()) == 0
 
 
@@ -242,8 +294,9 @@ def test_body_size_limit(make_proxy: ProxyFactory) -> None:
 
 
 def test_agent_flags_refused_by_default(proxy: ProxyServer) -> None:
-    response = post(proxy, "/v1/chat/completions", {"model": "alpha"},
-                    {"X-Agent-Flags": "--temp 0.3"})
+    response = post(
+        proxy, "/v1/chat/completions", {"model": "alpha"}, {"X-Agent-Flags": "--temp 0.3"}
+    )
     error = assert_llamasup_error(response, 400, "agent_flags_disabled")
     assert error["param"] == "X-Agent-Flags"
 
@@ -274,11 +327,21 @@ def test_agent_flags_refusals(make_proxy: ProxyFactory, header: str, flag: str) 
 
 def test_agent_flags_accepted_when_enabled(make_proxy: ProxyFactory) -> None:
     proxy = make_proxy(FLAGS_ENABLED)
-    body = echoed(post(proxy, "/v1/chat/completions", {"model": "alpha@coder"},
-                       {"X-Agent-Flags": "--temp 0.3 --min-p 0.1"}))["body"]
+    body = echoed(
+        post(
+            proxy,
+            "/v1/chat/completions",
+            {"model": "alpha@coder"},
+            {"X-Agent-Flags": "--temp 0.3 --min-p 0.1"},
+        )
+    )["body"]
     assert body["temperature"] == 0.3 and body["min_p"] == 0.1 and body["top_k"] == 20
-    assert "x-agent-flags" not in echoed(post(proxy, "/v1/completions", {"model": "alpha"},
-                                              {"X-Agent-Flags": "--temp 1"}))["headers"]
+    assert (
+        "x-agent-flags"
+        not in echoed(
+            post(proxy, "/v1/completions", {"model": "alpha"}, {"X-Agent-Flags": "--temp 1"})
+        )["headers"]
+    )
     # an allowed load-time flag makes a sidecar of its own
     echoed(post(proxy, "/v1/completions", {"model": "a@bigctx"}, {"X-Agent-Flags": "-c 2048"}))
     assert len(proxy.pool.starts) == 2
@@ -287,10 +350,15 @@ def test_agent_flags_accepted_when_enabled(make_proxy: ProxyFactory) -> None:
     assert origin == Origin("alpha", "bigctx", ("-c 2048",))
 
 
-def test_profile_reload_applies_to_next_request(proxy: ProxyServer,
-                                                load_text: ProfileLoader) -> None:
-    assert_llamasup_error(post(proxy, "/v1/completions", {"model": "gamma"}), 404,
-                          "model_not_found")
-    proxy.resolver = Resolver(load_text(PROFILE.replace(
-        "  hidden:\n", "  gamma:\n    path: /models/gamma.gguf\n  hidden:\n")))
+def test_profile_reload_applies_to_next_request(
+    proxy: ProxyServer, load_text: ProfileLoader
+) -> None:
+    assert_llamasup_error(
+        post(proxy, "/v1/completions", {"model": "gamma"}), 404, "model_not_found"
+    )
+    proxy.resolver = Resolver(
+        load_text(
+            PROFILE.replace("  hidden:\n", "  gamma:\n    path: /models/gamma.gguf\n  hidden:\n")
+        )
+    )
     assert echoed(post(proxy, "/v1/completions", {"model": "gamma"}))["body"]["model"] == "gamma"

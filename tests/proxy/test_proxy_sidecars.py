@@ -40,20 +40,29 @@ def fake_proxy(make_proxy: ProxyFactory, fake_server_bin: Path, tiny_model: Path
 def test_fake_llama_server_through_the_proxy(fake_proxy: ProxyServer) -> None:
     client = openai.OpenAI(base_url=fake_proxy.url + "/v1", api_key="x", max_retries=0)
     answer = client.chat.completions.with_raw_response.create(
-        model="tiny@precise", messages=[{"role": "user", "content": "hi"}])
+        model="tiny@precise", messages=[{"role": "user", "content": "hi"}]
+    )
     received = json.loads(answer.text)["x_fake"]["request"]
     assert received["model"] == "tiny" and received["temperature"] == 0.0
     assert received["top_k"] == 1
     stream = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True)
+        model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len([p for p in pieces if p]) == 12
 
 
 def test_fake_llama_server_crashing_mid_stream(fake_proxy: ProxyServer) -> None:
-    with httpx.stream("POST", fake_proxy.url + "/v1/chat/completions", timeout=30, json={
-        "model": "crashy", "stream": True, "messages": [{"role": "user", "content": "hi"}],
-    }) as response:
+    with httpx.stream(
+        "POST",
+        fake_proxy.url + "/v1/chat/completions",
+        timeout=30,
+        json={
+            "model": "crashy",
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    ) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     last = json.loads(lines[-1][6:])
     assert last["error"]["code"] == "upstream_disconnected"
@@ -80,29 +89,43 @@ agents:
 def test_real_llama_server_through_the_proxy(
     make_proxy: ProxyFactory, llama_server_bin: Path, tiny_model: Path
 ) -> None:
-    proxy = make_proxy(REAL_PROFILE.format(binary=llama_server_bin, model=tiny_model),
-                       run_specs=True)
+    proxy = make_proxy(
+        REAL_PROFILE.format(binary=llama_server_bin, model=tiny_model), run_specs=True
+    )
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="x", max_retries=0)
     completion = client.chat.completions.create(
-        model="small@precise", messages=[{"role": "user", "content": "hi"}])
+        model="small@precise", messages=[{"role": "user", "content": "hi"}]
+    )
     assert completion.usage is not None and completion.usage.completion_tokens <= 6
     stream = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=16,
-        stream_options={"include_usage": True})
+        model="tiny",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        max_tokens=16,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
-    with httpx.stream("POST", proxy.url + "/v1/chat/completions", timeout=30, json={
-        "model": "tiny", "stream": True, "max_tokens": 3,
-        "messages": [{"role": "user", "content": "hi"}],
-    }) as response:
+    with httpx.stream(
+        "POST",
+        proxy.url + "/v1/chat/completions",
+        timeout=30,
+        json={
+            "model": "tiny",
+            "stream": True,
+            "max_tokens": 3,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    ) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
     assert json.loads(events[1])["model"] == "tiny"  # the served name, not the GGUF path
     assert events[-1] == "[DONE]"
     text = client.completions.create(model="tiny", prompt="a", max_tokens=4)
     assert text.choices[0].text is not None
-    tokens = httpx.post(proxy.url + "/tokenize", json={"model": "tiny", "content": "abc"},
-                        timeout=30).json()
+    tokens = httpx.post(
+        proxy.url + "/tokenize", json={"model": "tiny", "content": "abc"}, timeout=30
+    ).json()
     assert tokens["tokens"]
     props = httpx.get(proxy.url + "/upstream/tiny/props", timeout=30)
     assert props.status_code == 200 and "default_generation_settings" in props.json()

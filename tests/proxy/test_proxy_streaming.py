@@ -30,8 +30,13 @@ def upstream_stats(proxy: ProxyServer, key: str) -> dict[str, Any]:
 
 
 def stream_body(model: str, tokens: int, delay: float, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}],
-            "x_fake_ctl": {"tokens": tokens, "delay": delay}, **extra}
+    return {
+        "model": model,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+        "x_fake_ctl": {"tokens": tokens, "delay": delay},
+        **extra,
+    }
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[str]:
@@ -43,9 +48,12 @@ def sse_events(lines: Iterator[str]) -> Iterator[str]:
 
 def test_stream_passes_through_before_upstream_finishes(proxy: ProxyServer) -> None:
     key = key_of(proxy, "alpha")
-    with httpx.Client(base_url=proxy.url, timeout=30) as client, client.stream(
-        "POST", "/v1/chat/completions", json=stream_body("alpha", 6, 0.2)
-    ) as response:
+    with (
+        httpx.Client(base_url=proxy.url, timeout=30) as client,
+        client.stream(
+            "POST", "/v1/chat/completions", json=stream_body("alpha", 6, 0.2)
+        ) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
@@ -63,9 +71,12 @@ def test_stream_passes_through_before_upstream_finishes(proxy: ProxyServer) -> N
 
 def test_client_disconnect_cancels_upstream(proxy: ProxyServer) -> None:
     key = key_of(proxy, "alpha")
-    with httpx.Client(base_url=proxy.url, timeout=30) as client, client.stream(
-        "POST", "/v1/chat/completions", json=stream_body("alpha", 10_000, 0.01)
-    ) as response:
+    with (
+        httpx.Client(base_url=proxy.url, timeout=30) as client,
+        client.stream(
+            "POST", "/v1/chat/completions", json=stream_body("alpha", 10_000, 0.01)
+        ) as response,
+    ):
         events = sse_events(response.iter_lines())  # keep a reference: dropping the
         next(events)  # iterator would let httpx close the connection right here
         assert proxy.pool.in_flight[key] == 1
@@ -80,9 +91,12 @@ def test_client_disconnect_cancels_upstream(proxy: ProxyServer) -> None:
 def test_sidecar_killed_mid_stream_ends_with_error_event(proxy: ProxyServer, path: str) -> None:
     key = key_of(proxy, "alpha")
     started = time.monotonic()
-    with httpx.Client(base_url=proxy.url, timeout=30) as client, client.stream(
-        "POST", path, json=stream_body("alpha", 10_000, 0.01, max_tokens=100_000)
-    ) as response:
+    with (
+        httpx.Client(base_url=proxy.url, timeout=30) as client,
+        client.stream(
+            "POST", path, json=stream_body("alpha", 10_000, 0.01, max_tokens=100_000)
+        ) as response,
+    ):
         lines = response.iter_lines()
         next(sse_events(lines))
         sidecar = proxy.pool.sidecar(key)
@@ -120,13 +134,17 @@ def test_fifty_concurrent_first_requests_start_one_sidecar(make_proxy: ProxyFact
     key = key_of(proxy, "alpha")
 
     async def burst() -> list[int]:
-        async with httpx.AsyncClient(base_url=proxy.url, timeout=60,
-                                     limits=httpx.Limits(max_connections=100)) as client:
-            responses = await asyncio.gather(*(
-                client.post("/v1/chat/completions", json={"model": "alpha@coder" if i % 2
-                                                           else "a"})
-                for i in range(50)
-            ))
+        async with httpx.AsyncClient(
+            base_url=proxy.url, timeout=60, limits=httpx.Limits(max_connections=100)
+        ) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/chat/completions", json={"model": "alpha@coder" if i % 2 else "a"}
+                    )
+                    for i in range(50)
+                )
+            )
         return [r.status_code for r in responses]
 
     assert asyncio.run(burst()) == [200] * 50
@@ -145,8 +163,7 @@ def test_disconnect_while_waiting_for_start_withdraws_demand(make_proxy: ProxyFa
 
 
 def test_start_timeout_gives_504(make_proxy: ProxyFactory) -> None:
-    proxy = make_proxy(PROFILE.replace("start_timeout: 20s", "start_timeout: 0.3s"),
-                       load_delay=5.0)
+    proxy = make_proxy(PROFILE.replace("start_timeout: 20s", "start_timeout: 0.3s"), load_delay=5.0)
     response = httpx.post(proxy.url + "/v1/completions", json={"model": "alpha"}, timeout=30)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "sidecar_start_timeout"
@@ -155,9 +172,12 @@ def test_start_timeout_gives_504(make_proxy: ProxyFactory) -> None:
 
 def test_eviction_waits_for_in_flight_request(proxy: ProxyServer) -> None:
     key = key_of(proxy, "alpha")
-    with httpx.Client(base_url=proxy.url, timeout=30) as client, client.stream(
-        "POST", "/v1/chat/completions", json=stream_body("alpha", 15, 0.05)
-    ) as response:
+    with (
+        httpx.Client(base_url=proxy.url, timeout=30) as client,
+        client.stream(
+            "POST", "/v1/chat/completions", json=stream_body("alpha", 15, 0.05)
+        ) as response,
+    ):
         events = sse_events(response.iter_lines())
         next(events)
         assert proxy.pool.in_flight[key] == 1
@@ -177,12 +197,14 @@ def test_concurrency_limit_queues_then_429(proxy: ProxyServer) -> None:
 
     async def scenario() -> list[int]:
         async with httpx.AsyncClient(base_url=proxy.url, timeout=60) as client:
-            slow = asyncio.ensure_future(client.post(
-                "/v1/chat/completions", json={"model": "beta", "x_fake_ctl": {"delay": 0.05},
-                                              "stream": True}))
+            slow = asyncio.ensure_future(
+                client.post(
+                    "/v1/chat/completions",
+                    json={"model": "beta", "x_fake_ctl": {"delay": 0.05}, "stream": True},
+                )
+            )
             await asyncio.to_thread(wait_until, lambda: proxy.pool.in_flight[key] == 1)
-            queued = asyncio.ensure_future(client.post("/v1/completions",
-                                                       json={"model": "beta"}))
+            queued = asyncio.ensure_future(client.post("/v1/completions", json={"model": "beta"}))
             gate = proxy.app._limits.gate(proxy.resolver.resolve("beta").model)
             assert gate is not None
             await asyncio.to_thread(wait_until, lambda: len(gate.waiters) == 1)
@@ -212,18 +234,27 @@ def test_observer_sees_every_request(make_proxy: ProxyFactory) -> None:
     recorder = Recorder()
     proxy = make_proxy(observer=recorder)
     httpx.post(proxy.url + "/v1/completions", json={"model": "a"}, timeout=30)
-    with httpx.stream("POST", proxy.url + "/v1/chat/completions",
-                      json=stream_body("alpha@coder", 3, 0.0), timeout=30) as response:
+    with httpx.stream(
+        "POST",
+        proxy.url + "/v1/chat/completions",
+        json=stream_body("alpha@coder", 3, 0.0),
+        timeout=30,
+    ) as response:
         response.read()
     httpx.post(proxy.url + "/v1/completions", json={"model": "nope"}, timeout=30)
     wait_until(lambda: len(recorder.finished) == 3)
     plain, streamed, unknown = recorder.finished
-    assert recorder.started == [("/v1/completions", "alpha", ""),
-                                ("/v1/chat/completions", "alpha", "coder")]
-    assert (plain.status, plain.streamed, plain.model, plain.started) == (200, False, "alpha",
-                                                                          True)
+    assert recorder.started == [
+        ("/v1/completions", "alpha", ""),
+        ("/v1/chat/completions", "alpha", "coder"),
+    ]
+    assert (plain.status, plain.streamed, plain.model, plain.started) == (200, False, "alpha", True)
     assert (streamed.status, streamed.streamed, streamed.agent) == (200, True, "coder")
     assert streamed.ttfb is not None and 0 < streamed.ttfb <= streamed.duration
     assert streamed.wait <= streamed.ttfb
     assert (unknown.status, unknown.error, unknown.model, unknown.started) == (
-        404, "model_not_found", "", False)
+        404,
+        "model_not_found",
+        "",
+        False,
+    )

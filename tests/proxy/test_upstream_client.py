@@ -15,8 +15,13 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 class Server:
     """An asyncio server answering each request with ``respond(request_head)``."""
 
-    def __init__(self, respond: Callable[[bytes], bytes], *, close_after: bool = False,
-                 drop_second: bool = False) -> None:
+    def __init__(
+        self,
+        respond: Callable[[bytes], bytes],
+        *,
+        close_after: bool = False,
+        drop_second: bool = False,
+    ) -> None:
         self.respond = respond
         self.close_after = close_after
         self.drop_second = drop_second
@@ -66,8 +71,9 @@ def test_keep_alive_reuses_one_connection() -> None:
         client = UpstreamClient()
         async with server as port:
             for _ in range(5):
-                response = await client.request("POST", "127.0.0.1", port, b"/x",
-                                                headers=[(b"x-a", b"1")], body=b"{}")
+                response = await client.request(
+                    "POST", "127.0.0.1", port, b"/x", headers=[(b"x-a", b"1")], body=b"{}"
+                )
                 assert response.status == 200 and await response.body() == b"hello"
                 response.release()
         assert server.connections == 1
@@ -96,8 +102,9 @@ def test_idle_connection_closed_by_the_sidecar_is_retried_once() -> None:
 
 
 def test_chunked_and_read_until_eof_bodies() -> None:
-    chunked = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
-               b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
     until_eof = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it"
 
     async def run() -> None:

@@ -118,9 +118,12 @@ def test_real_llama_server_through_the_proxy(
         },
     ) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
-    assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
-    assert json.loads(events[1])["model"] == "tiny"  # the served name, not the GGUF path
+    # (with the tiny model, llama-server sometimes sends no role or content chunk at all,
+    # only the final one: about 1 in 6 streams of 3 tokens, measured directly)
     assert events[-1] == "[DONE]"
+    raw_chunks = [json.loads(event) for event in events[:-1]]
+    assert raw_chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert {chunk["model"] for chunk in raw_chunks} == {"tiny"}  # the served name, not a path
     text = client.completions.create(model="tiny", prompt="a", max_tokens=4)
     assert text.choices[0].text is not None
     tokens = httpx.post(

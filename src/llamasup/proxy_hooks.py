@@ -1,0 +1,44 @@
+"""Observation points of the proxy, for metrics (``metrics.py`` plugs in here).
+
+The proxy calls a :class:`ProxyObserver` twice per forwarded request; with no observer set
+it skips even taking the timestamps. Labels are bounded: ``model`` is the canonical model id
+(never the alias or raw string the client sent), ``agent`` an agent name from the profiles or
+``""``, ``route`` a fixed path from the route table (or ``"/upstream"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    route: str
+    #: canonical model id, ``""`` if the request failed before it was resolved
+    model: str
+    agent: str
+    #: HTTP status sent to the client; 499 if the client left before the response ended
+    status: int
+    #: seconds from the request's arrival to the end of its response
+    duration: float
+    #: seconds from arrival to the first response body byte sent; None if none was sent
+    ttfb: float | None
+    #: seconds spent waiting for a concurrency slot and a ready sidecar
+    wait: float
+    #: the response was an event stream
+    streamed: bool
+    #: llamasup error code when llamasup produced or ended the response with an error
+    error: str | None
+    #: whether :meth:`ProxyObserver.request_started` was called for this request
+    started: bool
+
+
+class ProxyObserver(Protocol):
+    """Called inline on the request path: keep both methods fast and never raise."""
+
+    def request_started(self, route: str, model: str, agent: str) -> None:
+        """A request was resolved to ``model``/``agent`` and now counts as in flight."""
+
+    def request_finished(self, record: RequestRecord) -> None:
+        """Every request ends here once, started or not (``record.started`` says which)."""

@@ -1,0 +1,1 @@
+"""Proxy tests: a package, so that its conftest does not clash with tests/conftest.py."""

@@ -114,17 +114,17 @@ async def one_round(binary: Path, model: Path, state_dir: Path, port: int) -> Ro
 def summarize(values: list[float]) -> str:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return (
-        f"{statistics.median(values):.1f} | {p90:.1f} | {min(values):.1f} | {max(values):.1f}"
-    )
+    return f"{statistics.median(values):.1f} | {p90:.1f} | {min(values):.1f} | {max(values):.1f}"
 
 
 def table(rounds: list[Round]) -> list[str]:
     rows = [
         ("readiness lag (llamasup ready minus server's first 200)", [r.lag_ms for r in rounds]),
         ("start-to-ready (ensure_ready() → ready)", [r.start_to_ready_ms for r in rounds]),
-        ("server start-to-200 (ensure_ready() → first 200)",
-         [r.server_start_to_200_ms for r in rounds]),
+        (
+            "server start-to-200 (ensure_ready() → first 200)",
+            [r.server_start_to_200_ms for r in rounds],
+        ),
     ]
     return [
         "| measure (ms) | median | p90 | min | max |",

@@ -40,8 +40,9 @@ def spawn(fake_server_bin: Path) -> Iterator[Spawn]:
     started: list[ServerProcess] = []
 
     def start(*args: str, env: Mapping[str, str] | None = None) -> ServerProcess:
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("FAKE_LLAMA_", "LLAMA_ARG_"))}
+        clean = {
+            k: v for k, v in os.environ.items() if not k.startswith(("FAKE_LLAMA_", "LLAMA_ARG_"))
+        }
         proc = ServerProcess([str(fake_server_bin), *args], {**clean, **(env or {})})
         started.append(proc)
         return proc
@@ -58,8 +59,7 @@ def _status(url: str) -> int | None:
         return None
 
 
-def _ready(spawn: Spawn, *args: str, env: Mapping[str, str] | None = None
-           ) -> ServerProcess:
+def _ready(spawn: Spawn, *args: str, env: Mapping[str, str] | None = None) -> ServerProcess:
     proc = spawn(*args, "--port", "0", env=env)
     proc.wait_listening()
     return proc
@@ -70,8 +70,23 @@ def _ready(spawn: Spawn, *args: str, env: Mapping[str, str] | None = None
 
 def test_parse_args_honours_known_flags_and_skips_others() -> None:
     options = parse_args(
-        ["-m", "m.gguf", "-ngl", "-1", "--jinja", "--temp", "0.2", "--alias", "b,a,b",
-         "--port=0", "-fa", "on", "--metrics", "--host", "::1"],
+        [
+            "-m",
+            "m.gguf",
+            "-ngl",
+            "-1",
+            "--jinja",
+            "--temp",
+            "0.2",
+            "--alias",
+            "b,a,b",
+            "--port=0",
+            "-fa",
+            "on",
+            "--metrics",
+            "--host",
+            "::1",
+        ],
         {},
     )
     assert options.model == "m.gguf"
@@ -84,8 +99,11 @@ def test_parse_args_honours_known_flags_and_skips_others() -> None:
 
 
 def test_parse_args_env_defaults_and_flag_precedence() -> None:
-    env = {"LLAMA_ARG_MODEL": "env.gguf", "LLAMA_ARG_PORT": "9000",
-           "LLAMA_ARG_ENDPOINT_METRICS": "1"}
+    env = {
+        "LLAMA_ARG_MODEL": "env.gguf",
+        "LLAMA_ARG_PORT": "9000",
+        "LLAMA_ARG_ENDPOINT_METRICS": "1",
+    }
     options = parse_args(["--port", "9001"], env)
     assert (options.model, options.port, options.metrics) == ("env.gguf", 9001, True)
     assert options.model_id == "env.gguf"  # no alias: the -m string as given
@@ -109,8 +127,7 @@ def test_launcher_is_a_shebang_script_for_this_interpreter(tmp_path: Path) -> No
 # --- lifecycle --------------------------------------------------------------------------------
 
 
-def test_logs_like_the_real_server_and_becomes_healthy(spawn: Spawn, model: Path
-                                                       ) -> None:
+def test_logs_like_the_real_server_and_becomes_healthy(spawn: Spawn, model: Path) -> None:
     proc = _ready(spawn, "-m", str(model))
     text = proc.stderr_text
     assert f"srv    load_model: loading model '{model}'" in text
@@ -121,11 +138,19 @@ def test_logs_like_the_real_server_and_becomes_healthy(spawn: Spawn, model: Path
 
 def test_health_is_503_while_loading_then_200(spawn: Spawn, model: Path) -> None:
     port = free_port()
-    proc = spawn("-m", str(model), "--port", str(port),
-                       env={"FAKE_LLAMA_LOAD_DELAY": "0.6", "FAKE_LLAMA_PROGRESS_INTERVAL": "0.1"})
+    proc = spawn(
+        "-m",
+        str(model),
+        "--port",
+        str(port),
+        env={"FAKE_LLAMA_LOAD_DELAY": "0.6", "FAKE_LLAMA_PROGRESS_INTERVAL": "0.1"},
+    )
     url = f"http://127.0.0.1:{port}/health"
-    loading = poll_until(lambda: httpx.get(url) if _status(url) is not None else None,
-                         timeout=5, what="the fake to listen")
+    loading = poll_until(
+        lambda: httpx.get(url) if _status(url) is not None else None,
+        timeout=5,
+        what="the fake to listen",
+    )
     assert (loading.status_code, loading.json()) == (503, LOADING_BODY)
     # every endpoint is refused while loading, like the real server's middleware
     assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 503
@@ -136,8 +161,7 @@ def test_health_is_503_while_loading_then_200(spawn: Spawn, model: Path) -> None
     assert proc.stderr_text.index("fake progress") < proc.stderr_text.index("model loaded")
 
 
-def test_hang_load_never_gets_ready_and_sigterm_kills_it(spawn: Spawn, model: Path
-                                                         ) -> None:
+def test_hang_load_never_gets_ready_and_sigterm_kills_it(spawn: Spawn, model: Path) -> None:
     port = free_port()
     proc = spawn("-m", str(model), "--port", str(port), env={"FAKE_LLAMA_HANG_LOAD": "1"})
     proc.wait_for_line("loading model", timeout=5)
@@ -149,8 +173,7 @@ def test_hang_load_never_gets_ready_and_sigterm_kills_it(spawn: Spawn, model: Pa
     assert "model loaded" not in proc.stderr_text
 
 
-def test_missing_model_exits_1_with_the_real_message(spawn: Spawn, tmp_path: Path
-                                                     ) -> None:
+def test_missing_model_exits_1_with_the_real_message(spawn: Spawn, tmp_path: Path) -> None:
     proc = spawn("-m", str(tmp_path / "absent.gguf"), "--port", "0")
     assert proc.wait_exit() == 1
     assert "exiting due to model loading error" in proc.stderr_text
@@ -191,11 +214,13 @@ def test_ignore_sigterm_needs_sigkill(spawn: Spawn, model: Path) -> None:
     assert proc.wait_exit() == -signal.SIGKILL
 
 
-def test_argv_log_records_argv_and_llama_env(spawn: Spawn, model: Path,
-                                             tmp_path: Path) -> None:
+def test_argv_log_records_argv_and_llama_env(spawn: Spawn, model: Path, tmp_path: Path) -> None:
     log = tmp_path / "argv.jsonl"
-    env = {"FAKE_LLAMA_ARGV_LOG": str(log), "LLAMA_ARG_CTX_SIZE": "512",
-           "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    env = {
+        "FAKE_LLAMA_ARGV_LOG": str(log),
+        "LLAMA_ARG_CTX_SIZE": "512",
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+    }
     first = _ready(spawn, "-m", str(model), "-c", "1024", env=env)
     second = _ready(spawn, "-m", str(model), env=env)
     records = [json.loads(line) for line in log.read_text().splitlines()]
@@ -211,14 +236,16 @@ def test_fail_health_after(spawn: Spawn, model: Path) -> None:
     assert poll_until(lambda: 500 if _status(url) == 500 else None, timeout=5) == 500
 
 
-def test_log_spam_is_written_at_start_and_per_request(spawn: Spawn, model: Path
-                                                      ) -> None:
+def test_log_spam_is_written_at_start_and_per_request(spawn: Spawn, model: Path) -> None:
     proc = _ready(spawn, "-m", str(model), env={"FAKE_LLAMA_LOG_SPAM": "300000"})
     at_start = len(proc.stderr_text)
     assert at_start >= 300_000
     httpx.get(f"{proc.base_url}/health")
-    poll_until(lambda: True if len(proc.stderr_text) >= at_start + 290_000 else None,
-               timeout=5, what="per-request spam")
+    poll_until(
+        lambda: True if len(proc.stderr_text) >= at_start + 290_000 else None,
+        timeout=5,
+        what="per-request spam",
+    )
 
 
 # --- endpoints --------------------------------------------------------------------------------
@@ -237,12 +264,12 @@ def test_models_lists_the_smallest_alias_like_the_real_server(spawn: Spawn, mode
     assert httpx.get(f"{plain.base_url}/v1/models").json()["data"][0]["id"] == str(model)
 
 
-def test_chat_with_the_openai_client_echoes_the_request(spawn: Spawn, model: Path
-                                                        ) -> None:
+def test_chat_with_the_openai_client_echoes_the_request(spawn: Spawn, model: Path) -> None:
     proc = _ready(spawn, "-m", str(model), "--alias", "tiny", env={"FAKE_LLAMA_TOKENS": "4"})
     client = openai.OpenAI(base_url=f"{proc.base_url}/v1", api_key="sk-test")
     reply = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hi"}],
+        model="tiny",
+        messages=[{"role": "user", "content": "hi"}],
         extra_headers={"x-agent": "coder", "x-request-id": "r1"},
     )
     assert reply.object == "chat.completion"
@@ -252,27 +279,38 @@ def test_chat_with_the_openai_client_echoes_the_request(spawn: Spawn, model: Pat
     x_fake = (reply.model_extra or {})["x_fake"]
     assert x_fake["pid"] == proc.process.pid
     assert x_fake["request"]["messages"] == [{"role": "user", "content": "hi"}]
-    assert x_fake["headers"] == {"authorization": "Bearer sk-test", "x-agent": "coder",
-                                 "x-request-id": "r1"}
+    assert x_fake["headers"] == {
+        "authorization": "Bearer sk-test",
+        "x-agent": "coder",
+        "x-request-id": "r1",
+    }
     capped = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
     assert capped.choices[0].finish_reason == "length"
 
 
 def test_chat_stream_shape(spawn: Spawn, model: Path) -> None:
     proc = _ready(spawn, "-m", str(model), env={"FAKE_LLAMA_TOKENS": "3"})
     client = openai.OpenAI(base_url=f"{proc.base_url}/v1", api_key="x")
-    chunks = list(client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "hi"}], stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].delta.content for c in chunks[1:4]] == ["t0 ", "t1 ", "t2 "]
     assert chunks[4].choices[0].finish_reason == "stop"
     assert chunks[5].choices == [] and chunks[5].usage is not None
     assert chunks[5].usage.completion_tokens == 3
-    with httpx.stream("POST", f"{proc.base_url}/v1/chat/completions",
-                      json={"messages": [{"role": "user", "content": "x"}], "stream": True}
-                      ) as response:
+    with httpx.stream(
+        "POST",
+        f"{proc.base_url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "x"}], "stream": True},
+    ) as response:
         assert response.headers["content-type"] == "text/event-stream"
         events = [line for line in response.iter_lines() if line]
     assert events[-1] == "data: [DONE]"
@@ -293,16 +331,25 @@ def test_completions_native_and_messages(spawn: Spawn, model: Path) -> None:
     assert reply["type"] == "message"
     assert reply["content"] == [{"type": "text", "text": "t0 "}]
     assert reply["stop_reason"] == "max_tokens"
-    with httpx.stream("POST", f"{proc.base_url}/v1/messages",
-                      json={**messages, "stream": True}) as response:
-        kinds = [line.removeprefix("event: ") for line in response.iter_lines()
-                 if line.startswith("event: ")]
-    assert kinds == ["message_start", "content_block_start", "content_block_delta",
-                     "content_block_stop", "message_delta", "message_stop"]
+    with httpx.stream(
+        "POST", f"{proc.base_url}/v1/messages", json={**messages, "stream": True}
+    ) as response:
+        kinds = [
+            line.removeprefix("event: ")
+            for line in response.iter_lines()
+            if line.startswith("event: ")
+        ]
+    assert kinds == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
 
 
-def test_embeddings_need_the_flag_like_the_real_server(spawn: Spawn, model: Path
-                                                       ) -> None:
+def test_embeddings_need_the_flag_like_the_real_server(spawn: Spawn, model: Path) -> None:
     plain = _ready(spawn, "-m", str(model))
     assert httpx.post(f"{plain.base_url}/v1/embeddings", json={"input": "a"}).status_code == 501
     proc = _ready(spawn, "-m", str(model), "--embeddings")
@@ -355,15 +402,19 @@ def _stats(proc: ServerProcess) -> dict[str, int]:
 
 
 def test_client_disconnect_is_counted_as_cancelled(spawn: Spawn, model: Path) -> None:
-    proc = _ready(spawn, "-m", str(model),
-                  env={"FAKE_LLAMA_TOKENS": "200", "FAKE_LLAMA_STREAM_DELAY": "0.02"})
+    proc = _ready(
+        spawn, "-m", str(model), env={"FAKE_LLAMA_TOKENS": "200", "FAKE_LLAMA_STREAM_DELAY": "0.02"}
+    )
     body = {"messages": [{"role": "user", "content": "x"}], "stream": True}
     with httpx.stream("POST", f"{proc.base_url}/v1/chat/completions", json=body) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
         assert _stats(proc) == {"requests": 1, "active": 1, "cancelled": 0}
-    poll_until(lambda: True if _stats(proc)["cancelled"] == 1 else None, timeout=5,
-               what="the fake to notice the disconnect")
+    poll_until(
+        lambda: True if _stats(proc)["cancelled"] == 1 else None,
+        timeout=5,
+        what="the fake to notice the disconnect",
+    )
     assert _stats(proc) == {"requests": 1, "active": 0, "cancelled": 1}
 
 
@@ -376,13 +427,18 @@ def test_crash_after_requests(spawn: Spawn, model: Path) -> None:
 
 
 def test_crash_mid_stream(spawn: Spawn, model: Path) -> None:
-    proc = _ready(spawn, "-m", str(model),
-                  env={"FAKE_LLAMA_CRASH_AFTER_REQUESTS": "1", "FAKE_LLAMA_CRASH_MID_STREAM": "1"})
+    proc = _ready(
+        spawn,
+        "-m",
+        str(model),
+        env={"FAKE_LLAMA_CRASH_AFTER_REQUESTS": "1", "FAKE_LLAMA_CRASH_MID_STREAM": "1"},
+    )
     body = {"messages": [{"role": "user", "content": "x"}], "stream": True}
     received: list[str] = []
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
-        "POST", f"{proc.base_url}/v1/chat/completions", json=body
-    ) as response:
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{proc.base_url}/v1/chat/completions", json=body) as response,
+    ):
         received.extend(line for line in response.iter_lines() if line)
     assert received, "the stream started before the crash"
     assert "data: [DONE]" not in received

@@ -42,8 +42,9 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # --- cache location ---------------------------------------------------------------------------
 
 
-def test_cache_root_prefers_llamasup_cache_dir(monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: Path) -> None:
+def test_cache_root_prefers_llamasup_cache_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("LLAMASUP_CACHE_DIR", str(tmp_path / "a"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache_root() == tmp_path / "a"
@@ -117,9 +118,11 @@ def test_unusable_named_binary_is_an_error_not_a_fallthrough(
     _script(tmp_path / "path" / "llama-server")  # would be found if we fell through
     not_executable = tmp_path / "plain-file"
     not_executable.write_text("")
-    for bad, problem in [(str(tmp_path / "missing"), "does not exist"),
-                         (str(not_executable), "not an executable file"),
-                         ("no-such-name", "not on PATH")]:
+    for bad, problem in [
+        (str(tmp_path / "missing"), "does not exist"),
+        (str(not_executable), "not an executable file"),
+        ("no-such-name", "not on PATH"),
+    ]:
         environ = {"PATH": str(tmp_path / "path")}
         configured = None
         if source == "profile":
@@ -160,8 +163,14 @@ def test_missing_build_tools_are_named_with_a_remedy(tmp_path: Path) -> None:
     with pytest.raises(RuntimeInstallError) as caught:
         runtime_build.find_build_tools({"PATH": str(tmp_path)}, extra_dirs=())
     message = str(caught.value)
-    for needed in ("cmake", "ninja (or make)", "a C compiler", "a C++ compiler",
-                   "apt-get install -y cmake ninja-build g++", "pip install cmake ninja"):
+    for needed in (
+        "cmake",
+        "ninja (or make)",
+        "a C compiler",
+        "a C++ compiler",
+        "apt-get install -y cmake ninja-build g++",
+        "pip install cmake ninja",
+    ):
         assert needed in message
 
 

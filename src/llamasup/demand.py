@@ -24,12 +24,12 @@ class WaitingDemand:
     reason: str | None = None
     _wakeups: list[asyncio.Future[None]] = field(default_factory=list)
 
-    async def changed(self, timeout: float) -> None:
-        """Wait until something about this key changed, or ``timeout`` passed."""
+    async def changed(self, at_most: float) -> None:
+        """Wait until something about this key changed, or ``at_most`` seconds passed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wakeups.append(future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            await asyncio.wait_for(asyncio.shield(future), at_most)
         except TimeoutError:
             pass
         finally:

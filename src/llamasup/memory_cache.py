@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from llamasup.errors import LlamasupError
 from llamasup.flags import FlagSet
 from llamasup.spec import SidecarSpec
 
@@ -59,6 +60,7 @@ class MemoryEstimates:
         self._estimator = estimator
         self._values: dict[str, int | None] = {}
         self._pending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def get(self, spec: SidecarSpec) -> int | None:
         if spec.memory is not None:
@@ -87,12 +89,14 @@ class MemoryEstimates:
                 self._pending.discard(key)
                 on_ready()
 
-        loop.create_task(work(), name=f"memory-{key}")
+        task = loop.create_task(work(), name=f"memory-{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _safe(self, spec: SidecarSpec) -> int | None:
         try:
             return self._estimator(spec)
-        except Exception as exc:
+        except (LlamasupError, OSError, ValueError) as exc:
             logger.warning(
                 "%s: no memory estimate (%s); set models.%s.memory to budget it",
                 spec.model, exc, spec.model,

@@ -137,9 +137,7 @@ class ProcessLog:
         if not raw:
             return []
         now = time.time()
-        lines = [
-            LogLine(now, stream, item.decode("utf-8", "replace").rstrip("\r")) for item in raw
-        ]
+        lines = [LogLine(now, stream, item.decode("utf-8", "replace").rstrip("\r")) for item in raw]
         self._ring.extend(lines)
         self.total_lines += len(lines)
         self._write(b"\n".join(raw) + b"\n")

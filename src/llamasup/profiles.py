@@ -30,6 +30,7 @@ from llamasup.profile_types import (
 from llamasup.yamlsrc import KeyPath, YamlSyntaxError, load_yaml
 
 __all__ = [
+    "PROFILE_SUFFIXES",
     "AgentConfig",
     "ApiKeyConfig",
     "GroupConfig",
@@ -38,7 +39,6 @@ __all__ = [
     "RestartPolicy",
     "ServerConfig",
     "Source",
-    "PROFILE_SUFFIXES",
     "load_profiles",
     "load_texts",
     "profile_files",

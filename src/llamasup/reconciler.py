@@ -20,10 +20,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from llamasup.demand import DemandBook
-from llamasup.errors import CapacityError, ResolveError, SidecarError
+from llamasup.errors import CapacityError, LlamasupError, ResolveError, SidecarError
 from llamasup.executor import Executor
+from llamasup.flags import parse_header
 from llamasup.memory_cache import MemoryEstimates
 from llamasup.plan import Have, Limits, Plan, Want, plan
+from llamasup.pool import Origin
 from llamasup.profiles import Profiles
 from llamasup.reconcile_status import PassRecord, ReconcileStatus
 from llamasup.sidecar_types import SidecarState
@@ -33,15 +35,6 @@ from llamasup.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class Origin:
-    """How a spec was asked for; re-resolved on every reload to see if its key still holds."""
-
-    model: str
-    agent: str | None
-    extra: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +67,7 @@ class Reconciler:
         self._tombstones: dict[str, Have] = {}
         self._executor = Executor(self, supervisor)
         self._dirty = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
         self._wake: asyncio.TimerHandle | None = None
         self.status = ReconcileStatus()
         self._unsubscribe = supervisor.subscribe(self._on_supervisor_event)
@@ -127,7 +121,11 @@ class Reconciler:
 
     @contextlib.asynccontextmanager
     async def lease(
-        self, spec: SidecarSpec, *, timeout: float, origin: Origin | None = None
+        self,
+        spec: SidecarSpec,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the pool contract: a wait budget, checked per step
+        origin: Origin | None = None,
     ) -> AsyncIterator[Lease]:
         """A ready sidecar for ``spec``, held in flight for the duration of the block."""
         self.remember(spec, origin or Origin(spec.model, None))
@@ -157,16 +155,16 @@ class Reconciler:
             and not self._executor.closing(key)
         )
 
-    async def _wait_until_ready(self, spec: SidecarSpec, timeout: float) -> None:
+    async def _wait_until_ready(self, spec: SidecarSpec, budget: float) -> None:
         key = spec.key
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + budget
         with self.demands.waiting(key) as demand:
             self.trigger()
             while not self._usable(key):
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     raise TimeoutError(
-                        f"{spec.model}: sidecar not ready within {timeout:g}s "
+                        f"{spec.model}: sidecar not ready within {budget:g}s "
                         f"({demand.reason or self.state(key) or 'waiting to start'})"
                     )
                 if demand.refused is not None:
@@ -192,6 +190,11 @@ class Reconciler:
                 self._wake.cancel()
 
     async def reconcile_once(self) -> Plan:
+        """One pass now (the loop's passes and an apply's pass never overlap)."""
+        async with self._pass_lock:
+            return await self._pass()
+
+    async def _pass(self) -> Plan:
         started = self._clock()
         began = time.perf_counter()
         decided = self.plan_now()
@@ -266,12 +269,10 @@ class Reconciler:
         try:
             extra = None
             if origin.extra:
-                from llamasup.flags import parse_header  # noqa: PLC0415
-
                 allow = self.profiles.server.agent_flags_allow_load
                 extra = parse_header(" ".join(origin.extra), allow_load=allow)
             return self._resolver.resolve(origin.model, origin.agent, extra=extra).spec.key
-        except Exception:
+        except LlamasupError:
             return None
 
     def _haves(self) -> list[Have]:

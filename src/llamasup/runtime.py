@@ -85,11 +85,13 @@ def _explicit(value: str, origin: str, search_path: str | None) -> ResolvedBinar
         else:
             return ResolvedBinary(path.absolute(), origin)
         raise RuntimeNotFoundError(
-            f"llama-server binary from {origin} {problem}: {path}; {_EXPLICIT_HINT}")
+            f"llama-server binary from {origin} {problem}: {path}; {_EXPLICIT_HINT}"
+        )
     found = shutil.which(value, path=search_path)
     if found is None:
         raise RuntimeNotFoundError(
-            f"llama-server binary {value!r} from {origin} is not on PATH; {_EXPLICIT_HINT}")
+            f"llama-server binary {value!r} from {origin} is not on PATH; {_EXPLICIT_HINT}"
+        )
     return ResolvedBinary(Path(found), origin)
 
 
@@ -130,8 +132,13 @@ def binary_version(path: Path, timeout: float = VERSION_TIMEOUT) -> str | None:
     """
     try:
         result = subprocess.run(
-            [str(path), "--version"], stdin=subprocess.DEVNULL, capture_output=True,
-            text=True, errors="replace", timeout=timeout, check=False,
+            [str(path), "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -216,15 +223,23 @@ def install(
         with tempfile.TemporaryDirectory(prefix="llamasup-build-") as scratch:
             work = Path(scratch)
             archive = sdist or runtime_build.download_sdist(
-                build, work / "download", log_path=log_path, progress=progress)
+                build, work / "download", log_path=log_path, progress=progress
+            )
             source = runtime_build.extract_sdist(archive, work / "src", progress=progress)
             built = runtime_build.compile_server(
-                source, work / "build", build=build, tools=tools,
-                jobs=jobs or os.cpu_count() or 1, log_path=log_path, progress=progress)
+                source,
+                work / "build",
+                build=build,
+                tools=tools,
+                jobs=jobs or os.cpu_count() or 1,
+                log_path=log_path,
+                progress=progress,
+            )
             version = binary_version(built)
             if version is None:
                 raise RuntimeInstallError(
-                    f"the freshly built {built} does not run `--version`; see {log_path}")
+                    f"the freshly built {built} does not run `--version`; see {log_path}"
+                )
             _place(built, target)
     progress(f"installed llama-server {version} at {target}")
     return target

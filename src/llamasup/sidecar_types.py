@@ -69,8 +69,14 @@ class SidecarSettings:
 
     def __post_init__(self) -> None:
         validate_port_range(*self.port_range)
-        for name in ("load_timeout", "ready_poll_min", "ready_poll_max", "probe_timeout",
-                     "health_interval", "health_timeout"):
+        for name in (
+            "load_timeout",
+            "ready_poll_min",
+            "ready_poll_max",
+            "probe_timeout",
+            "health_interval",
+            "health_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SidecarSettings.{name} must be > 0")
         if self.unhealthy_threshold < 1:

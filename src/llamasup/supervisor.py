@@ -248,8 +248,9 @@ class Supervisor:
             decision = entry.tracker.record_failure(self._clock(), self._jitter(), reason)
             entry.cancel_retry()
             if decision.give_up:
-                logger.error("%s: giving up after %d failures: %s",
-                             event.key, decision.failures, reason)
+                logger.error(
+                    "%s: giving up after %d failures: %s", event.key, decision.failures, reason
+                )
             else:
                 logger.warning("%s: %s; restarting in %.2fs", event.key, reason, decision.delay)
                 entry.retry_task = asyncio.get_running_loop().create_task(
@@ -267,4 +268,3 @@ class Supervisor:
         if self._entries.get(entry.sidecar.key) is entry:
             with contextlib.suppress(Exception):
                 entry.sidecar.start()
-

@@ -40,8 +40,21 @@ def server(llama_server_bin: Path, tiny_model: Path) -> Iterator[ServerProcess]:
     port = free_port()
     # a large single-slot context makes loading (KV cache allocation, warm-up) last long
     # enough for a tight poll to see the 503 phase even on a fast machine
-    argv = [str(llama_server_bin), "-m", str(tiny_model), "--host", "127.0.0.1",
-            "--port", str(port), "-c", "65536", "-np", "1", "--alias", "tiny"]
+    argv = [
+        str(llama_server_bin),
+        "-m",
+        str(tiny_model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-c",
+        "65536",
+        "-np",
+        "1",
+        "--alias",
+        "tiny",
+    ]
     with ServerProcess(argv) as proc:
         proc.port = port
         yield proc
@@ -74,16 +87,23 @@ def test_chat_completion_has_the_openai_shape_and_sigterm_exits_0(server: Server
     assert [m.id for m in client.models.list().data] == ["tiny"]
 
     reply = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8)
+        model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8
+    )
     assert reply.object == "chat.completion"
     assert reply.choices[0].message.role == "assistant"
     assert isinstance(reply.choices[0].message.content, str)
     assert reply.choices[0].finish_reason in {"stop", "length"}
     assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 8
 
-    chunks = list(client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=4,
-        stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finals) == 1

@@ -72,7 +72,10 @@ def make_sidecar(
         the_settings = replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]
         allocator = ports or PortAllocator(*the_settings.port_range)
         sidecar = Sidecar(
-            fake_spec(model_file, env), str(fake_binary), the_settings, allocator,
+            fake_spec(model_file, env),
+            str(fake_binary),
+            the_settings,
+            allocator,
             on_event=on_event,
         )
         made.append(sidecar)

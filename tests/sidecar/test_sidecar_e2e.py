@@ -19,6 +19,7 @@ from .sidecar_helpers import pid_alive, squat
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
+
 @pytest.fixture
 def llama_server(llama_server_bin: Path) -> Path:
     """The shared session fixture (resolved like llamasup does, else built into the cache)."""
@@ -35,10 +36,20 @@ def tiny_spec(*extra: str, model_path: str | None = None) -> SidecarSpec:
     )
 
 
-def make(llama_server: Path, settings: SidecarSettings, spec: SidecarSpec,
-         ports: PortAllocator | None = None, base_env: dict[str, str] | None = None) -> Sidecar:
-    return Sidecar(spec, str(llama_server), settings,
-                   ports or PortAllocator(*settings.port_range), base_env=base_env)
+def make(
+    llama_server: Path,
+    settings: SidecarSettings,
+    spec: SidecarSpec,
+    ports: PortAllocator | None = None,
+    base_env: dict[str, str] | None = None,
+) -> Sidecar:
+    return Sidecar(
+        spec,
+        str(llama_server),
+        settings,
+        ports or PortAllocator(*settings.port_range),
+        base_env=base_env,
+    )
 
 
 async def test_real_server_start_chat_stop(llama_server: Path, settings: SidecarSettings) -> None:
@@ -95,8 +106,9 @@ async def test_real_server_lost_port_race_moves_on(
         with squat(first):
             await sidecar.ensure_ready()
         assert sidecar.status().port not in (None, first)
-        assert any("couldn't bind HTTP server socket" in line.text
-                   for line in sidecar.recent_logs())
+        assert any(
+            "couldn't bind HTTP server socket" in line.text for line in sidecar.recent_logs()
+        )
         await sidecar.stop()
     finally:
         sidecar.abandon()

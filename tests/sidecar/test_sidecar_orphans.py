@@ -59,8 +59,16 @@ def test_sigkilled_supervisor_leaves_no_sidecars(
     script.write_text(HOLDER)
     first, last = settings.port_range
     holder = subprocess.Popen(
-        [sys.executable, str(script), str(fake_binary), str(model_file),
-         str(tmp_path / "state"), str(first), str(last), loop],
+        [
+            sys.executable,
+            str(script),
+            str(fake_binary),
+            str(model_file),
+            str(tmp_path / "state"),
+            str(first),
+            str(last),
+            loop,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -131,9 +131,7 @@ async def test_concurrent_callers_share_one_start(
     make_sidecar: MakeSidecar, tmp_path: Path
 ) -> None:
     argv_log = tmp_path / "argv.jsonl"
-    sidecar = make_sidecar(
-        {"FAKE_LLAMA_ARGV_LOG": str(argv_log), "FAKE_LLAMA_LOAD_DELAY": "0.2"}
-    )
+    sidecar = make_sidecar({"FAKE_LLAMA_ARGV_LOG": str(argv_log), "FAKE_LLAMA_LOAD_DELAY": "0.2"})
     await asyncio.gather(*(sidecar.ensure_ready() for _ in range(8)))
     records = [json.loads(line) for line in argv_log.read_text().splitlines()]
     assert len(records) == 1
@@ -265,9 +263,7 @@ async def test_inherited_llama_env_is_scrubbed(
     monkeypatch.setenv("LLAMA_ARG_CTX_SIZE", "99")
     monkeypatch.setenv("LLAMA_API_KEY", "inherited-secret")
     argv_log = tmp_path / "argv.jsonl"
-    sidecar = make_sidecar(
-        {"FAKE_LLAMA_ARGV_LOG": str(argv_log), "LLAMA_ARG_N_PARALLEL": "2"}
-    )
+    sidecar = make_sidecar({"FAKE_LLAMA_ARGV_LOG": str(argv_log), "LLAMA_ARG_N_PARALLEL": "2"})
     await sidecar.ensure_ready()  # an inherited API key would make the fake demand auth
     record = json.loads(argv_log.read_text())
     assert record["env"] == {"LLAMA_ARG_N_PARALLEL": "2"}  # only what the profile set
@@ -312,8 +308,11 @@ async def test_unhealthy_child_is_killed_and_a_caller_meanwhile_gets_a_fresh_one
     assert first_pid is not None
     await poll_until(lambda: sidecar.state is SidecarState.STOPPING, what="unhealthy stop")
     await sidecar.ensure_ready()  # waits for the kill, then starts a new run
-    assert events[:3] == [SidecarEventKind.READY, SidecarEventKind.UNHEALTHY,
-                          SidecarEventKind.READY]
+    assert events[:3] == [
+        SidecarEventKind.READY,
+        SidecarEventKind.UNHEALTHY,
+        SidecarEventKind.READY,
+    ]
     assert sidecar.status().pid not in (None, first_pid)
     assert not pid_alive(first_pid)
     assert sidecar.status().restarts == 1

@@ -22,7 +22,11 @@ from .sidecar_helpers import fake_spec, pid_alive, poll_until
 pytestmark = pytest.mark.anyio
 
 FAST = RestartPolicy(
-    backoff_initial=0.05, backoff_factor=2.0, backoff_max=1.0, jitter=0.0, start_limit=3,
+    backoff_initial=0.05,
+    backoff_factor=2.0,
+    backoff_max=1.0,
+    jitter=0.0,
+    start_limit=3,
     start_window=60.0,
 )
 
@@ -37,7 +41,10 @@ async def make_supervisor(
 
     def make(policy: RestartPolicy = FAST, **kwargs: object) -> Supervisor:
         supervisor = Supervisor(
-            settings, policy=policy, resolve_binary=lambda spec: str(fake_binary), **kwargs  # type: ignore[arg-type]
+            settings,
+            policy=policy,
+            resolve_binary=lambda spec: str(fake_binary),
+            **kwargs,  # type: ignore[arg-type]
         )
         made.append(supervisor)
         return supervisor
@@ -221,7 +228,9 @@ async def test_missing_binary_is_a_start_failure_under_the_policy(
     supervisor = Supervisor(settings, policy=FAST)  # default resolution: llamasup.runtime
     try:
         spec = SidecarSpec(
-            model="fake", kind="llama-server", binary=str(tmp_path / "missing" / "llama-server"),
+            model="fake",
+            kind="llama-server",
+            binary=str(tmp_path / "missing" / "llama-server"),
             args=("-m", str(model_file)),
         )
         sidecar = supervisor.start(spec)  # does not raise: the failure shows in the status

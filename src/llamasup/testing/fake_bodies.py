@@ -163,9 +163,7 @@ def completion_stream(gen: Generation, include_usage: bool) -> list[bytes]:
     def chunk(text: str, finish: str | None, **extra: Any) -> bytes:
         return sse(
             {
-                "choices": [
-                    {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-                ],
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
                 "created": gen.created,
                 "model": gen.model,
                 "system_fingerprint": SYSTEM_FINGERPRINT,
@@ -280,15 +278,21 @@ def messages_stream(gen: Generation) -> list[bytes]:
     frames = [
         sse(start, "message_start"),
         sse(
-            {"type": "content_block_start", "index": 0,
-             "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
             "content_block_start",
         ),
     ]
     frames += [
         sse(
-            {"type": "content_block_delta", "index": 0,
-             "delta": {"type": "text_delta", "text": piece}},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece},
+            },
             "content_block_delta",
         )
         for piece in gen.pieces
@@ -340,8 +344,9 @@ def embeddings_response(
 
 def models_response(model_id: str, aliases: list[str], model_path: str, created: int) -> JsonObject:
     return {
-        "models": [{"name": model_id, "model": model_id, "type": "model",
-                    "capabilities": ["completion"]}],
+        "models": [
+            {"name": model_id, "model": model_id, "type": "model", "capabilities": ["completion"]}
+        ],
         "object": "list",
         "data": [
             {

@@ -99,12 +99,15 @@ class FakeHandler(MiniHTTPHandler):
             try:
                 parsed = json.loads(raw or b"{}")
             except ValueError as exc:
-                self._send_json(400, bodies.error_body(400, f"invalid JSON: {exc}",
-                                                       "invalid_request_error"))
+                self._send_json(
+                    400, bodies.error_body(400, f"invalid JSON: {exc}", "invalid_request_error")
+                )
                 return
             if not isinstance(parsed, dict):
-                self._send_json(400, bodies.error_body(400, "body must be a JSON object",
-                                                       "invalid_request_error"))
+                self._send_json(
+                    400,
+                    bodies.error_body(400, "body must be a JSON object", "invalid_request_error"),
+                )
                 return
             body = parsed
         handler: Callable[[str, JsonObject], None] = getattr(self, f"_route_{name}")
@@ -164,8 +167,13 @@ class FakeHandler(MiniHTTPHandler):
 
     def _x_fake(self, path: str, body: JsonObject, number: int) -> JsonObject:
         headers = {name: self.headers[name] for name in ECHOED_HEADERS if name in self.headers}
-        return {"pid": os.getpid(), "path": path, "number": number, "request": body,
-                "headers": headers}
+        return {
+            "pid": os.getpid(),
+            "path": path,
+            "number": number,
+            "request": body,
+            "headers": headers,
+        }
 
     def _generation(
         self, path: str, body: JsonObject, number: int, prompt: str
@@ -217,8 +225,11 @@ class FakeHandler(MiniHTTPHandler):
             cancelled = True
             self.close_connection = True
         finally:
-            state.stats.end(prompt_tokens=gen.prompt_tokens,
-                            predicted_tokens=len(gen.pieces), cancelled=cancelled)
+            state.stats.end(
+                prompt_tokens=gen.prompt_tokens,
+                predicted_tokens=len(gen.pieces),
+                cancelled=cancelled,
+            )
         if crash:
             self._die(number)
 
@@ -250,18 +261,25 @@ class FakeHandler(MiniHTTPHandler):
 
     def _route_models(self, path: str, body: JsonObject) -> None:
         options = self.state.options
-        self._send_json(200, bodies.models_response(
-            options.model_id, list(options.aliases), options.model or "", self.state.created))
+        self._send_json(
+            200,
+            bodies.models_response(
+                options.model_id, list(options.aliases), options.model or "", self.state.created
+            ),
+        )
 
     def _route_props(self, path: str, body: JsonObject) -> None:
         options = self.state.options
-        self._send_json(200, {
-            "model_alias": options.model_id,
-            "model_path": options.model,
-            "total_slots": 4,
-            "build_info": bodies.SYSTEM_FINGERPRINT,
-            "default_generation_settings": {"n_ctx": 2048},
-        })
+        self._send_json(
+            200,
+            {
+                "model_alias": options.model_id,
+                "model_path": options.model,
+                "total_slots": 4,
+                "build_info": bodies.SYSTEM_FINGERPRINT,
+                "default_generation_settings": {"n_ctx": 2048},
+            },
+        )
 
     def _route_metrics(self, path: str, body: JsonObject) -> None:
         state = self.state
@@ -275,8 +293,7 @@ class FakeHandler(MiniHTTPHandler):
                 "tokens_predicted_total": float(state.stats.predicted_tokens),
                 "n_decode_total": float(state.stats.requests),
             }
-            gauges = {"requests_processing": float(state.stats.active),
-                      "requests_deferred": 0.0}
+            gauges = {"requests_processing": float(state.stats.active), "requests_deferred": 0.0}
         text = bodies.metrics_text(counters, gauges)
         self._send_bytes(200, text.encode(), "text/plain; version=0.0.4")
 
@@ -286,23 +303,34 @@ class FakeHandler(MiniHTTPHandler):
             self._bad_request("'messages' is required")
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self._infer(path, body, _text_of(messages), bodies.chat_response,
-                    lambda gen: bodies.chat_stream(gen, include_usage))
+        self._infer(
+            path,
+            body,
+            _text_of(messages),
+            bodies.chat_response,
+            lambda gen: bodies.chat_stream(gen, include_usage),
+        )
 
     def _route_completions(self, path: str, body: JsonObject) -> None:
         if "prompt" not in body:
             self._bad_request("'prompt' is required")
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self._infer(path, body, _text_of(body["prompt"]), bodies.completion_response,
-                    lambda gen: bodies.completion_stream(gen, include_usage))
+        self._infer(
+            path,
+            body,
+            _text_of(body["prompt"]),
+            bodies.completion_response,
+            lambda gen: bodies.completion_stream(gen, include_usage),
+        )
 
     def _route_native(self, path: str, body: JsonObject) -> None:
         if "prompt" not in body:
             self._bad_request("'prompt' is required")
             return
-        self._infer(path, body, _text_of(body["prompt"]), bodies.native_response,
-                    bodies.native_stream)
+        self._infer(
+            path, body, _text_of(body["prompt"]), bodies.native_response, bodies.native_stream
+        )
 
     def _route_messages(self, path: str, body: JsonObject) -> None:
         messages = body.get("messages")
@@ -326,9 +354,15 @@ class FakeHandler(MiniHTTPHandler):
         number = state.stats.begin()
         tokens = sum(len(bodies.tokenize(text)) for text in inputs)
         try:
-            self._send_json(200, bodies.embeddings_response(
-                inputs, state.options.model_id,
-                str(body.get("encoding_format") or "float"), self._x_fake(path, body, number)))
+            self._send_json(
+                200,
+                bodies.embeddings_response(
+                    inputs,
+                    state.options.model_id,
+                    str(body.get("encoding_format") or "float"),
+                    self._x_fake(path, body, number),
+                ),
+            )
         finally:
             state.stats.end(prompt_tokens=tokens, predicted_tokens=0, cancelled=False)
 

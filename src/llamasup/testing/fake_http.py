@@ -28,9 +28,7 @@ class MiniHTTPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(
-        self, address: tuple[str, int], handler: type[MiniHTTPHandler]
-    ) -> None:
+    def __init__(self, address: tuple[str, int], handler: type[MiniHTTPHandler]) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)

@@ -75,11 +75,18 @@ FAKE_VERSION_LINES = (
 )
 
 _VALUE_FLAGS = {
-    "-m": "model", "--model": "model", "--host": "host", "--port": "port",
-    "-a": "alias", "--alias": "alias", "--api-key": "api_key",
+    "-m": "model",
+    "--model": "model",
+    "--host": "host",
+    "--port": "port",
+    "-a": "alias",
+    "--alias": "alias",
+    "--api-key": "api_key",
 }
 _SWITCHES = {
-    "--metrics": "metrics", "--embedding": "embeddings", "--embeddings": "embeddings",
+    "--metrics": "metrics",
+    "--embedding": "embeddings",
+    "--embeddings": "embeddings",
     "--version": "version",
 }
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "enabled"})
@@ -99,9 +106,13 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> Options:
     """Read the flags the fake honours; raise FakeUsageError with the real server's wording."""
     values: dict[str, str] = {
         key: environ[name]
-        for key, name in (("model", "LLAMA_ARG_MODEL"), ("host", "LLAMA_ARG_HOST"),
-                          ("port", "LLAMA_ARG_PORT"), ("alias", "LLAMA_ARG_ALIAS"),
-                          ("api_key", "LLAMA_API_KEY"))
+        for key, name in (
+            ("model", "LLAMA_ARG_MODEL"),
+            ("host", "LLAMA_ARG_HOST"),
+            ("port", "LLAMA_ARG_PORT"),
+            ("alias", "LLAMA_ARG_ALIAS"),
+            ("api_key", "LLAMA_API_KEY"),
+        )
         if environ.get(name)
     }
     switches = {
@@ -229,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = FakeHTTPServer((options.host, options.port), state)
     except OSError:
-        log.srv("E", "start", "couldn't bind HTTP server socket, "
-                f"hostname: {options.host}, port: {options.port}")
+        log.srv(
+            "E",
+            "start",
+            f"couldn't bind HTTP server socket, hostname: {options.host}, port: {options.port}",
+        )
         log.srv("I", "operator()", "operator(): cleaning up before exit...")
         log.srv("E", "llama_server", "exiting due to HTTP server error")
         return 1

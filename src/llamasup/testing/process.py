@@ -122,7 +122,8 @@ class ServerProcess:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(
-                f"still running after {timeout} s; stderr tail:\n{self._tail()}") from exc
+                f"still running after {timeout} s; stderr tail:\n{self._tail()}"
+            ) from exc
         self._reader.join(timeout)
         return code
 

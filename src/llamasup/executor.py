@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from llamasup.plan import Plan, Stop
+from llamasup.plan_types import StopReason
 
 if TYPE_CHECKING:
     from llamasup.reconciler import Reconciler
@@ -64,6 +65,21 @@ class Executor:
             reconciler.demands.note_wait(wait.key, wait.reason)
         for refusal in plan.refusals:
             reconciler.refuse(refusal.key, refusal.reason)
+
+    async def stop_now(self, key: str, reason: StopReason, detail: str) -> bool:
+        """Stop ``key`` outside a plan (an operator's unload); drains like a planned stop.
+
+        Returns False when there was nothing to stop. A stop already under way is awaited.
+        """
+        task = self._closing.get(key)
+        if task is None:
+            if self._supervisor.get(key) is None:
+                return False
+            stop = Stop(key, reason, True, self._reconciler.in_flight(key), detail)
+            task = asyncio.create_task(self._stop(stop), name=f"stop-{key}")
+            self._closing[key] = task
+        await asyncio.shield(task)
+        return True
 
     async def _stop(self, stop: Stop) -> None:
         key = stop.key

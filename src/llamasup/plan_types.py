@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 SidecarState = Literal["starting", "ready", "backoff", "stopping", "stopped", "failed"]
-StopReason = Literal["removed", "changed", "evicted-lru", "evicted-memory", "group", "idle-ttl"]
+StopReason = Literal[
+    "removed", "changed", "evicted-lru", "evicted-memory", "group", "idle-ttl", "unloaded"
+]
 StartReason = Literal["pinned", "preload", "demand"]
 
 #: states in which a process exists or is about to (backoff: the supervisor restarts it)

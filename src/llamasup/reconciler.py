@@ -61,6 +61,7 @@ class Reconciler:
         self._memory = memory or MemoryEstimates()
         self._specs: dict[str, SidecarSpec] = {}
         self._origins: dict[str, Origin] = {}
+        self._agents: dict[str, set[str]] = {}
         self.demands = DemandBook(clock)
         self._in_flight: dict[str, int] = {}
         self._last_used: dict[str, float] = {}
@@ -118,6 +119,19 @@ class Reconciler:
             self._specs[spec.key] = spec
             self._memory.request(spec, on_ready=self.trigger)
         self._origins.setdefault(spec.key, origin)
+        if origin.agent is not None:
+            self._agents.setdefault(spec.key, set()).add(origin.agent)
+
+    def agents(self, key: str) -> list[str]:
+        """The agents whose requests resolved to ``key`` (sorted)."""
+        return sorted(self._agents.get(key, ()))
+
+    def tombstones(self) -> list[Have]:
+        """Stopped preload sidecars the planner leaves stopped until demanded."""
+        return list(self._tombstones.values())
+
+    def waiting_keys(self) -> list[str]:
+        return self.demands.keys()
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -175,6 +189,14 @@ class Reconciler:
                 else:
                     await demand.changed(remaining)
 
+    async def unload(self, key: str, detail: str = "unloaded by an operator") -> bool:
+        """Stop one sidecar now (after its in-flight requests, bounded by ``stop_grace``).
+
+        A pinned model's sidecar comes back on the next pass; a preload one stays stopped
+        until a request asks for it; anything else is forgotten. False: nothing to stop.
+        """
+        return await self._executor.stop_now(key, "unloaded", detail)
+
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -211,8 +233,28 @@ class Reconciler:
         return decided
 
     def plan_now(self) -> Plan:
-        """What the planner would do now (also ``GET /api/plan``); changes nothing."""
-        return plan(self._wants(), self._haves(), self._limits(), self._clock())
+        """The plan for this pass (records the specs of the profile's models)."""
+        return plan(
+            self._wants(self._resolver), self._haves(), self._limits(self.profiles), self._clock()
+        )
+
+    def preview(self, profiles: Profiles | None = None) -> Plan:
+        """What a pass would do now under ``profiles`` (default: the current ones).
+
+        Changes nothing: ``GET /api/plan`` and dry-run applies use it.
+        """
+        resolver = self._resolver if profiles is None else Resolver(profiles)
+        wants = self._wants(resolver, record=False)
+        return plan(wants, self._haves(), self._limits(resolver.profiles), self._clock())
+
+    def desired_keys(self, profiles: Profiles) -> dict[str, str]:
+        """Model id -> the key of its profile sidecar (no agent) under ``profiles``."""
+        resolver = Resolver(profiles)
+        keys: dict[str, str] = {}
+        for model in profiles.models.values():
+            with contextlib.suppress(ResolveError):
+                keys[model.id] = resolver.resolve(model.id).spec.key
+        return keys
 
     def _schedule_wake(self, wake_at: float | None) -> None:
         if self._wake is not None:
@@ -230,30 +272,32 @@ class Reconciler:
 
     # -- observe ---------------------------------------------------------------------------
 
-    def _limits(self) -> Limits:
-        profiles = self.profiles
+    def _limits(self, profiles: Profiles) -> Limits:
         groups = {name: group.max_running for name, group in profiles.groups.items()}
         return Limits(profiles.server.max_sidecars, profiles.server.memory_budget, groups)
 
-    def _wants(self) -> list[Want]:
+    def _wants(self, resolver: Resolver, *, record: bool = True) -> list[Want]:
+        """The desired set under ``resolver``'s profiles; ``record`` False changes nothing."""
         wants: dict[str, Want] = {}
-        for model in self.profiles.models.values():
+        profiles = resolver.profiles
+        for model in profiles.models.values():
             try:
-                spec = self._resolver.resolve(model.id).spec
+                spec = resolver.resolve(model.id).spec
             except ResolveError as exc:
                 logger.warning("model %s does not resolve: %s", model.id, exc)
                 continue
-            self.remember(spec, Origin(model.id, None))
-            wants[spec.key] = self._want(spec, pinned=model.pinned, preload=model.preload)
+            if record:
+                self.remember(spec, Origin(model.id, None))
+            wants[spec.key] = self._want(spec, profiles, pinned=model.pinned, preload=model.preload)
         for key, origin in self._origins.items():
-            if key in wants or self._reresolve(origin) != key:
+            if key in wants or self._reresolve(origin, resolver) != key:
                 continue
-            wants[key] = self._want(self._specs[key], pinned=False, preload=False)
+            wants[key] = self._want(self._specs[key], profiles, pinned=False, preload=False)
         return list(wants.values())
 
-    def _want(self, spec: SidecarSpec, *, pinned: bool, preload: bool) -> Want:
+    def _want(self, spec: SidecarSpec, profiles: Profiles, *, pinned: bool, preload: bool) -> Want:
         # under a memory budget, a demand waits for its estimate rather than start unbudgeted
-        held = self.profiles.server.memory_budget is not None and self._memory.pending(spec)
+        held = profiles.server.memory_budget is not None and self._memory.pending(spec)
         return Want(
             key=spec.key,
             model=spec.model,
@@ -265,13 +309,14 @@ class Reconciler:
             demand=None if held else self.demands.planner_demand(spec.key),
         )
 
-    def _reresolve(self, origin: Origin) -> str | None:
+    def _reresolve(self, origin: Origin, resolver: Resolver | None = None) -> str | None:
+        resolver = resolver or self._resolver
         try:
             extra = None
             if origin.extra:
-                allow = self.profiles.server.agent_flags_allow_load
+                allow = resolver.profiles.server.agent_flags_allow_load
                 extra = parse_header(" ".join(origin.extra), allow_load=allow)
-            return self._resolver.resolve(origin.model, origin.agent, extra=extra).spec.key
+            return resolver.resolve(origin.model, origin.agent, extra=extra).spec.key
         except LlamasupError:
             return None
 
@@ -329,6 +374,7 @@ class Reconciler:
         if key not in self._origins and key not in self._live_keys():
             self._specs.pop(key, None)
             self._last_used.pop(key, None)
+            self._agents.pop(key, None)
 
     def refuse(self, key: str, reason: str) -> None:
         self.demands.refuse(key, reason)

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llamasup import __version__, cli_import, cli_profiles
+from llamasup import __version__, cli_import, cli_profiles, cli_serve
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     cli_profiles.register(commands)
     cli_import.register(commands)
+    cli_serve.register(commands)
     return parser
 
 

@@ -66,6 +66,8 @@ class ProfileStore:
         self.loaded_at = clock()
         self.last_reload = ReloadResult(self.loaded_at, "startup", "ok", profiles.revision)
         self._lock = asyncio.Lock()
+        #: told every reload and apply result (metrics)
+        self.listeners: list[Callable[[ReloadResult], None]] = []
 
     @property
     def is_directory(self) -> bool:
@@ -100,6 +102,8 @@ class ProfileStore:
         errors: tuple[ProfileIssue, ...] = (),
     ) -> ReloadResult:
         self.last_reload = ReloadResult(self._clock(), trigger, result, revision, errors)
+        for listener in self.listeners:
+            listener(self.last_reload)
         return self.last_reload
 
     # -- apply -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,12 @@ class ReconcileStatus:
         self.passes = 0
         self.last: PassRecord | None = None
         self.recent: deque[PassRecord] = deque(maxlen=history)
+        #: told every pass (metrics); keep them quick, they run inside the pass
+        self.listeners: list[Callable[[PassRecord], None]] = []
 
     def record(self, record: PassRecord) -> None:
+        for listener in self.listeners:
+            listener(record)
         self.passes += 1
         self.last = record
         if record.plan.actions or record.error:

@@ -110,6 +110,9 @@ class Reconciler:
         tomb = self._tombstones.get(key)
         return None if tomb is None else tomb.state
 
+    def memory_estimate(self, spec: SidecarSpec) -> int | None:
+        return self._memory.get(spec)
+
     def spec_for(self, key: str) -> SidecarSpec | None:
         return self._specs.get(key)
 

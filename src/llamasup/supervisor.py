@@ -204,6 +204,9 @@ class Supervisor:
     def keys(self) -> list[str]:
         return list(self._entries)
 
+    def sidecars(self) -> list[Sidecar]:
+        return [entry.sidecar for entry in self._entries.values()]
+
     def statuses(self) -> list[SupervisedStatus]:
         now = self._clock()
         result = []

@@ -1,0 +1,40 @@
+"""Errors of the control API, in the same envelope as the proxy's (marked as llamasup's)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llamasup.asgi import Send
+from llamasup.openai_errors import LLAMASUP_ERROR_HEADER
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+async def send_api_error(send: Send, exc: ApiError) -> None:
+    payload: dict[str, Any] = {
+        "error": {"message": exc.message, "type": "llamasup_error", "code": exc.code}
+    }
+    payload.update(exc.extra)
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    await send_bytes(send, exc.status, body, "application/json", error=True)
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, content_type: str, *, error: bool = False
+) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if error:
+        headers.append(LLAMASUP_ERROR_HEADER)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

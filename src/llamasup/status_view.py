@@ -1,0 +1,130 @@
+"""The JSON documents of ``GET /api/status``, ``GET /api/plan`` and ``GET /sidecars``.
+
+The shapes are documented in the README (``Control API``); keep both in step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from llamasup import __version__
+from llamasup.plan import Plan
+from llamasup.reconcile_status import action_dict
+
+if TYPE_CHECKING:
+    from llamasup.app import Service
+    from llamasup.spec import SidecarSpec
+    from llamasup.supervisor import SupervisedStatus
+
+
+def _argv(spec: SidecarSpec | None) -> list[str] | None:
+    if spec is None:
+        return None
+    return [spec.binary or "llama-server", *spec.args]
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    return {"actions": [action_dict(a) for a in plan.actions], "summary": plan.summary()}
+
+
+def sidecar_dict(service: Service, status: SupervisedStatus, now: float) -> dict[str, Any]:
+    reconciler = service.reconciler
+    sidecar = status.sidecar
+    spec = reconciler.spec_for(status.key)
+    return {
+        "key": status.key,
+        "model": sidecar.model,
+        "agents": reconciler.agents(status.key),
+        "state": str(sidecar.state),
+        "pid": sidecar.pid,
+        "port": sidecar.port,
+        "started_at": sidecar.started_at,
+        "ready_at": sidecar.ready_at,
+        "uptime": None if sidecar.ready_at is None else round(now - sidecar.ready_at, 3),
+        "restarts": sidecar.restarts,
+        "failures": status.failures,
+        "gave_up": status.gave_up,
+        "retry_in": status.retry_in,
+        "last_used": reconciler.last_used(status.key),
+        "in_flight": reconciler.in_flight(status.key),
+        "waiting": reconciler.demands.waiting_count(status.key),
+        "memory": None if spec is None else reconciler.memory_estimate(spec),
+        "pinned": spec is not None and spec.pinned,
+        "last_error": sidecar.last_error,
+        "exit_code": sidecar.exit_code,
+        "argv": _argv(spec),
+    }
+
+
+def sidecars(service: Service) -> list[dict[str, Any]]:
+    now = time.time()
+    rows = [sidecar_dict(service, s, now) for s in service.supervisor.statuses()]
+    known = {row["key"] for row in rows}
+    for tomb in service.reconciler.tombstones():
+        if tomb.key not in known:
+            rows.append(_idle_row(service, tomb.key, tomb.model, "stopped"))
+            known.add(tomb.key)
+    for key in service.reconciler.waiting_keys():
+        if key not in known:
+            spec = service.reconciler.spec_for(key)
+            rows.append(_idle_row(service, key, "" if spec is None else spec.model, "waiting"))
+    rows.sort(key=lambda row: (row["model"], row["key"]))
+    return rows
+
+
+def _idle_row(service: Service, key: str, model: str, state: str) -> dict[str, Any]:
+    reconciler = service.reconciler
+    spec = reconciler.spec_for(key)
+    return {
+        "key": key,
+        "model": model,
+        "agents": reconciler.agents(key),
+        "state": state,
+        "pid": None,
+        "port": None,
+        "started_at": None,
+        "ready_at": None,
+        "uptime": None,
+        "restarts": 0,
+        "failures": 0,
+        "gave_up": False,
+        "retry_in": None,
+        "last_used": reconciler.last_used(key),
+        "in_flight": 0,
+        "waiting": reconciler.demands.waiting_count(key),
+        "memory": None if spec is None else reconciler.memory_estimate(spec),
+        "pinned": spec is not None and spec.pinned,
+        "last_error": None,
+        "exit_code": None,
+        "argv": _argv(spec),
+    }
+
+
+def status(service: Service) -> dict[str, Any]:
+    profiles = service.profiles
+    store = service.store
+    server = profiles.server
+    rows = sidecars(service)
+    return {
+        "version": __version__,
+        "listen": server.listen_url,
+        "profiles": {
+            "source": str(store.path),
+            "revision": profiles.revision,
+            "files": list(profiles.files),
+            "loaded_at": store.loaded_at,
+            "last_reload": store.last_reload.as_dict(),
+            "warnings": [issue.as_dict() for issue in profiles.warnings],
+            "auth_error": service.events.auth_error,
+            "restart_needed": list(service.events.restart_needed),
+        },
+        "limits": {
+            "max_sidecars": server.max_sidecars,
+            "memory_budget": server.memory_budget,
+            "running": sum(1 for row in rows if row["pid"] is not None),
+            "memory_estimated": sum(row["memory"] or 0 for row in rows if row["pid"] is not None),
+        },
+        "reconciler": service.reconciler.status.as_dict(),
+        "sidecars": rows,
+    }

@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from service_helpers import fake_profile, running_service, write_model_files
 
 pytestmark = pytest.mark.anyio

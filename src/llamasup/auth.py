@@ -63,7 +63,8 @@ def load_keys(configs: Sequence[ApiKeyConfig], environ: Mapping[str, str]) -> tu
                 ) from exc
         else:  # pragma: no cover - the schema requires one of the two
             raise ApiKeyError(f"{config.source}: api key {config.name!r} has no env or file")
-        secret = value.strip()
+        lines = value.strip().splitlines()  # a key file holds the key on its first line
+        secret = lines[0].strip() if lines else ""
         if not secret:
             raise ApiKeyError(f"{config.source}: api key {config.name!r}: {where} is empty")
         keys.append(ApiKey(config.name, config.scope, secret.encode()))

@@ -83,6 +83,8 @@ async def measure(binary: Path, rounds: int) -> list[tuple[float, float, float]]
     await service.start()
     serving = asyncio.create_task(server.serve())
     while not server.started:
+        if serving.done():
+            raise RuntimeError("uvicorn did not start")
         await asyncio.sleep(0.01)
     results: list[tuple[float, float, float]] = []
     try:
@@ -90,8 +92,8 @@ async def measure(binary: Path, rounds: int) -> list[tuple[float, float, float]]
             front = f"http://127.0.0.1:{port}"
             await _ttfb(client, f"{front}/v1/chat/completions")  # warm imports and caches
             for _ in range(rounds):
-                for key in service.supervisor.keys():
-                    await service.reconciler.unload(key)
+                for sidecar in service.supervisor.sidecars():
+                    await service.reconciler.unload(sidecar.key)
                 await asyncio.sleep(0.2)
                 cold = await _ttfb(client, f"{front}/v1/chat/completions")
                 status = service.supervisor.statuses()[0].sidecar

@@ -55,7 +55,7 @@ async def test_folded_and_load_time_greedy_agree(
             reply = await client.chat.completions.create(
                 model=model,
                 messages=prompt,
-                max_tokens=24,  # type: ignore[arg-type]
+                max_tokens=24,
             )
             return reply.choices[0].message.content or ""
 

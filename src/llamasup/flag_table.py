@@ -1,7 +1,7 @@
 """The llama-server flag table (build b11434), curated from its ``--help``.
 
 Each row: canonical long name then aliases, value type, and the kind llamasup assigns (default
-LOAD). ``tests/test_flag_table.py`` compares this table with the ``--help`` of the binary the
+LOAD). ``tests/e2e/test_flag_table.py`` compares this table with the ``--help`` of the binary the
 test suite builds, so an upgrade that adds, renames or removes a flag fails loudly.
 
 Kinds, in short: OWNED flags are set by llamasup (or would make the server exit) and are refused

@@ -12,7 +12,10 @@ column 40 (or on the next line when the names are longer); an ``(env: NAME)`` li
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from llamasup.flagdefs import FlagDef, Kind
 
 _DESCRIPTION_COLUMN = 40
 _ENV_RE = re.compile(r"\(env: ([A-Z0-9_]+)\)")
@@ -88,3 +91,39 @@ def parse_help(text: str) -> list[HelpEntry]:
 def help_names(text: str) -> set[str]:
     """All flag spellings a ``--help`` listing mentions."""
     return {name for entry in parse_help(text) for name in entry.names}
+
+
+@dataclass(frozen=True)
+class TableDrift:
+    """Where a ``--help`` listing and llamasup's flag table disagree (spellings, sorted)."""
+
+    unmodelled: tuple[str, ...]  # the binary has them, the table does not
+    missing: tuple[str, ...]  # the table has them (and expects them to exist), the binary not
+    arity: tuple[str, ...]  # one of the two takes a value, the other says it is a switch
+
+    def __bool__(self) -> bool:
+        return bool(self.unmodelled or self.missing or self.arity)
+
+
+def table_drift(entries: Sequence[HelpEntry], table: Sequence[FlagDef]) -> TableDrift:
+    """Compare a parsed ``--help`` with a flag table.
+
+    Flags the table marks REMOVED are not expected in the help: llama.cpp lists them only for
+    a while, and the table keeps them to refuse them with their replacement.
+    """
+    takes_value = {
+        spelling: flag.value.arity > 0 and spelling not in flag.negations
+        for flag in table
+        for spelling in flag.spellings
+    }
+    expected = {s for flag in table if flag.kind is not Kind.REMOVED for s in flag.spellings}
+    in_help = {name: bool(entry.placeholder) for entry in entries for name in entry.names}
+    return TableDrift(
+        unmodelled=tuple(sorted(set(in_help) - set(takes_value))),
+        missing=tuple(sorted(expected - set(in_help))),
+        arity=tuple(
+            sorted(
+                n for n, value in in_help.items() if n in takes_value and takes_value[n] != value
+            )
+        ),
+    )

@@ -1,4 +1,4 @@
-"""Process plumbing for sidecars: the child's environment, spawning, and signalling its group.
+"""Process plumbing for sidecars: spawning, and signalling the child's process group.
 
 Kept apart from ``sidecar.py`` so that everything platform-specific sits in one small room.
 POSIX-only calls are guarded so the module imports (and mostly works) on Windows.
@@ -26,33 +26,10 @@ from typing import Any, TypeVar
 
 P = TypeVar("P", bound=asyncio.SubprocessProtocol)
 
-#: inherited variables that llama-server reads as flags; they would silently change the child
-#: (``LLAMA_ARG_PORT``, ``LLAMA_ARG_MODEL``...) or leak credentials into it
-SCRUBBED_PREFIXES = ("LLAMA_ARG_",)
-SCRUBBED_NAMES = frozenset({"LLAMA_API_KEY", "HF_TOKEN", "MTMD_BACKEND_DEVICE"})
-
 IS_POSIX = sys.platform != "win32"
 IS_LINUX = sys.platform.startswith("linux")
 
 _PR_SET_PDEATHSIG = 1
-
-
-def child_environment(
-    base: Mapping[str, str], spec_env: Mapping[str, str], config_home: Path
-) -> dict[str, str]:
-    """The child's environment: ``base`` minus flag-like variables, then llamasup's, then spec's.
-
-    ``XDG_CONFIG_HOME`` points at an empty directory because llama-server silently applies
-    ``${XDG_CONFIG_HOME:-~/.config}/llama.cpp/config.ini``; a profile may still set it.
-    """
-    env = {
-        name: value
-        for name, value in base.items()
-        if name not in SCRUBBED_NAMES and not name.startswith(SCRUBBED_PREFIXES)
-    }
-    env["XDG_CONFIG_HOME"] = str(config_home)
-    env.update(spec_env)
-    return env
 
 
 def _pdeathsig_preexec() -> Callable[[], None] | None:

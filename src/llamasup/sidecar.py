@@ -22,10 +22,11 @@ import os
 import time
 from collections.abc import Callable, Mapping
 
+from llamasup.childenv import child_environment
 from llamasup.errors import LlamasupError, SidecarError, SidecarFailedError, SidecarStartError
 from llamasup.ports import PortAllocator
 from llamasup.probes import BindFailed, wait_until_ready, watch_health
-from llamasup.process import child_environment, spawn
+from llamasup.process import spawn
 from llamasup.proclog import LogFollower, LogLine, ProcessLog
 from llamasup.sidecar_run import Run, bounded, retrieve
 from llamasup.sidecar_types import (

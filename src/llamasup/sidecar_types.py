@@ -90,7 +90,7 @@ class SidecarSettings:
 
     @property
     def config_home(self) -> Path:
-        """The empty ``XDG_CONFIG_HOME`` given to children (see ``process.child_environment``)."""
+        """The empty ``XDG_CONFIG_HOME`` given to children (see ``childenv.child_environment``)."""
         return self.state_dir / "empty-config-home"
 
 

@@ -1,4 +1,4 @@
-"""Pure pieces of the sidecar runtime: restart policy, log ring and file, ports, child env."""
+"""Pure pieces of the sidecar runtime: restart policy, log ring and file, ports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from llamasup.ports import PortAllocator, PortsExhaustedError, validate_port_range
-from llamasup.process import child_environment
 from llamasup.proclog import ProcessLog
 from llamasup.restart import RestartPolicy, RestartTracker
 from llamasup.sidecar import SidecarSettings
@@ -145,28 +144,3 @@ def test_allocator_skips_ports_in_use(settings: SidecarSettings) -> None:
 def test_port_ranges_llama_server_would_not_honour_are_refused(first: int, last: int) -> None:
     with pytest.raises(ValueError, match="port range"):
         validate_port_range(first, last)
-
-
-# -- child environment ---------------------------------------------------------------------
-
-
-def test_child_environment_scrubs_flag_variables_and_isolates_config(tmp_path: Path) -> None:
-    base = {
-        "PATH": "/usr/bin",
-        "HOME": "/root",
-        "LLAMA_ARG_PORT": "1",
-        "LLAMA_ARG_MODEL": "/x.gguf",
-        "LLAMA_API_KEY": "secret",
-        "HF_TOKEN": "hf_secret",
-        "LLAMA_CACHE": "/cache",
-        "XDG_CONFIG_HOME": "/home/me/.config",
-    }
-    env = child_environment(base, {"LLAMA_ARG_THREADS": "2", "FOO": "bar"}, tmp_path / "cfg")
-    assert env == {
-        "PATH": "/usr/bin",
-        "HOME": "/root",
-        "LLAMA_CACHE": "/cache",
-        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
-        "LLAMA_ARG_THREADS": "2",
-        "FOO": "bar",
-    }

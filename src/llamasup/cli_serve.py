@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llamasup.cli_profiles import default_profile_path
 from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
 from llamasup.profiles import load_profiles
 from llamasup.runtime import install, resolve_binary
@@ -22,10 +23,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 QUICKSTART_MODEL = "gemma3-270m-q4_k_m.gguf"
-
-
-def default_profile_path() -> Path:
-    return Path(os.environ.get("LLAMASUP_PROFILES") or "profiles")
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -60,7 +57,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "path",
         nargs="?",
         type=Path,
-        help="profile file or directory (default: $LLAMASUP_PROFILES or ./profiles)",
+        help="profile file or directory (default: $LLAMASUP_PROFILES, ./profiles, ./profiles.yaml)",
     )
     parser.add_argument(
         "--listen", type=_listen, metavar="HOST:PORT", help="override server.listen"

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llamasup import __version__, cli_import, cli_profiles, cli_serve
+from llamasup import __version__, cli_control, cli_import, cli_profiles, cli_serve
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_profiles.register(commands)
     cli_import.register(commands)
     cli_serve.register(commands)
+    cli_control.register(commands)
     return parser
 
 

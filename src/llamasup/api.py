@@ -54,7 +54,8 @@ class ControlApi:
         if path == "/api/status" and method == "GET":
             await send_json(send, 200, status_view.status(service))
         elif path == "/api/plan" and method == "GET":
-            await send_json(send, 200, status_view.plan_dict(service.reconciler.preview()))
+            plan = service.reconciler.preview()
+            await send_json(send, 200, status_view.plan_dict(plan, status_view.key_models(service)))
         elif path == "/api/apply" and method == "POST":
             await self._apply(scope, receive, send, dry_run=_flag(query, "dry_run"))
         elif path == "/api/reload" and method == "POST":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamasup.profile_store import ApplyError, ProfileStore
 from llamasup.profile_types import ModelConfig, Profiles, Source
-from llamasup.status_view import plan_dict
+from llamasup.status_view import key_models, plan_dict
 
 if TYPE_CHECKING:
     from llamasup.app import Service
@@ -92,9 +92,11 @@ async def apply_request(
     }
     if dry_run:
         result["result"] = "dry-run"
-        result["plan"] = plan_dict(reconciler.preview(candidate))
+        plan = reconciler.preview(candidate)
+        result["plan"] = plan_dict(plan, key_models(service, old, candidate))
         return result
     _adopted, reload = await store.apply(files)
     result["result"] = reload.result
-    result["plan"] = plan_dict(await reconciler.reconcile_once())
+    plan = await reconciler.reconcile_once()
+    result["plan"] = plan_dict(plan, key_models(service, old, candidate))
     return result

@@ -7,7 +7,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llamasup import __version__, cli_doctor, cli_import, cli_profiles, cli_runtime, cli_serve
+from llamasup import (
+    __version__,
+    cli_control,
+    cli_doctor,
+    cli_import,
+    cli_profiles,
+    cli_runtime,
+    cli_serve,
+)
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -24,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_profiles.register(commands)
     cli_import.register(commands)
     cli_serve.register(commands)
+    cli_control.register(commands)
     cli_runtime.register(commands)
     cli_doctor.register(commands)
     return parser

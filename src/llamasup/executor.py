@@ -99,6 +99,7 @@ class Executor:
                         key, reconciler.in_flight(key), grace,
                     )  # fmt: skip
             logger.info("stopping %s (%s): %s", key, stop.reason, stop.detail)
+            reconciler.note_stopping(key, model)
             await self._supervisor.stop(key, reason=stop.reason, grace=grace)
             reconciler.note_stopped(key, model)
         except Exception:

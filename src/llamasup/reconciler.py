@@ -358,6 +358,14 @@ class Reconciler:
 
     # -- bookkeeping the executor asks for -------------------------------------------------
 
+    def note_stopping(self, key: str, model: str) -> None:
+        """A sidecar is about to stop: the supervisor forgets it at once, but its process takes
+        a while to exit. A preload sidecar is recorded as stopped now, or a pass in between
+        sees a preload with no sidecar and starts it again."""
+        spec = self._specs.get(key)
+        if spec is not None and spec.preload:
+            self._tombstones[key] = Have(key=key, model=model, state="stopped")
+
     def note_stopped(self, key: str, model: str) -> None:
         """A sidecar the plan stopped.
 

@@ -6,6 +6,7 @@ The shapes are documented in the README (``Control API``); keep both in step.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llamasup import __version__
@@ -14,6 +15,7 @@ from llamasup.reconcile_status import action_dict
 
 if TYPE_CHECKING:
     from llamasup.app import Service
+    from llamasup.profile_types import Profiles
     from llamasup.spec import SidecarSpec
     from llamasup.supervisor import SupervisedStatus
 
@@ -24,8 +26,35 @@ def _argv(spec: SidecarSpec | None) -> list[str] | None:
     return [spec.binary or "llama-server", *spec.args]
 
 
-def plan_dict(plan: Plan) -> dict[str, Any]:
-    return {"actions": [action_dict(a) for a in plan.actions], "summary": plan.summary()}
+def plan_dict(plan: Plan, models: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The plan's actions (each with the ``model`` of its key when ``models`` knows it)."""
+    actions = []
+    for action in plan.actions:
+        row = action_dict(action)
+        if models is not None:
+            row["model"] = models.get(action.key)
+        actions.append(row)
+    return {"actions": actions, "summary": plan.summary()}
+
+
+def key_models(service: Service, *profile_sets: Profiles) -> dict[str, str]:
+    """Sidecar key -> model id for every key a plan may name: the profile sidecars of
+    ``profile_sets`` (default: the current profiles), agent sidecars, running and stopped ones.
+    A plan action carries only its key; a reader needs the model to make sense of it."""
+    reconciler = service.reconciler
+    models: dict[str, str] = {}
+    for profiles in profile_sets or (service.profiles,):
+        for model_id, key in reconciler.desired_keys(profiles).items():
+            models[key] = model_id
+    for key in reconciler.waiting_keys():
+        spec = reconciler.spec_for(key)
+        if spec is not None:
+            models.setdefault(key, spec.model)
+    for tomb in reconciler.tombstones():
+        models[tomb.key] = tomb.model
+    for status in service.supervisor.statuses():
+        models[status.key] = status.sidecar.model
+    return models
 
 
 def sidecar_dict(service: Service, status: SupervisedStatus, now: float) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""An operator's unload of a preload model's sidecar: it stays stopped until a request needs
+it (a pass that ran while the process was still exiting used to start it again)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from service_helpers import fake_profile, running_service, write_model_files
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_unloaded_preload_sidecar_stays_stopped_until_demanded(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    write_model_files(tmp_path, ["alpha", "beta"])
+    models = {"alpha": "preload: true", "beta": "preload: true"}
+    (profiles / "p.yaml").write_text(fake_profile(fake_server_bin, tmp_path / "state", models))
+    async with running_service(profiles, watch=False) as running:
+        supervisor = running.service.supervisor
+        for _ in range(500):
+            if sorted(str(s.sidecar.state) for s in supervisor.statuses()) == ["ready"] * 2:
+                break
+            await asyncio.sleep(0.02)
+        reply = await running.client.post("/api/unload", json={"model": "beta"})
+        assert reply.status_code == 200
+        assert [item["model"] for item in reply.json()["stopped"]] == ["beta"]
+        await asyncio.sleep(1.0)  # several passes
+        assert sorted(running.pids()) == ["alpha"]
+        status = await running.status()
+        rows = {row["model"]: row["state"] for row in status["sidecars"]}  # type: ignore[attr-defined]
+        assert rows == {"alpha": "ready", "beta": "stopped"}
+
+        chat = {"model": "beta", "messages": [{"role": "user", "content": "hi"}]}
+        reply = await running.client.post("/v1/chat/completions", json=chat)
+        assert reply.status_code == 200, reply.text
+        assert sorted(running.pids()) == ["alpha", "beta"]

@@ -74,8 +74,13 @@ class ControlApi:
         elif path == "/metrics" and method == "GET":
             exposition, content_type = await service.metrics.render()
             await send_bytes(send, 200, exposition, content_type)
-        elif path.startswith(("/api/", "/sidecars")) or path == "/metrics":
-            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        elif allowed := _allowed_methods(path):
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed on {path} (use {', '.join(allowed)})",
+                headers=[(b"allow", ", ".join(allowed).encode())],
+            )
         else:
             raise ApiError(404, "not_found", f"no route for {path}")
 
@@ -123,6 +128,28 @@ class ControlApi:
                 self._service.metrics.count_unload()
         reconciler.trigger()
         return {"stopped": stopped, "skipped": skipped}
+
+
+_EXACT_ROUTES = {
+    "/api/status": ("GET",),
+    "/api/plan": ("GET",),
+    "/api/apply": ("POST",),
+    "/api/reload": ("POST",),
+    "/api/unload": ("POST",),
+    "/sidecars": ("GET",),
+    "/metrics": ("GET",),
+}
+
+
+def _allowed_methods(path: str) -> tuple[str, ...]:
+    """The methods a known route accepts; () for a path no route serves."""
+    if path in _EXACT_ROUTES:
+        return _EXACT_ROUTES[path]
+    if path.startswith("/api/logs/") and len(path) > len("/api/logs/"):
+        return ("GET",)
+    if path.startswith("/sidecars/") and len(path) > len("/sidecars/"):
+        return ("DELETE",)
+    return ()
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:

@@ -327,6 +327,17 @@ class Reconciler:
         haves: dict[str, Have] = dict(self._tombstones)
         for status in self.supervisor.statuses():
             haves[status.key] = self._have(status)
+        for key, model in self._executor.closing_models().items():
+            if key not in haves:  # its process is still exiting
+                spec = self._specs.get(key)
+                haves[key] = Have(
+                    key=key,
+                    model=model,
+                    state="stopping",
+                    memory=None if spec is None else self._memory.get(spec),
+                    pinned=False if spec is None else spec.pinned,
+                    group=None if spec is None else spec.group,
+                )
         return list(haves.values())
 
     def _have(self, status: SupervisedStatus) -> Have:

@@ -125,7 +125,6 @@ class ControlApi:
                 continue
             if await reconciler.unload(key):
                 stopped.append({"key": key, "model": model_id})
-                self._service.metrics.count_unload()
         reconciler.trigger()
         return {"stopped": stopped, "skipped": skipped}
 

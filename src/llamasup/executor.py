@@ -98,6 +98,8 @@ class Executor:
         sidecar = self._supervisor.get(key)
         model = sidecar.status().model if sidecar is not None else ""
         self._closing_models[key] = model
+        for listener in reconciler.stop_listeners:
+            listener(stop)
         try:
             if reconciler.in_flight(key) > 0:
                 event = self._idle.setdefault(key, asyncio.Event())

@@ -24,7 +24,7 @@ from llamasup.errors import CapacityError, LlamasupError, ResolveError, SidecarE
 from llamasup.executor import Executor
 from llamasup.flags import parse_header
 from llamasup.memory_cache import MemoryEstimates
-from llamasup.plan import Have, Limits, Plan, Want, plan
+from llamasup.plan import Have, Limits, Plan, Stop, Want, plan
 from llamasup.pool import Origin
 from llamasup.profiles import Profiles
 from llamasup.reconcile_status import PassRecord, ReconcileStatus
@@ -71,6 +71,8 @@ class Reconciler:
         self._pass_lock = asyncio.Lock()
         self._wake: asyncio.TimerHandle | None = None
         self.status = ReconcileStatus()
+        #: told every stop of a running sidecar as it begins, planned or an unload (metrics)
+        self.stop_listeners: list[Callable[[Stop], None]] = []
         self._unsubscribe = supervisor.subscribe(self._on_supervisor_event)
 
     # -- what the rest of llamasup sees ------------------------------------------------------

@@ -93,7 +93,8 @@ class ControlApi:
             raise ApiError(
                 422,
                 "invalid_profiles",
-                f"the profile set is invalid ({len(exc.issues)} errors); nothing was changed",
+                f"the profile set is invalid ({_count(len(exc.issues), 'error')}); "
+                "nothing was changed",
                 errors=[issue.as_dict() for issue in exc.issues],
             ) from exc
         except (ApplyError, ValueError) as exc:
@@ -149,6 +150,10 @@ def _allowed_methods(path: str) -> tuple[str, ...]:
     if path.startswith("/sidecars/") and len(path) > len("/sidecars/"):
         return ("DELETE",)
     return ()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:

@@ -276,6 +276,9 @@ async def test_apply_errors(tmp_path: Path, fake_server_bin: Path) -> None:
         body = reply.json()
         assert body["error"]["code"] == "invalid_profiles"
         assert body["error"]["type"] == "llamasup_error"
+        assert body["error"]["message"] == (
+            "the profile set is invalid (1 error); nothing was changed"
+        )
         assert [(Path(e["file"]).name, e["line"]) for e in body["errors"]] == [("p.yaml", line)]
         assert "bogus_setting" in body["errors"][0]["message"]
 

@@ -1,8 +1,8 @@
 """The control API (JSON under ``/api``), llama-sidecar's routes, and ``/metrics``.
 
 It is the proxy's fallback app: one listener serves inference and control, and ``AuthGate``
-in front decides who may call what. The documents it returns are described in the README
-(``Control API``); ``status_view.py`` builds them.
+in front decides who may call what. The documents it returns are described in
+``docs/control-api.md``; ``status_view.py`` builds them.
 """
 
 from __future__ import annotations

@@ -298,6 +298,12 @@ async def test_apply_errors(tmp_path: Path, fake_server_bin: Path) -> None:
             assert bad.json()["error"]["code"] == "bad_apply"
             assert name in bad.json()["error"]["message"]
 
+        huge = await running.client.post(
+            "/api/apply", json={"files": {"p.yaml": original + "#" * (8 << 20)}}
+        )
+        assert huge.status_code == 413
+        assert huge.json()["error"]["code"] == "request_too_large"
+
         assert profile.read_text() == original
         assert sorted(p.name for p in setup.root.iterdir()) == ["p.yaml"]
         assert running.service.profiles.revision == revision

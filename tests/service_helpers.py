@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,27 +43,35 @@ def fake_profile(
     *,
     server_extra: str = "",
     agents: str = "",
+    ports: str | None = None,
 ) -> str:
     """A profile text: ``models`` maps id -> extra YAML lines of that model (indented by the
-    caller's convention: plain ``key: value`` lines, indented here)."""
+    caller's convention: plain ``key: value`` lines, indented here). Pass the ``ports`` of an
+    earlier text to write an edit that changes only the models."""
     lines = [
         "version: 1",
         "server:",
         f"  binary: {fake_bin}",
-        f"  ports: {port_range()}",
+        f"  ports: {ports or port_range()}",
         f"  state_dir: {state_dir}",
         "  stop_grace: 2s",
         "  start_timeout: 20s",
     ]
     lines += [f"  {line}" for line in server_extra.splitlines() if line.strip()]
-    lines.append("models:")
+    lines.append(models_yaml(state_dir, models).rstrip("\n"))
+    if agents.strip():
+        lines.append("agents:")
+        lines += [f"  {line}" for line in agents.splitlines() if line.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def models_yaml(state_dir: Path, models: Mapping[str, str]) -> str:
+    """A ``models:`` section (a whole file of a profile directory, or part of one)."""
+    lines = ["models:"]
     for model_id, body in models.items():
         lines.append(f"  {model_id}:")
         lines.append(f"    path: {state_dir.parent / (model_id + '.gguf')}")
         lines += [f"    {line}" for line in body.splitlines() if line.strip()]
-    if agents.strip():
-        lines.append("agents:")
-        lines += [f"  {line}" for line in agents.splitlines() if line.strip()]
     return "\n".join(lines) + "\n"
 
 
@@ -77,10 +86,10 @@ class RunningService:
     url: str
     client: httpx.AsyncClient
 
-    async def status(self) -> dict[str, object]:
+    async def status(self) -> dict[str, Any]:
         response = await self.client.get("/api/status")
         response.raise_for_status()
-        data: dict[str, object] = response.json()
+        data: dict[str, Any] = response.json()
         return data
 
     def pids(self) -> dict[str, int | None]:
@@ -114,3 +123,25 @@ async def running_service(
         server.should_exit = True
         await service.close(shutdown_timeout)
         await asyncio.wait_for(serving, 15.0)
+
+
+async def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` (every 20 ms) until it is truthy; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {timeout:g}s: {what or predicate}")
+        await asyncio.sleep(0.02)
+
+
+async def chat(client: httpx.AsyncClient, model: str, **headers: str) -> dict[str, Any]:
+    """One chat completion through the front; asserts it answered 200."""
+    reply = await client.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        headers=headers,
+    )
+    assert reply.status_code == 200, reply.text
+    data: dict[str, Any] = reply.json()
+    return data

@@ -290,6 +290,27 @@ def test_chat_with_the_openai_client_echoes_the_request(spawn: Spawn, model: Pat
     assert capped.choices[0].finish_reason == "length"
 
 
+def test_each_inference_request_logs_its_slot_task_like_the_real_server(
+    spawn: Spawn, model: Path
+) -> None:
+    proc = _ready(spawn, "-m", str(model), env={"FAKE_LLAMA_TOKENS": "2"})
+    before = len(proc.lines)
+    httpx.post(f"{proc.base_url}/completion", json={"prompt": "abc"})
+    httpx.post(
+        f"{proc.base_url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "x"}]},
+    )
+    new = poll_until(
+        lambda: proc.lines[before:] if len(proc.lines) >= before + 4 else None, timeout=5
+    )
+    assert [line.split(" ", 2)[2] for line in new] == [
+        "slot launch_slot_: id  0 | task 0 | processing task",
+        "slot      release: id  0 | task 0 | stop processing: n_past = 5, truncated = 0",
+        "slot launch_slot_: id  0 | task 1 | processing task",
+        "slot      release: id  0 | task 1 | stop processing: n_past = 3, truncated = 0",
+    ]
+
+
 def test_chat_stream_shape(spawn: Spawn, model: Path) -> None:
     proc = _ready(spawn, "-m", str(model), env={"FAKE_LLAMA_TOKENS": "3"})
     client = openai.OpenAI(base_url=f"{proc.base_url}/v1", api_key="x")

@@ -1,8 +1,8 @@
 """The control API (JSON under ``/api``), llama-sidecar's routes, and ``/metrics``.
 
 It is the proxy's fallback app: one listener serves inference and control, and ``AuthGate``
-in front decides who may call what. The documents it returns are described in the README
-(``Control API``); ``status_view.py`` builds them.
+in front decides who may call what. The documents it returns are described in
+``docs/control-api.md``; ``status_view.py`` builds them.
 """
 
 from __future__ import annotations
@@ -75,8 +75,13 @@ class ControlApi:
         elif path == "/metrics" and method == "GET":
             exposition, content_type = await service.metrics.render()
             await send_bytes(send, 200, exposition, content_type)
-        elif path.startswith(("/api/", "/sidecars")) or path == "/metrics":
-            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        elif allowed := _allowed_methods(path):
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed on {path} (use {', '.join(allowed)})",
+                headers=[(b"allow", ", ".join(allowed).encode())],
+            )
         else:
             raise ApiError(404, "not_found", f"no route for {path}")
 
@@ -89,7 +94,8 @@ class ControlApi:
             raise ApiError(
                 422,
                 "invalid_profiles",
-                f"the profile set is invalid ({len(exc.issues)} errors); nothing was changed",
+                f"the profile set is invalid ({_count(len(exc.issues), 'error')}); "
+                "nothing was changed",
                 errors=[issue.as_dict() for issue in exc.issues],
             ) from exc
         except (ApplyError, ValueError) as exc:
@@ -121,9 +127,34 @@ class ControlApi:
                 continue
             if await reconciler.unload(key):
                 stopped.append({"key": key, "model": model_id})
-                self._service.metrics.count_unload()
         reconciler.trigger()
         return {"stopped": stopped, "skipped": skipped}
+
+
+_EXACT_ROUTES = {
+    "/api/status": ("GET",),
+    "/api/plan": ("GET",),
+    "/api/apply": ("POST",),
+    "/api/reload": ("POST",),
+    "/api/unload": ("POST",),
+    "/sidecars": ("GET",),
+    "/metrics": ("GET",),
+}
+
+
+def _allowed_methods(path: str) -> tuple[str, ...]:
+    """The methods a known route accepts; () for a path no route serves."""
+    if path in _EXACT_ROUTES:
+        return _EXACT_ROUTES[path]
+    if path.startswith("/api/logs/") and len(path) > len("/api/logs/"):
+        return ("GET",)
+    if path.startswith("/sidecars/") and len(path) > len("/sidecars/"):
+        return ("DELETE",)
+    return ()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from llamasup.asgi import Send
@@ -10,11 +11,22 @@ from llamasup.openai_errors import LLAMASUP_ERROR_HEADER
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    """An error answer: ``extra`` goes into the JSON body, ``headers`` into the response."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = tuple(headers)
         self.extra = extra
 
 
@@ -24,15 +36,24 @@ async def send_api_error(send: Send, exc: ApiError) -> None:
     }
     payload.update(exc.extra)
     body = json.dumps(payload, ensure_ascii=False).encode()
-    await send_bytes(send, exc.status, body, "application/json", error=True)
+    await send_bytes(
+        send, exc.status, body, "application/json", error=True, extra_headers=exc.headers
+    )
 
 
 async def send_bytes(
-    send: Send, status: int, body: bytes, content_type: str, *, error: bool = False
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    *,
+    error: bool = False,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     headers = [
         (b"content-type", content_type.encode()),
         (b"content-length", str(len(body)).encode()),
+        *extra_headers,
     ]
     if error:
         headers.append(LLAMASUP_ERROR_HEADER)

@@ -50,17 +50,20 @@ def load_keys(configs: Sequence[ApiKeyConfig], environ: Mapping[str, str]) -> tu
     keys: list[ApiKey] = []
     for config in configs:
         if config.env is not None:
-            value = environ.get(config.env, "")
             where = f"environment variable {config.env}"
+            if config.env not in environ:
+                raise ApiKeyError(f"{config.source}: api key {config.name!r}: {where} is not set")
+            value = environ[config.env]
         elif config.file is not None:
             where = f"key file {config.file}"
             try:
-                value = Path(config.file).read_text(encoding="utf-8")
-            except OSError as exc:
+                text = Path(config.file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise ApiKeyError(
-                    f"{config.source}: api key {config.name!r}: cannot read {where}: "
-                    f"{exc.strerror or exc}"
+                    f"{config.source}: api key {config.name!r}: cannot read {where}: {reason}"
                 ) from exc
+            value = text.splitlines()[0] if text else ""  # the key is the first line
         else:  # pragma: no cover - the schema requires one of the two
             raise ApiKeyError(f"{config.source}: api key {config.name!r} has no env or file")
         lines = value.strip().splitlines()  # a key file holds the key on its first line

@@ -27,10 +27,20 @@ class Executor:
         self._reconciler = reconciler
         self._supervisor = supervisor
         self._closing: dict[str, asyncio.Task[None]] = {}
+        self._closing_models: dict[str, str] = {}
         self._idle: dict[str, asyncio.Event] = {}
 
     def closing(self, key: str) -> bool:
         return key in self._closing
+
+    def closing_models(self) -> dict[str, str]:
+        """Key -> model of every sidecar being stopped.
+
+        The supervisor forgets a key as soon as its stop begins, while the process may take up
+        to ``stop_grace`` to exit; the reconciler reports these as ``stopping`` so the planner
+        neither starts a preload one again nor counts its memory as free.
+        """
+        return {key: self._closing_models.get(key, "") for key in self._closing}
 
     def idle(self, key: str) -> None:
         """The last in-flight request of ``key`` ended."""
@@ -87,6 +97,9 @@ class Executor:
         grace = reconciler.profiles.server.stop_grace
         sidecar = self._supervisor.get(key)
         model = sidecar.status().model if sidecar is not None else ""
+        self._closing_models[key] = model
+        for listener in reconciler.stop_listeners:
+            listener(stop)
         try:
             if reconciler.in_flight(key) > 0:
                 event = self._idle.setdefault(key, asyncio.Event())
@@ -107,4 +120,5 @@ class Executor:
         finally:
             self._idle.pop(key, None)
             self._closing.pop(key, None)
+            self._closing_models.pop(key, None)
             reconciler.trigger()

@@ -2,7 +2,7 @@
 
 Own series (prefix ``llamasup_``) live in a private prometheus-client registry and are fed
 by events: the proxy's observer (requests, latency, time to first byte), the supervisor's
-events (starts, failures, cold-start time), the reconciler's passes (duration, stops by
+events (starts, failures, cold-start time), the reconciler's passes (duration) and stops (by
 reason) and the profile store (reload results). Sidecar states, in-flight requests and
 memory estimates are read at scrape time.
 
@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from llamasup.plan import Stop
 from llamasup.proxy_hooks import RequestRecord
 from llamasup.reconcile_status import PassRecord
 from llamasup.sidecar_types import SidecarEventKind, SidecarState
@@ -169,8 +170,8 @@ class Metrics:
         )
         self.stops = Counter(
             "llamasup_sidecar_stops",
-            "Stops decided by the reconciler, by reason (evicted-lru, evicted-memory, "
-            "idle-ttl, changed, removed, group, unloaded)",
+            "Running sidecars stopped by the reconciler or an operator, by reason "
+            "(evicted-lru, evicted-memory, idle-ttl, changed, removed, group, unloaded)",
             ("reason",),
             registry=registry,
         )
@@ -193,6 +194,7 @@ class Metrics:
         registry.register(_LiveCollector(service))
         service.supervisor.subscribe(self._on_sidecar)
         service.reconciler.status.listeners.append(self._on_pass)
+        service.reconciler.stop_listeners.append(self._on_stop)
         service.store.listeners.append(self._on_reload)
         self._client: httpx.AsyncClient | None = None
 
@@ -217,14 +219,12 @@ class Metrics:
     def _on_pass(self, record: PassRecord) -> None:
         self.passes.labels("error" if record.error else "ok").inc()
         self.pass_duration.observe(record.duration)
-        for stop in record.plan.stops:
-            self.stops.labels(stop.reason).inc()
 
     def _on_reload(self, result: ReloadResult) -> None:
         self.reloads.labels(result.trigger, result.result).inc()
 
-    def count_unload(self) -> None:
-        self.stops.labels("unloaded").inc()
+    def _on_stop(self, stop: Stop) -> None:
+        self.stops.labels(stop.reason).inc()
 
     # -- exposition --------------------------------------------------------------------------
 

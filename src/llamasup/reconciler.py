@@ -24,7 +24,7 @@ from llamasup.errors import CapacityError, LlamasupError, ResolveError, SidecarE
 from llamasup.executor import Executor
 from llamasup.flags import parse_header
 from llamasup.memory_cache import MemoryEstimates
-from llamasup.plan import Have, Limits, Plan, Want, plan
+from llamasup.plan import Have, Limits, Plan, Stop, Want, plan
 from llamasup.pool import Origin
 from llamasup.profiles import Profiles
 from llamasup.reconcile_status import PassRecord, ReconcileStatus
@@ -71,6 +71,8 @@ class Reconciler:
         self._pass_lock = asyncio.Lock()
         self._wake: asyncio.TimerHandle | None = None
         self.status = ReconcileStatus()
+        #: told every stop of a running sidecar as it begins, planned or an unload (metrics)
+        self.stop_listeners: list[Callable[[Stop], None]] = []
         self._unsubscribe = supervisor.subscribe(self._on_supervisor_event)
 
     # -- what the rest of llamasup sees ------------------------------------------------------
@@ -327,6 +329,18 @@ class Reconciler:
         haves: dict[str, Have] = dict(self._tombstones)
         for status in self.supervisor.statuses():
             haves[status.key] = self._have(status)
+        for key, model in self._executor.closing_models().items():
+            # its process is still exiting: it holds its room until gone (over a tombstone)
+            if key not in haves or haves[key].state == "stopped":
+                spec = self._specs.get(key)
+                haves[key] = Have(
+                    key=key,
+                    model=model,
+                    state="stopping",
+                    memory=None if spec is None else self._memory.get(spec),
+                    pinned=False if spec is None else spec.pinned,
+                    group=None if spec is None else spec.group,
+                )
         return list(haves.values())
 
     def _have(self, status: SupervisedStatus) -> Have:

@@ -1,6 +1,6 @@
 """The JSON documents of ``GET /api/status``, ``GET /api/plan`` and ``GET /sidecars``.
 
-The shapes are documented in the README (``Control API``); keep both in step.
+The shapes are documented in ``docs/control-api.md``; keep both in step.
 """
 
 from __future__ import annotations

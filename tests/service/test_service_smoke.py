@@ -48,4 +48,4 @@ async def test_edit_restarts_only_the_changed_model(tmp_path: Path, fake_server_
         assert after["alpha"] == before["alpha"]
         assert after["beta"] != before["beta"]
         status = await running.status()
-        assert status["profiles"]["last_reload"]["result"] == "ok"  # type: ignore[index]
+        assert status["profiles"]["last_reload"]["result"] == "ok"

@@ -37,7 +37,7 @@ async def test_unloaded_preload_sidecar_stays_stopped_until_demanded(
         await asyncio.sleep(1.0)  # several passes
         assert sorted(running.pids()) == ["alpha"]
         status = await running.status()
-        rows = {row["model"]: row["state"] for row in status["sidecars"]}  # type: ignore[attr-defined]
+        rows = {row["model"]: row["state"] for row in status["sidecars"]}
         assert rows == {"alpha": "ready", "beta": "stopped"}
 
         chat = {"model": "beta", "messages": [{"role": "user", "content": "hi"}]}

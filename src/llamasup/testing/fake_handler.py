@@ -206,6 +206,8 @@ class FakeHandler(MiniHTTPHandler):
         behaviour = state.behaviour
         number = state.stats.begin()
         gen = self._generation(path, body, number, prompt)
+        # the real server logs every task's start and end at its default verbosity
+        state.log.slot("I", "launch_slot_", number - 1, "processing task")
         crash_after = behaviour.crash_after_requests
         crash = crash_after is not None and number >= crash_after
         cancelled = False
@@ -229,6 +231,10 @@ class FakeHandler(MiniHTTPHandler):
                 prompt_tokens=gen.prompt_tokens,
                 predicted_tokens=len(gen.pieces),
                 cancelled=cancelled,
+            )
+            n_past = gen.prompt_tokens + len(gen.pieces)
+            state.log.slot(
+                "I", "release", number - 1, f"stop processing: n_past = {n_past}, truncated = 0"
             )
         if crash:
             self._die(number)

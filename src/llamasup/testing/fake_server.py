@@ -42,6 +42,8 @@ Endpoints: ``/health``, ``/v1/models`` (``/models``), ``/props``, ``/metrics``,
 ``/v1/embeddings``, ``/tokenize``, ``/detokenize``; every inference body carries
 ``x_fake: {pid, path, number, request, headers}``. ``/x-fake/stats`` answers
 ``{"requests", "active", "cancelled"}`` at any time (cancelled = client left before the end).
+Like the real server, each inference request logs a ``slot launch_slot_: ... processing task``
+line when it starts and a ``slot      release: ... stop processing`` line when it ends.
 """
 
 from __future__ import annotations

@@ -61,6 +61,10 @@ class Log:
         # SRV_INF in tools/server/server-common.h: "srv  %12.*s: "
         self.line(level, f"srv  {func:>12.12}: {message}")
 
+    def slot(self, level: str, func: str, task: int, message: str) -> None:
+        # SLT_INF: "slot %12.*s: id %2d | task %d | "; the fake answers everything in slot 0
+        self.line(level, f"slot {func:>12.12}: id  0 | task {task} | {message}")
+
     def spam(self, size: int) -> None:
         """Write about ``size`` bytes of filler log lines (to prove a reader drains pipes)."""
         line = f"{timestamp()} D srv  log_spammer: " + "x" * 100 + "\n"

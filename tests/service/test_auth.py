@@ -1,0 +1,247 @@
+"""API keys on a running service (who may call what, and the error shapes), how key values
+are read, and the two start-up checks of ``serve``: exposure without keys and sd_notify."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from service_helpers import chat, fake_profile, running_service, write_model_files
+
+from llamasup.auth import ApiKey, ApiKeyError, load_keys, match, presented_key, required_scope
+from llamasup.profile_types import ApiKeyConfig, Source
+from llamasup.profiles import load_profiles
+from llamasup.serve import ServeError, check_exposure, sd_notify
+
+pytestmark = pytest.mark.anyio
+
+ADMIN = "sk-admin-0123456789"
+INFERENCE = "sk-app-abcdef"
+
+KEYS_YAML = """\
+api_keys:
+  - {name: ops, env: TEST_LLAMASUP_ADMIN_KEY, scope: admin}
+  - {name: app, file: app.key, scope: inference}
+"""
+
+CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = {"model": "alpha", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _profiles_with_keys(tmp_path: Path, fake_bin: Path) -> Path:
+    write_model_files(tmp_path, ["alpha"])
+    root = tmp_path / "profiles"
+    root.mkdir()
+    (root / "p.yaml").write_text(
+        fake_profile(fake_bin, tmp_path / "state", {"alpha": ""}, server_extra=KEYS_YAML)
+    )
+    # the key file sits next to the profile (relative paths are anchored there); the value is
+    # its first line, surrounding whitespace ignored
+    (root / "app.key").write_text(f"  {INFERENCE}  \n")
+    return root
+
+
+def _environ() -> dict[str, str]:
+    return {**os.environ, "TEST_LLAMASUP_ADMIN_KEY": ADMIN}
+
+
+def _assert_llamasup_error(reply: httpx.Response, status: int) -> dict[str, Any]:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["x-llamasup-error"] == "1"
+    assert reply.headers["content-type"] == "application/json"
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def test_scopes_and_error_shapes(tmp_path: Path, fake_server_bin: Path) -> None:
+    root = _profiles_with_keys(tmp_path, fake_server_bin)
+    async with running_service(root, watch=False, environ=_environ()) as running:
+        client = running.client
+        health = await client.get("/health")
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
+
+        for path in ("/v1/chat/completions", "/api/status"):
+            method = "POST" if path.startswith("/v1") else "GET"
+            denied = await client.request(method, path, json=CHAT)
+            body = _assert_llamasup_error(denied, 401)
+            assert set(body["error"]) == {"message", "type", "code"}
+            assert body["error"]["type"] == "authentication_error"
+            assert body["error"]["code"] == "invalid_api_key"
+            assert denied.headers["www-authenticate"].startswith("Bearer")
+        anthropic = _assert_llamasup_error(await client.post("/v1/messages", json=MESSAGES), 401)
+        assert anthropic["type"] == "error"
+        assert anthropic["error"]["type"] == "authentication_error"
+        assert anthropic["error"]["message"]
+        wrong = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer nope"}
+        )
+        assert _assert_llamasup_error(wrong, 401)["error"]["message"] == "invalid API key"
+        basic = await client.get("/api/status", headers={"authorization": f"Basic {ADMIN}"})
+        assert basic.status_code == 401  # only the Bearer scheme carries a key
+
+        as_app = {"authorization": f"Bearer {INFERENCE}"}
+        reply = await chat(client, "alpha", **as_app)
+        # the front's key is llamasup's, not the sidecar's: it is not forwarded
+        assert "authorization" not in reply["x_fake"]["headers"]
+        messages = await client.post("/v1/messages", json=MESSAGES, headers=as_app)
+        assert messages.status_code == 200, messages.text
+        assert (await client.get("/v1/models", headers=as_app)).status_code == 200
+        for path in ("/api/status", "/metrics", "/sidecars", "/api/plan"):
+            refused = _assert_llamasup_error(await client.get(path, headers=as_app), 403)
+            assert refused["error"]["type"] == "permission_error"
+            assert refused["error"]["code"] == "insufficient_scope"
+            assert "'app'" in refused["error"]["message"]
+        forbidden = await client.post("/api/unload", json={"all": True}, headers=as_app)
+        assert forbidden.status_code == 403
+        assert running.pids().get("alpha")  # the refused unload did nothing
+
+        for headers in ({"authorization": f"Bearer {ADMIN}"}, {"x-api-key": ADMIN}):
+            for path in ("/api/status", "/metrics", "/sidecars", "/api/plan", "/v1/models"):
+                allowed = await client.get(path, headers=headers)
+                assert allowed.status_code == 200, (path, headers)
+            await chat(client, "alpha", **headers)
+        by_x_api_key = await client.post(
+            "/v1/messages", json=MESSAGES, headers={"x-api-key": INFERENCE}
+        )
+        assert by_x_api_key.status_code == 200
+        status = (await client.get("/api/status", headers={"x-api-key": ADMIN})).json()
+        assert status["profiles"]["auth_error"] is None
+
+
+# --- key values -------------------------------------------------------------------------------
+
+
+def _config(name: str, *, env: str | None = None, file: Path | None = None) -> ApiKeyConfig:
+    return ApiKeyConfig(name, "admin", env, file, Source("/etc/llamasup/p.yaml", 7))
+
+
+def test_load_keys_reads_env_and_the_first_line_of_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "k"
+    key_file.write_text("\n".join(["  from-file ", "a comment line that is not part of it", ""]))
+    keys = load_keys(
+        [_config("a", env="KEY_A"), _config("b", file=key_file)], {"KEY_A": " from-env\n"}
+    )
+    assert keys == (ApiKey("a", "admin", b"from-env"), ApiKey("b", "admin", b"from-file"))
+    assert "from-env" not in repr(keys)  # secrets never reach logs through repr
+
+
+@pytest.mark.parametrize(
+    ("environ", "content", "expected"),
+    [
+        ({}, None, "environment variable MISSING_KEY is not set"),
+        ({"MISSING_KEY": "  "}, None, "environment variable MISSING_KEY is empty"),
+        ({}, "", "is empty"),
+        ({}, "\n\n", "is empty"),
+    ],
+)
+def test_load_keys_names_the_key_it_cannot_use(
+    tmp_path: Path, environ: dict[str, str], content: str | None, expected: str
+) -> None:
+    if content is None:
+        config = _config("ops", env="MISSING_KEY")
+    else:
+        (tmp_path / "empty.key").write_text(content)
+        config = _config("ops", file=tmp_path / "empty.key")
+    with pytest.raises(ApiKeyError) as caught:
+        load_keys([config], environ)
+    message = str(caught.value)
+    assert "api key 'ops'" in message
+    assert "/etc/llamasup/p.yaml" in message
+    assert expected in message
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_load_keys_unreadable_file(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "key"
+    if kind == "directory":
+        path.mkdir()
+    with pytest.raises(ApiKeyError) as caught:
+        load_keys([_config("ops", file=path)], {})
+    assert f"api key 'ops': cannot read key file {path}" in str(caught.value)
+
+
+def test_match_compares_against_every_key() -> None:
+    keys = [ApiKey("a", "admin", b"alpha-key"), ApiKey("b", "inference", b"beta-key")]
+    assert match(keys, b"beta-key") == keys[1]
+    assert match(keys, b"alpha-key") == keys[0]
+    assert match(keys, b"alpha-ke") is None
+    assert match(keys, b"alpha-key ") is None
+    assert match(keys, b"") is None
+    assert match([], b"alpha-key") is None
+
+
+def test_presented_key_and_required_scope() -> None:
+    assert presented_key([(b"authorization", b"Bearer  k1 ")]) == b"k1"
+    assert presented_key([(b"authorization", b"bearer k1")]) == b"k1"
+    assert presented_key([(b"x-api-key", b" k2 ")]) == b"k2"
+    assert presented_key([(b"authorization", b"Basic k1")]) is None
+    assert presented_key([(b"authorization", b"Bearer ")]) is None
+    assert presented_key([]) is None
+    assert required_scope("/health") is None
+    assert required_scope("/api/status") == "admin"
+    assert required_scope("/sidecars/abc") == "admin"
+    assert required_scope("/metrics") == "admin"
+    assert required_scope("/v1/chat/completions") == "inference"
+    assert required_scope("/v1/messages") == "inference"
+
+
+# --- serve: exposure and systemd --------------------------------------------------------------
+
+
+def _loopback_profiles(tmp_path: Path, fake_bin: Path, server_extra: str = "") -> Path:
+    write_model_files(tmp_path, ["alpha"])
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        fake_profile(fake_bin, tmp_path / "state", {"alpha": ""}, server_extra=server_extra)
+    )
+    return path
+
+
+def test_check_exposure(tmp_path: Path, fake_server_bin: Path) -> None:
+    (tmp_path / "a").mkdir()
+    plain = load_profiles(_loopback_profiles(tmp_path / "a", fake_server_bin), {})
+    for host in ("127.0.0.1", "::1", "[::1]", "localhost"):
+        check_exposure(plain, host, allow_public=False)
+    for host in ("0.0.0.0", "192.168.1.10", "::"):
+        with pytest.raises(ServeError, match=f"refusing to listen on {host} without API keys"):
+            check_exposure(plain, host, allow_public=False)
+        check_exposure(plain, host, allow_public=True)
+
+    (tmp_path / "b").mkdir()
+    keyed = load_profiles(_loopback_profiles(tmp_path / "b", fake_server_bin, KEYS_YAML), {})
+    check_exposure(keyed, "0.0.0.0", allow_public=False)
+    (tmp_path / "c").mkdir()
+    allowed = load_profiles(
+        _loopback_profiles(tmp_path / "c", fake_server_bin, "allow_public_listen: true"), {}
+    )
+    check_exposure(allowed, "0.0.0.0", allow_public=False)
+
+
+def test_sd_notify_sends_to_notify_socket(tmp_path: Path) -> None:
+    address = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(address))
+        receiver.settimeout(5)
+        assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(address)}) is True
+        assert receiver.recv(1024) == b"READY=1"
+        assert sd_notify("STOPPING=1", {"NOTIFY_SOCKET": str(address)}) is True
+        assert receiver.recv(1024) == b"STOPPING=1"
+
+
+def test_sd_notify_abstract_socket() -> None:
+    name = f"llamasup-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind("\0" + name)
+        receiver.settimeout(5)
+        assert sd_notify("READY=1", {"NOTIFY_SOCKET": "@" + name}) is True
+        assert receiver.recv(1024) == b"READY=1"
+
+
+def test_sd_notify_without_or_with_a_dead_socket(tmp_path: Path) -> None:
+    assert sd_notify("READY=1", {}) is False
+    assert sd_notify("READY=1", {"NOTIFY_SOCKET": ""}) is False
+    assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "nobody.sock")}) is False

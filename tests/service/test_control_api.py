@@ -1,0 +1,424 @@
+"""The control API on a whole running service: status, plan, apply, unload, sidecars, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from service_helpers import (
+    RunningService,
+    chat,
+    fake_profile,
+    models_yaml,
+    port_range,
+    running_service,
+    wait_for,
+    write_model_files,
+)
+
+from llamasup import __version__
+
+pytestmark = pytest.mark.anyio
+
+#: every key of a sidecar row (``status_view.sidecar_dict``), the documented contract
+SIDECAR_KEYS = {
+    "key", "model", "agents", "state", "pid", "port", "started_at", "ready_at", "uptime",
+    "restarts", "failures", "gave_up", "retry_in", "last_used", "in_flight", "waiting",
+    "memory", "pinned", "last_error", "exit_code", "argv",
+}  # fmt: skip
+
+
+@dataclass
+class Setup:
+    """A profile directory (or file) of fake models; ``text`` rebuilds a file, same ports."""
+
+    root: Path
+    state: Path
+    fake_bin: Path
+    ports: str
+
+    def text(self, models: dict[str, str], *, agents: str = "", server_extra: str = "") -> str:
+        return fake_profile(
+            self.fake_bin,
+            self.state,
+            models,
+            agents=agents,
+            server_extra=server_extra,
+            ports=self.ports,
+        )
+
+
+def make_setup(tmp_path: Path, fake_bin: Path, model_ids: list[str]) -> Setup:
+    write_model_files(tmp_path, model_ids)
+    root = tmp_path / "profiles"
+    root.mkdir()
+    return Setup(root, tmp_path / "state", fake_bin, port_range())
+
+
+def rows_by_model(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["model"]: row for row in status["sidecars"]}
+
+
+async def ready(running: RunningService, *models: str) -> dict[str, int]:
+    """Wait until each model has a ready sidecar; model -> pid."""
+
+    def all_ready() -> bool:
+        states = {
+            s.sidecar.model: str(s.sidecar.state) for s in running.service.supervisor.statuses()
+        }
+        return all(states.get(m) == "ready" for m in models)
+
+    await wait_for(all_ready, what=f"{models} ready")
+    pids = running.pids()
+    return {m: pids[m] or 0 for m in models}
+
+
+# --- status and plan --------------------------------------------------------------------------
+
+
+async def test_status_document(tmp_path: Path, fake_server_bin: Path) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta"])
+    (setup.root / "p.yaml").write_text(
+        setup.text({"alpha": "preload: true", "beta": ""}, agents="coder: --temp 0.2")
+    )
+    async with running_service(setup.root, watch=False) as running:
+        pids = await ready(running, "alpha")
+        status = await running.status()
+        assert set(status) == {"version", "listen", "profiles", "limits", "reconciler", "sidecars"}
+        assert status["version"] == __version__
+        assert status["listen"] == "http://127.0.0.1:8402"
+        profiles: dict[str, Any] = status["profiles"]
+        assert set(profiles) == {
+            "source", "revision", "files", "loaded_at", "last_reload", "warnings",
+            "auth_error", "restart_needed",
+        }  # fmt: skip
+        assert profiles["source"] == str(setup.root)
+        assert profiles["revision"] == running.service.profiles.revision
+        assert profiles["files"] == [str(setup.root / "p.yaml")]
+        assert profiles["last_reload"]["trigger"] == "startup"
+        assert profiles["last_reload"]["result"] == "ok"
+        assert (profiles["warnings"], profiles["auth_error"], profiles["restart_needed"]) == (
+            [],
+            None,
+            [],
+        )
+        limits: dict[str, Any] = status["limits"]
+        assert set(limits) == {"max_sidecars", "memory_budget", "running", "memory_estimated"}
+        assert limits["running"] == 1
+        reconciler: dict[str, Any] = status["reconciler"]
+        assert reconciler["passes"] >= 1
+        assert {"started", "duration_ms", "result", "actions", "summary"} <= set(reconciler["last"])
+        assert any(
+            action["action"] == "start"
+            for record in reconciler["recent"]
+            for action in record["actions"]
+        )
+        alpha = rows_by_model(await running.status())["alpha"]
+        assert set(alpha) == SIDECAR_KEYS
+        assert alpha["state"] == "ready"
+        assert alpha["pid"] == pids["alpha"]
+        assert isinstance(alpha["port"], int)
+        assert alpha["argv"][0] == str(fake_server_bin)
+        assert alpha["agents"] == []
+        assert "beta" not in rows_by_model(status)
+
+        await chat(running.client, "beta@coder")
+        beta = rows_by_model(await running.status())["beta"]
+        assert set(beta) == SIDECAR_KEYS
+        assert (beta["state"], beta["agents"]) == ("ready", ["coder"])
+        assert beta["pid"] == running.pids()["beta"]
+        assert beta["last_used"] is not None
+        sidecars = (await running.client.get("/sidecars")).json()
+        assert isinstance(sidecars, list)
+        assert [row["model"] for row in sidecars] == ["alpha", "beta"]
+        assert all(set(row) == SIDECAR_KEYS for row in sidecars)
+
+
+async def test_settled_plan_is_empty_and_a_dry_run_changes_nothing(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta"])
+    profile = setup.root / "p.yaml"
+    original = setup.text({"alpha": "preload: true", "beta": "preload: true"})
+    profile.write_text(original)
+    async with running_service(setup.root, watch=False) as running:
+        pids = await ready(running, "alpha", "beta")
+        await wait_for(lambda: not running.service.reconciler.plan_now().actions)
+        plan = (await running.client.get("/api/plan")).json()
+        assert plan["actions"] == []
+        assert plan["summary"]["sidecars"] == 2
+        revision = running.service.profiles.revision
+        beta_key = rows_by_model(await running.status())["beta"]["key"]
+
+        edited = setup.text({"alpha": "preload: true", "beta": "preload: true\nargs: [-c, 1024]"})
+        reply = await running.client.post(
+            "/api/apply?dry_run=1", json={"files": {"p.yaml": edited}}
+        )
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["result"] == "dry-run"
+        assert body["dry_run"] is True
+        assert body["models"]["changed"] == ["beta"]
+        assert body["models"]["unchanged"] == ["alpha"]
+        assert body["previous_revision"] == revision
+        assert body["revision"] != revision
+        stops = [a for a in body["plan"]["actions"] if a["action"] == "stop"]
+        assert [(a["key"], a["reason"]) for a in stops] == [(beta_key, "changed")]
+        assert [a["action"] for a in body["plan"]["actions"]].count("start") == 1
+
+        await asyncio.sleep(0.3)  # a dry run that did act would have stopped beta by now
+        assert running.pids() == pids
+        assert profile.read_text() == original
+        assert running.service.profiles.revision == revision
+        status = await running.status()
+        assert status["profiles"]["revision"] == revision
+        assert status["profiles"]["last_reload"]["trigger"] == "startup"
+
+
+# --- apply ------------------------------------------------------------------------------------
+
+
+async def test_apply_persists_adopts_and_survives_a_restart(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta", "gamma"])
+    server_text = setup.text({"alpha": "preload: true"})
+    (setup.root / "00-server.yaml").write_text(server_text)
+    (setup.root / "10-beta.yaml").write_text(models_yaml(setup.state, {"beta": "preload: true"}))
+    (setup.root / "20-gamma.yaml").write_text(models_yaml(setup.state, {"gamma": ""}))
+    files = {
+        "00-server.yaml": server_text,
+        "10-beta.yaml": models_yaml(setup.state, {"beta": "preload: true\nargs: [-c, 1024]"}),
+    }
+    async with running_service(setup.root, watch=False) as running:
+        before = await ready(running, "alpha", "beta")
+        revision = running.service.profiles.revision
+        reply = await running.client.post("/api/apply", json={"files": files})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["result"] == "ok"
+        assert body["dry_run"] is False
+        assert body["changed"] is True
+        assert body["previous_revision"] == revision
+        applied = body["revision"]
+        assert applied != revision
+        assert body["models"] == {
+            "added": [],
+            "removed": ["gamma"],
+            "changed": ["beta"],
+            "updated": [],
+            "unchanged": ["alpha"],
+        }
+        executed = [(a["action"], a["reason"]) for a in body["plan"]["actions"]]
+        assert ("stop", "changed") in executed
+        assert ("start", "preload") in executed
+
+        on_disk = {p.name: p.read_text() for p in setup.root.iterdir()}
+        assert on_disk == files  # gamma's file is gone, no temp file is left behind
+        after = await ready(running, "alpha", "beta")
+        assert after["alpha"] == before["alpha"]
+        assert after["beta"] != before["beta"]
+        status = await running.status()
+        assert status["profiles"]["revision"] == applied
+        assert status["profiles"]["last_reload"]["trigger"] == "apply"
+
+    async with running_service(setup.root, watch=False) as restarted:
+        assert restarted.service.profiles.revision == applied
+        assert sorted(restarted.service.profiles.models) == ["alpha", "beta"]
+        pids = await ready(restarted, "beta")
+        argv = rows_by_model(await restarted.status())["beta"]["argv"]
+        assert pids["beta"] and "1024" in argv
+
+
+async def test_apply_raw_yaml_to_a_single_profile_file(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha"])
+    profile = setup.root / "llamasup.yaml"
+    profile.write_text(setup.text({"alpha": ""}))
+    edited = setup.text({"alpha": "aliases: [first]"})
+    async with running_service(profile, watch=False) as running:
+        revision = running.service.profiles.revision
+        refused = await running.client.post(
+            "/api/apply",
+            json={"files": {"a.yaml": edited, "b.yaml": edited}},
+        )
+        assert refused.status_code == 400
+        reply = await running.client.post(
+            "/api/apply", content=edited, headers={"content-type": "application/yaml"}
+        )
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["result"] == "ok"
+        assert body["models"]["updated"] == ["alpha"]
+        assert body["revision"] != revision
+        assert profile.read_text() == edited
+        assert sorted(p.name for p in setup.root.iterdir()) == ["llamasup.yaml"]
+        assert running.service.profiles.find_model("first") is not None
+
+
+async def test_apply_errors(tmp_path: Path, fake_server_bin: Path) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha"])
+    profile = setup.root / "p.yaml"
+    original = setup.text({"alpha": ""})
+    profile.write_text(original)
+    async with running_service(setup.root, watch=False) as running:
+        revision = running.service.profiles.revision
+        invalid = setup.text({"alpha": "bogus_setting: 1"})
+        line = invalid.splitlines().index("    bogus_setting: 1") + 1
+        reply = await running.client.post("/api/apply", json={"files": {"p.yaml": invalid}})
+        assert reply.status_code == 422
+        assert reply.headers["x-llamasup-error"] == "1"
+        body = reply.json()
+        assert body["error"]["code"] == "invalid_profiles"
+        assert body["error"]["type"] == "llamasup_error"
+        assert body["error"]["message"] == (
+            "the profile set is invalid (1 error); nothing was changed"
+        )
+        assert [(Path(e["file"]).name, e["line"]) for e in body["errors"]] == [("p.yaml", line)]
+        assert "bogus_setting" in body["errors"][0]["message"]
+
+        for content, headers in (
+            (b"{not json", {"content-type": "application/json"}),
+            (json.dumps({"files": "p.yaml"}).encode(), {"content-type": "application/json"}),
+            (json.dumps({"files": {}}).encode(), {"content-type": "application/json"}),
+            (original.encode(), {"content-type": "application/yaml"}),  # a dir needs JSON
+            (b"\xff\xfe", {"content-type": "application/json"}),
+        ):
+            bad = await running.client.post("/api/apply", content=content, headers=headers)
+            assert bad.status_code == 400, content
+            assert bad.json()["error"]["code"] == "bad_apply"
+        for name in ("sub/p.yaml", "../p.yaml", ".hidden.yaml", "p.txt"):
+            bad = await running.client.post("/api/apply", json={"files": {name: original}})
+            assert bad.status_code == 400, name
+            assert bad.json()["error"]["code"] == "bad_apply"
+            assert name in bad.json()["error"]["message"]
+
+        huge = await running.client.post(
+            "/api/apply", json={"files": {"p.yaml": original + "#" * (8 << 20)}}
+        )
+        assert huge.status_code == 413
+        assert huge.json()["error"]["code"] == "request_too_large"
+
+        assert profile.read_text() == original
+        assert sorted(p.name for p in setup.root.iterdir()) == ["p.yaml"]
+        assert running.service.profiles.revision == revision
+        wrong = await running.client.get("/api/apply")
+        assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+        assert wrong.json()["error"]["code"] == "method_not_allowed"
+        wrong = await running.client.post("/sidecars/abc")
+        assert (wrong.status_code, wrong.headers["allow"]) == (405, "DELETE")
+        for path in ("/api/nothing", "/sidecarsX", "/metrics/x"):
+            unknown = await running.client.get(path)
+            assert unknown.status_code == 404, path
+            assert unknown.json()["error"]["code"] == "not_found"
+
+
+# --- unload and sidecars ----------------------------------------------------------------------
+
+
+async def test_unload(tmp_path: Path, fake_server_bin: Path) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta", "gamma", "delta"])
+    (setup.root / "p.yaml").write_text(
+        setup.text(
+            {
+                "alpha": "pinned: true",
+                "beta": "preload: true\naliases: [b]",
+                "gamma": "preload: true",
+                "delta": "",
+            }
+        )
+    )
+    async with running_service(setup.root, watch=False) as running:
+        await ready(running, "alpha", "beta", "gamma")
+        keys = {row["model"]: row["key"] for row in (await running.status())["sidecars"]}
+
+        by_alias = await running.client.post("/api/unload", json={"model": "b"})
+        assert by_alias.status_code == 200, by_alias.text
+        assert by_alias.json() == {
+            "stopped": [{"key": keys["beta"], "model": "beta"}],
+            "skipped": [],
+        }
+        assert "beta" not in running.pids()
+        stopped_row = rows_by_model(await running.status())["beta"]
+        assert set(stopped_row) == SIDECAR_KEYS
+        assert (stopped_row["state"], stopped_row["pid"]) == ("stopped", None)
+
+        by_key = await running.client.delete(f"/sidecars/{keys['gamma']}")
+        assert by_key.status_code == 200, by_key.text
+        assert by_key.json()["stopped"] == [{"key": keys["gamma"], "model": "gamma"}]
+        assert "gamma" not in running.pids()
+
+        await chat(running.client, "delta")
+        everything = await running.client.post("/api/unload", json={"all": True})
+        assert everything.status_code == 200
+        body = everything.json()
+        assert [s["model"] for s in body["stopped"]] == ["delta"]
+        assert body["skipped"] == [{"key": keys["alpha"], "model": "alpha", "reason": "pinned"}]
+        assert set(running.pids()) == {"alpha"}
+
+        for request in (
+            running.client.post("/api/unload", json={"model": "nope"}),
+            running.client.post("/api/unload", json={"key": "0123456789abcdef"}),
+            running.client.delete("/sidecars/0123456789abcdef"),
+        ):
+            missing = await request
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] in ("unknown_model", "unknown_sidecar")
+        for body_text in ("[1]", "{oops", '{"model": 3}'):
+            bad = await running.client.post(
+                "/api/unload", content=body_text, headers={"content-type": "application/json"}
+            )
+            assert bad.status_code == 400, body_text
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+
+async def test_logs_tail_follow_and_stopped(tmp_path: Path, fake_server_bin: Path) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha"])
+    (setup.root / "p.yaml").write_text(setup.text({"alpha": "preload: true"}))
+    async with running_service(setup.root, watch=False) as running:
+        await ready(running, "alpha")
+        key = rows_by_model(await running.status())["alpha"]["key"]
+        tail = await running.client.get("/api/logs/alpha", params={"lines": "5"})
+        assert tail.status_code == 200
+        assert tail.headers["content-type"].startswith("text/plain")
+        lines = tail.text.splitlines()
+        assert 1 <= len(lines) <= 5
+        assert any("listening on http://127.0.0.1:" in line for line in lines)
+        assert (await running.client.get(f"/api/logs/{key}?lines=5")).text == tail.text
+
+        async with running.client.stream(
+            "GET", "/api/logs/alpha", params={"lines": "0", "follow": "1"}
+        ) as follow:
+            assert follow.status_code == 200
+            seen: list[str] = []
+
+            async def read_lines() -> None:
+                async for line in follow.aiter_lines():
+                    seen.append(line)
+
+            reader = asyncio.create_task(read_lines())
+            await chat(running.client, "alpha")
+            await wait_for(lambda: any("stop processing" in line for line in seen))
+            assert any("processing task" in line for line in seen)
+            unloaded = await running.client.post("/api/unload", json={"model": "alpha"})
+            assert unloaded.status_code == 200
+            await asyncio.wait_for(reader, 10)  # the response ends with the sidecar
+        assert not any("listening on" in line for line in seen)  # lines=0: no backlog
+
+        from_disk = await running.client.get(f"/api/logs/{key}", params={"lines": "3"})
+        assert from_disk.status_code == 200
+        disk_lines = from_disk.text.splitlines()
+        assert len(disk_lines) == 3
+        assert any("stop processing" in line or "cleaning up" in line for line in disk_lines)
+        by_model = await running.client.get("/api/logs/alpha", params={"lines": "3"})
+        assert by_model.text == from_disk.text
+
+        assert (await running.client.get("/api/logs/nobody")).status_code == 404
+        assert (await running.client.get("/api/logs/alpha?lines=x")).status_code == 400

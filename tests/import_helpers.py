@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+import openai
+from e2e.serve_process import serving
 
 from llamasup.migrate_draft import Draft
 from llamasup.migrate_emit import render_directory, render_single, validate
@@ -68,13 +70,18 @@ def import_swap_fixture(
     return import_swap_text((SWAP_FIXTURES / name).read_text("utf-8"), directory, environ, **kwargs)
 
 
-def serve_and_chat_via_llamasup(profile_path: Path, model: str) -> dict[str, Any]:
-    """End-to-end half the lead finishes once ``llamasup serve`` exists.
-
-    To do: start ``llamasup serve -f profile_path`` on a free loopback port (as a subprocess or
-    through the app's composition root), wait for its readiness, POST
-    ``/v1/chat/completions`` with ``{"model": model, "messages": [{"role": "user", "content":
-    "hi"}], "max_tokens": 8}`` through the ``openai`` client, stop the server, and return the
-    response as a dict. The caller asserts only the shape (the tiny model writes gibberish).
-    """
-    pytest.skip("llamasup serve does not exist yet: finish serve_and_chat_via_llamasup()")
+def serve_and_chat_via_llamasup(
+    profile_path: Path, model: str, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Serve ``profile_path`` with ``llamasup serve`` (a real process on a free loopback
+    port, ``environ`` added to this process's environment for the profile's ``${env.X}``),
+    send one chat completion for ``model`` through the ``openai`` client, stop the server
+    (exit 0, no sidecar left) and return the response as a dict."""
+    with serving(profile_path, environ={**os.environ, **(environ or {})}) as served:
+        client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+        )
+        served.status()  # the sidecar's pid, checked to be gone after the stop
+        assert served.seen_pids, "a sidecar answered, yet status lists no process"
+    return reply.model_dump()

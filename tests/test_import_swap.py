@@ -8,7 +8,6 @@ changed behaviour is reported at its input key path.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import textwrap
@@ -514,7 +513,7 @@ def test_cli_directory_output_refuses_to_mix_or_overwrite(
     assert "stale.yaml" in capsys.readouterr().err
 
 
-# -- end to end (import half now; serving once `llamasup serve` exists) -----------------------
+# -- end to end: the imported profile runs the real llama-server, and serves through llamasup ---
 
 E2E_CONFIG = """
 macros:
@@ -529,15 +528,16 @@ models:
     aliases: [default]
     ttl: 300
 """
-#: a real llama-server and the tiny test model, when the machine has them
-E2E_BINARY = os.environ.get("LLAMASUP_E2E_LLAMA_SERVER", "")
-E2E_MODEL = os.environ.get("LLAMASUP_E2E_TINY_MODEL", "")
+
+
+def e2e_environ(binary: str, model: str) -> dict[str, str]:
+    """The variables E2E_CONFIG references (the imported profile keeps the references)."""
+    return {"LLAMA_SERVER_BIN": binary, "TINY_MODEL": model}
 
 
 def import_e2e_config(tmp_path: Path, binary: str, model: str) -> tuple[Path, list[str]]:
     """Import a config that runs llama-server on a tiny model; return the profile and argv."""
-    env = {"LLAMA_SERVER_BIN": binary, "TINY_MODEL": model}
-    result = import_swap_text(dedent(E2E_CONFIG), tmp_path, env)
+    result = import_swap_text(dedent(E2E_CONFIG), tmp_path, e2e_environ(binary, model))
     path = tmp_path / "profiles.yaml"
     path.write_text(result.files["profiles.yaml"], encoding="utf-8")
     return path, result.argv("tiny")
@@ -552,17 +552,12 @@ def test_e2e_import_half(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
-def _real_llama_server() -> tuple[str, str]:
-    if not (E2E_BINARY and Path(E2E_BINARY).is_file() and Path(E2E_MODEL).is_file()):
-        pytest.skip("set LLAMASUP_E2E_LLAMA_SERVER and LLAMASUP_E2E_TINY_MODEL to run this")
-    return E2E_BINARY, E2E_MODEL
-
-
 @pytest.mark.e2e
-def test_e2e_imported_argv_starts_a_real_llama_server(tmp_path: Path) -> None:
+def test_e2e_imported_argv_starts_a_real_llama_server(
+    tmp_path: Path, llama_server_bin: Path, tiny_model: Path
+) -> None:
     """The translated argv (--load-mode for --no-mmap, ...) is accepted by the real binary."""
-    binary, model = _real_llama_server()
-    _, argv = import_e2e_config(tmp_path, binary, model)
+    _, argv = import_e2e_config(tmp_path, str(llama_server_bin), str(tiny_model))
     with subprocess.Popen(
         [*argv, "--host", "127.0.0.1", "--port", "0"],
         stdin=subprocess.DEVNULL,
@@ -591,8 +586,15 @@ def test_e2e_imported_argv_starts_a_real_llama_server(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_e2e_chat_completion_through_llamasup(tmp_path: Path) -> None:
-    binary, model = _real_llama_server()
+def test_e2e_chat_completion_through_llamasup(
+    tmp_path: Path, llama_server_bin: Path, tiny_model: Path
+) -> None:
+    binary, model = str(llama_server_bin), str(tiny_model)
     profile, _ = import_e2e_config(tmp_path, binary, model)
-    response = serve_and_chat_via_llamasup(profile, "tiny")
+    assert "${env.LLAMA_SERVER_BIN}" in profile.read_text("utf-8")
+    response = serve_and_chat_via_llamasup(profile, "tiny", e2e_environ(binary, model))
+    assert response["object"] == "chat.completion"
+    assert response["model"] == "tiny"
     assert response["choices"][0]["message"]["role"] == "assistant"
+    assert isinstance(response["choices"][0]["message"]["content"], str)
+    assert 0 < response["usage"]["completion_tokens"] <= 8

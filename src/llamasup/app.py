@@ -73,8 +73,11 @@ class Service:
         *,
         environ: Mapping[str, str] | None = None,
         watch: bool = True,
+        listen_url: str | None = None,
     ) -> None:
         self.path = path
+        #: where this process listens (``--listen`` may override the profile's ``listen``)
+        self.listen_url = profiles.server.listen_url if listen_url is None else listen_url
         self.environ = os.environ if environ is None else environ
         self.started_with = profiles.server
         self.events = ServiceEvents()

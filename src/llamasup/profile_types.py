@@ -72,8 +72,7 @@ class ServerConfig:
 
     @property
     def listen_url(self) -> str:
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"http://{host}:{self.listen_port}"
+        return http_url(self.listen_host, self.listen_port)
 
     @property
     def listen_is_loopback(self) -> bool:
@@ -148,6 +147,12 @@ class Profiles:
     def group_limit(self, name: str) -> int:
         group = self.groups.get(name)
         return 1 if group is None else group.max_running
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://HOST:PORT``, an IPv6 host in brackets."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
 
 
 def is_loopback(host: str) -> bool:

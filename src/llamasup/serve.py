@@ -23,7 +23,7 @@ import uvicorn
 
 from llamasup.app import Service
 from llamasup.errors import LlamasupError
-from llamasup.profile_types import Profiles
+from llamasup.profile_types import Profiles, http_url
 from llamasup.proxy_server import uvicorn_config
 
 logger = logging.getLogger("llamasup")
@@ -85,7 +85,7 @@ class _Server(uvicorn.Server):
 
 
 async def run(options: ServeOptions, profiles: Profiles) -> int:
-    service = Service(options.path, profiles)
+    service = Service(options.path, profiles, listen_url=http_url(options.host, options.port))
     config = uvicorn_config(service.asgi, host=options.host, port=options.port, lifespan="off")
     server = _Server(config)
     stopping = asyncio.Event()
@@ -102,11 +102,7 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
             print(f"llamasup: cannot listen on {options.host}:{options.port}", file=sys.stderr)
             return 1
         with signals.installed():
-            url = (
-                profiles.server.listen_url
-                if options.host == profiles.server.listen_host
-                else (f"http://{options.host}:{options.port}")
-            )
+            url = service.listen_url
             print(
                 f"llamasup: serving {len(profiles.models)} models from {options.path} "
                 f"(revision {service.profiles.revision}) on {url}; OpenAI API at {url}/v1, "

@@ -137,7 +137,7 @@ def status(service: Service) -> dict[str, Any]:
     rows = sidecars(service)
     return {
         "version": __version__,
-        "listen": server.listen_url,
+        "listen": service.listen_url,
         "profiles": {
             "source": str(store.path),
             "revision": profiles.revision,

@@ -43,6 +43,7 @@ def fake_profile(
     server_extra: str = "",
     agents: str = "",
     ports: str | None = None,
+    stop_grace: str = "2s",
 ) -> str:
     """A profile text: ``models`` maps id -> extra YAML lines of that model (indented by the
     caller's convention: plain ``key: value`` lines, indented here). Pass ``ports`` (from
@@ -53,7 +54,7 @@ def fake_profile(
         f"  binary: {fake_bin}",
         f"  ports: {ports or port_range()}",
         f"  state_dir: {state_dir}",
-        "  stop_grace: 2s",
+        f"  stop_grace: {stop_grace}",
         "  start_timeout: 20s",
     ]
     lines += [f"  {line}" for line in server_extra.splitlines() if line.strip()]
@@ -109,6 +110,7 @@ class ProfileWriter:
     target: Path
     server_extra: str = ""
     ports: str = field(default_factory=port_range)
+    stop_grace: str = "2s"
 
     @property
     def state_dir(self) -> Path:
@@ -117,7 +119,12 @@ class ProfileWriter:
     def text(self, models: Mapping[str, str]) -> str:
         write_model_files(self.root, list(models))
         return fake_profile(
-            self.fake_bin, self.state_dir, models, server_extra=self.server_extra, ports=self.ports
+            self.fake_bin,
+            self.state_dir,
+            models,
+            server_extra=self.server_extra,
+            ports=self.ports,
+            stop_grace=self.stop_grace,
         )
 
     def write(self, models: Mapping[str, str]) -> None:
@@ -129,12 +136,17 @@ class ProfileWriter:
         os.replace(temp, self.target)
 
 
-async def chat(client: httpx.AsyncClient, model: str) -> dict[str, object]:
-    """One non-streaming chat completion that must succeed; returns the answer's JSON."""
-    reply = await client.post(
-        "/v1/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
-    )
+async def chat(client: httpx.AsyncClient, model: str, max_tokens: int = 2) -> dict[str, object]:
+    """One short non-streaming chat completion that must succeed; returns the answer's JSON.
+
+    Short because the fake answers as slowly as its stream would (see FAKE_LLAMA_STREAM_DELAY).
+    """
+    body = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    reply = await client.post("/v1/chat/completions", json=body)
     assert reply.status_code == 200, reply.text
     data: dict[str, object] = reply.json()
     return data

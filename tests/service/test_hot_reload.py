@@ -276,18 +276,23 @@ def configmap_swap(mount: Path, text: str, stamp: str) -> None:
         shutil.rmtree(mount / old)
 
 
-async def test_configmap_symlink_swap_reloads(tmp_path: Path, fake_server_bin: Path) -> None:
+@pytest.mark.parametrize("layout", ["directory", "single-file"])
+async def test_configmap_symlink_swap_reloads(
+    tmp_path: Path, fake_server_bin: Path, layout: str
+) -> None:
     mount = tmp_path / "mount"
     mount.mkdir()
     writer = ProfileWriter(fake_server_bin, tmp_path, mount / "profiles.yaml")
     configmap_swap(mount, writer.text(preloaded()), "2026_01_01_00_00_00.000000001")
+    # the ..-directories are kubelet's bookkeeping, not profile files
     profiles = load_profiles(mount, os.environ)
     assert profiles.files == (str(mount / "profiles.yaml"),)
-    async with running_service(mount) as running:
+    served = mount if layout == "directory" else mount / "profiles.yaml"
+    async with running_service(served) as running:
         before = await all_ready(running)
         text = writer.text(preloaded({"gamma": "args: [--ctx-size, 4096]"}))
         configmap_swap(mount, text, "2026_01_01_00_05_00.000000002")
-        await adopted(running, revision_of(mount))
+        await adopted(running, revision_of(served))
         await wait_for(
             lambda: running.ready_pids().get("gamma") not in (None, before["gamma"]),
             what="gamma restarted after the swap",

@@ -12,7 +12,7 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +44,18 @@ def fake_profile(
     server_extra: str = "",
     agents: str = "",
     ports: str | None = None,
+    stop_grace: str = "2s",
 ) -> str:
     """A profile text: ``models`` maps id -> extra YAML lines of that model (indented by the
-    caller's convention: plain ``key: value`` lines, indented here). Pass the ``ports`` of an
-    earlier text to write an edit that changes only the models."""
+    caller's convention: plain ``key: value`` lines, indented here). Pass ``ports`` (from
+    ``port_range()``) to keep the server section identical across edits of one profile."""
     lines = [
         "version: 1",
         "server:",
         f"  binary: {fake_bin}",
         f"  ports: {ports or port_range()}",
         f"  state_dir: {state_dir}",
-        "  stop_grace: 2s",
+        f"  stop_grace: {stop_grace}",
         "  start_timeout: 20s",
     ]
     lines += [f"  {line}" for line in server_extra.splitlines() if line.strip()]
@@ -75,9 +76,102 @@ def models_yaml(state_dir: Path, models: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def wait_for(
+    predicate: Callable[[], object], *, timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` until it is truthy; generous deadlines, never a fixed sleep."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:g}s")
+        await asyncio.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (the supervisor reaps its children)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process reused the pid
+        return True
+    return True
+
+
 def write_model_files(directory: Path, model_ids: list[str]) -> None:
     for model_id in model_ids:
         (directory / f"{model_id}.gguf").write_bytes(b"GGUF fake model")
+
+
+@dataclass
+class ProfileWriter:
+    """One profile file of a test, rewritten as the test edits its models.
+
+    ``write`` is a plain in-place write (truncate + write, like most programs);
+    ``replace`` saves by rename (temp file + ``os.replace``, like many editors).
+    """
+
+    fake_bin: Path
+    root: Path
+    target: Path
+    server_extra: str = ""
+    ports: str = field(default_factory=port_range)
+    stop_grace: str = "2s"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    def text(self, models: Mapping[str, str]) -> str:
+        write_model_files(self.root, list(models))
+        return fake_profile(
+            self.fake_bin,
+            self.state_dir,
+            models,
+            server_extra=self.server_extra,
+            ports=self.ports,
+            stop_grace=self.stop_grace,
+        )
+
+    def write(self, models: Mapping[str, str]) -> None:
+        self.target.write_text(self.text(models))
+
+    def replace(self, models: Mapping[str, str]) -> None:
+        temp = self.target.with_name(f".{self.target.name}.swp")
+        temp.write_text(self.text(models))
+        os.replace(temp, self.target)
+
+
+async def chat(
+    client: httpx.AsyncClient,
+    model: str,
+    *,
+    max_tokens: int = 2,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """One short non-streaming chat completion that must succeed; returns the answer's JSON.
+
+    Short because the fake answers as slowly as its stream would (see FAKE_LLAMA_STREAM_DELAY).
+    """
+    body = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    reply = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    data: dict[str, Any] = reply.json()
+    return data
+
+
+def served_by(answer: Mapping[str, object]) -> int:
+    """The pid of the fake llama-server that produced ``answer``."""
+    x_fake = answer["x_fake"]
+    assert isinstance(x_fake, dict)
+    pid = x_fake["pid"]
+    assert isinstance(pid, int)
+    return pid
 
 
 @dataclass
@@ -95,6 +189,26 @@ class RunningService:
     def pids(self) -> dict[str, int | None]:
         """Model id -> pid of its (single) sidecar, for models with a running one."""
         return {s.sidecar.model: s.sidecar.pid for s in self.service.supervisor.statuses()}
+
+    def ready_pids(self) -> dict[str, int]:
+        """Model id -> pid, for models whose only sidecar is ready (none draining beside it)."""
+        by_model: dict[str, list[tuple[str, int | None]]] = {}
+        for status in self.service.supervisor.statuses():
+            sidecar = status.sidecar
+            by_model.setdefault(sidecar.model, []).append((str(sidecar.state), sidecar.pid))
+        return {
+            model: rows[0][1]
+            for model, rows in by_model.items()
+            if len(rows) == 1 and rows[0][0] == "ready" and rows[0][1] is not None
+        }
+
+    def sidecar_pids(self, model: str) -> list[int]:
+        """Every spawned process of ``model`` the supervisor holds (old and new during a swap)."""
+        return [
+            s.sidecar.pid
+            for s in self.service.supervisor.statuses()
+            if s.sidecar.model == model and s.sidecar.pid is not None
+        ]
 
 
 @asynccontextmanager
@@ -123,25 +237,3 @@ async def running_service(
         server.should_exit = True
         await service.close(shutdown_timeout)
         await asyncio.wait_for(serving, 15.0)
-
-
-async def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` (every 20 ms) until it is truthy; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"not reached within {timeout:g}s: {what or predicate}")
-        await asyncio.sleep(0.02)
-
-
-async def chat(client: httpx.AsyncClient, model: str, **headers: str) -> dict[str, Any]:
-    """One chat completion through the front; asserts it answered 200."""
-    reply = await client.post(
-        "/v1/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
-        headers=headers,
-    )
-    assert reply.status_code == 200, reply.text
-    data: dict[str, Any] = reply.json()
-    return data

@@ -165,6 +165,10 @@ class Reconciler:
             if remaining == 0:
                 self._in_flight.pop(key, None)
                 self._executor.idle(key)
+                if self.demands.keys():
+                    # a waiting demand may have been held back by this busy sidecar (a Wait):
+                    # now that it is idle the planner can evict it, so ask for a pass
+                    self.trigger()
 
     def _usable(self, key: str) -> bool:
         sidecar = self.supervisor.get(key)

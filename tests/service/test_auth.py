@@ -84,7 +84,7 @@ async def test_scopes_and_error_shapes(tmp_path: Path, fake_server_bin: Path) ->
         assert basic.status_code == 401  # only the Bearer scheme carries a key
 
         as_app = {"authorization": f"Bearer {INFERENCE}"}
-        reply = await chat(client, "alpha", **as_app)
+        reply = await chat(client, "alpha", headers=as_app)
         # the front's key is llamasup's, not the sidecar's: it is not forwarded
         assert "authorization" not in reply["x_fake"]["headers"]
         messages = await client.post("/v1/messages", json=MESSAGES, headers=as_app)
@@ -103,7 +103,7 @@ async def test_scopes_and_error_shapes(tmp_path: Path, fake_server_bin: Path) ->
             for path in ("/api/status", "/metrics", "/sidecars", "/api/plan", "/v1/models"):
                 allowed = await client.get(path, headers=headers)
                 assert allowed.status_code == 200, (path, headers)
-            await chat(client, "alpha", **headers)
+            await chat(client, "alpha", headers=headers)
         by_x_api_key = await client.post(
             "/v1/messages", json=MESSAGES, headers={"x-api-key": INFERENCE}
         )

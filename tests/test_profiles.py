@@ -383,6 +383,13 @@ class TestDirectories:
         found = issues(root)
         assert {Path(i.file).name for i in found} == {"a.yaml", "b.yaml"}
 
+    def test_empty_file_is_an_error(self, tmp_path: Path) -> None:
+        """An empty file is refused: a reload that reads a file mid-write must not adopt an
+        empty set (which would stop every sidecar)."""
+        (tmp_path / "a.yaml").write_text("models:\n  m: {path: /m.gguf}\n")
+        (tmp_path / "b.yaml").write_text("\ufeff\n  \n")
+        assert find(issues(tmp_path), "the file is empty").file.endswith("b.yaml")
+
     def test_empty_directory_is_an_error(self, tmp_path: Path) -> None:
         (tmp_path / "empty").mkdir()
         assert "no *.yaml" in find(issues(tmp_path / "empty"), "no *.yaml").message

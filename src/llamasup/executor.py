@@ -112,9 +112,9 @@ class Executor:
                         key, reconciler.in_flight(key), grace,
                     )  # fmt: skip
             logger.info("stopping %s (%s): %s", key, stop.reason, stop.detail)
-            reconciler.note_stopping(key, model)
+            reconciler.note_stopping(key, model, stop.reason)
             await self._supervisor.stop(key, reason=stop.reason, grace=grace)
-            reconciler.note_stopped(key, model)
+            reconciler.note_stopped(key, model, stop.reason)
         except Exception:
             logger.exception("stopping %s failed", key)
         finally:

@@ -107,6 +107,11 @@ def _revision(texts: Sequence[tuple[str, str, Path]]) -> str:
 def _parse_file(
     name: str, text: str, directory: Path, environ: Mapping[str, str], log: IssueLog
 ) -> ParsedFile | None:
+    if not text.lstrip("\ufeff \t\r\n"):
+        # never a profile anyone meant; most likely a write caught between truncate and write,
+        # which adopted would stop every sidecar
+        log.errors.append(ProfileIssue(name, None, "", "the file is empty"))
+        return None
     try:
         doc = load_yaml(text)
     except YamlSyntaxError as exc:

@@ -25,6 +25,7 @@ from llamasup.executor import Executor
 from llamasup.flags import parse_header
 from llamasup.memory_cache import MemoryEstimates
 from llamasup.plan import Have, Limits, Plan, Stop, Want, plan
+from llamasup.plan_types import StopReason
 from llamasup.pool import Origin
 from llamasup.profiles import Profiles
 from llamasup.reconcile_status import PassRecord, ReconcileStatus
@@ -305,8 +306,12 @@ class Reconciler:
         return list(wants.values())
 
     def _want(self, spec: SidecarSpec, profiles: Profiles, *, pinned: bool, preload: bool) -> Want:
-        # under a memory budget, a demand waits for its estimate rather than start unbudgeted
+        # under a memory budget, nothing starts before its estimate is known (a header read,
+        # tens of ms; its arrival triggers a pass): a demand waits, a pinned or preload model
+        # not yet running is not a start candidate for this pass
         held = profiles.server.memory_budget is not None and self._memory.pending(spec)
+        if held and self.supervisor.get(spec.key) is None:
+            pinned = preload = False
         return Want(
             key=spec.key,
             model=spec.model,
@@ -376,23 +381,25 @@ class Reconciler:
 
     # -- bookkeeping the executor asks for -------------------------------------------------
 
-    def note_stopping(self, key: str, model: str) -> None:
+    def _keeps_record(self, key: str, reason: StopReason) -> bool:
+        """A preload sidecar stopped while still wanted (evicted, idled out, unloaded) keeps a
+        ``stopped`` record, so the planner leaves it stopped until demanded. One whose key
+        left the profiles (``removed``/``changed``) has nothing to remember."""
+        spec = self._specs.get(key)
+        return spec is not None and spec.preload and reason not in ("removed", "changed")
+
+    def note_stopping(self, key: str, model: str, reason: StopReason) -> None:
         """A sidecar is about to stop: the supervisor forgets it at once, but its process takes
         a while to exit. A preload sidecar is recorded as stopped now, or a pass in between
         sees a preload with no sidecar and starts it again."""
-        spec = self._specs.get(key)
-        if spec is not None and spec.preload:
+        if self._keeps_record(key, reason):
             self._tombstones[key] = Have(key=key, model=model, state="stopped")
 
-    def note_stopped(self, key: str, model: str) -> None:
-        """A sidecar the plan stopped.
-
-        A preload sidecar keeps a record, so the planner leaves it stopped until demanded;
-        anything else is forgotten and comes back when a request asks for it again.
-        """
-        spec = self._specs.get(key)
+    def note_stopped(self, key: str, model: str, reason: StopReason) -> None:
+        """A sidecar the plan stopped: a preload one still wanted keeps its record (see
+        ``_keeps_record``); anything else is forgotten and comes back when asked for."""
         self._in_flight.pop(key, None)
-        if spec is not None and spec.preload:
+        if self._keeps_record(key, reason):
             self._tombstones[key] = Have(key=key, model=model, state="stopped")
             return
         self._origins.pop(key, None)

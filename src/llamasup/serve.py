@@ -1,7 +1,8 @@
 """``llamasup serve``: run a :class:`~llamasup.app.Service` on uvicorn until a signal.
 
-Signals: SIGINT/SIGTERM begin a clean shutdown (stop accepting, stop every sidecar in
-parallel within ``SHUTDOWN_TIMEOUT``); a second one forces it (SIGKILL to the sidecars,
+Signals: SIGINT/SIGTERM begin a clean shutdown (stop accepting, let requests in flight
+finish within ``server.stop_grace``, then stop every sidecar in parallel within
+``SHUTDOWN_TIMEOUT``); a second one forces it (SIGKILL to the sidecars,
 connections dropped). SIGHUP reloads the profiles. Under systemd ``Type=notify`` the service
 reports ``READY=1`` once it listens and ``STOPPING=1`` when it begins to stop.
 """
@@ -86,7 +87,14 @@ class _Server(uvicorn.Server):
 
 async def run(options: ServeOptions, profiles: Profiles) -> int:
     service = Service(options.path, profiles, listen_url=http_url(options.host, options.port))
-    config = uvicorn_config(service.asgi, host=options.host, port=options.port, lifespan="off")
+    # connections get as long to finish as a drained sidecar stop (server.stop_grace)
+    config = uvicorn_config(
+        service.asgi,
+        host=options.host,
+        port=options.port,
+        lifespan="off",
+        timeout_graceful_shutdown=max(1.0, profiles.server.stop_grace),
+    )
     server = _Server(config)
     stopping = asyncio.Event()
     signals = _Signals(service, server, stopping)
@@ -119,8 +127,11 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
             print(
                 "llamasup: shutting down (a second signal forces it)", file=sys.stderr, flush=True
             )
+            # stop accepting and let requests in flight finish (uvicorn bounds that by
+            # stop_grace; a second signal cuts it short), then stop every sidecar
             server.should_exit = True
-            await asyncio.gather(service.close(SHUTDOWN_TIMEOUT), serving, return_exceptions=True)
+            await asyncio.wait({serving}, timeout=profiles.server.stop_grace + 5.0)
+            await service.close(SHUTDOWN_TIMEOUT)
     finally:
         if not serving.done():
             serving.cancel()

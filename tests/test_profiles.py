@@ -383,6 +383,20 @@ class TestDirectories:
         found = issues(root)
         assert {Path(i.file).name for i in found} == {"a.yaml", "b.yaml"}
 
+    def test_command_program_resolves_like_binary(self, tmp_path: Path) -> None:
+        (tmp_path / "p.yaml").write_text(
+            "models:\n"
+            "  a: {command: [./bin/whisper-server, --port, '${PORT}']}\n"
+            "  b: {command: [whisper-server, --port, '${PORT}']}\n"
+        )
+        profiles = load_profiles(tmp_path, {})
+        assert profiles.models["a"].command == (
+            str(tmp_path.resolve() / "bin" / "whisper-server"),
+            "--port",
+            "${PORT}",
+        )
+        assert profiles.models["b"].command == ("whisper-server", "--port", "${PORT}")
+
     def test_empty_file_is_an_error(self, tmp_path: Path) -> None:
         """An empty file is refused: a reload that reads a file mid-write must not adopt an
         empty set (which would stop every sidecar)."""

@@ -262,6 +262,8 @@ class _Builder:
         args = self._flags(raw.get("args"), _At(at.file, (*at.path, "args")), Layer.MODEL)
         if command is not None:
             command = self._command(name, [str(part) for part in command], at)
+            if command:  # its program resolves like ``binary``: relative to this file
+                command[0] = _binary(command[0], directory)
             if "args" in raw:
                 self.error(at, "a command model takes its arguments inside command", "args")
             for key in ("binary",):

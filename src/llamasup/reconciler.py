@@ -166,10 +166,15 @@ class Reconciler:
             if remaining == 0:
                 self._in_flight.pop(key, None)
                 self._executor.idle(key)
-                if self.demands.keys():
-                    # a waiting demand may have been held back by this busy sidecar (a Wait):
-                    # now that it is idle the planner can evict it, so ask for a pass
+                if self.demands.keys() or self._over_limits():
+                    # a waiting demand may have been held back by this busy sidecar (a Wait),
+                    # or a lowered limit left it running because it was busy: now that it is
+                    # idle the planner can evict it, so ask for a pass
                     self.trigger()
+
+    def _over_limits(self) -> bool:
+        last = self.status.last
+        return last is not None and any(n.startswith("over the limits") for n in last.plan.notes)
 
     def _usable(self, key: str) -> bool:
         sidecar = self.supervisor.get(key)

@@ -268,3 +268,36 @@ async def test_close_leaves_no_sidecar_process(tmp_path: Path, fake_server_bin: 
     assert [pid for pid in pids if pid_alive(pid)] == []
     stream.cancel()
     await asyncio.gather(stream, return_exceptions=True)
+
+
+async def test_lowered_limit_evicts_once_the_busy_sidecar_goes_idle(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    """A reload lowers max_sidecars while both sidecars are busy: nothing is cut, and as soon
+    as the first stream ends its sidecar is evicted, with no other trigger needed."""
+    writer = writer_for(tmp_path, fake_server_bin, "max_sidecars: 2")
+    writer.write({"alpha": SLOW, "beta": SLOW})
+    async with running_service(writer.target.parent) as running:
+        results = {model: Streamed() for model in ("alpha", "beta")}
+        pieces = {model: asyncio.Event() for model in results}
+        streams = {
+            model: asyncio.create_task(
+                stream_chat(
+                    running.client, model, results[model], lambda _, m=model: pieces[m].set()
+                )
+            )
+            for model in results
+        }
+        for event in pieces.values():
+            await asyncio.wait_for(event.wait(), 20)
+        writer.server_extra = "max_sidecars: 1"
+        writer.write({"alpha": SLOW, "beta": SLOW})
+        await wait_for(
+            lambda: running.service.profiles.server.max_sidecars == 1, what="limit lowered"
+        )
+        await running.service.reconciler.reconcile_once()
+        notes = running.service.reconciler.status.last.plan.notes  # type: ignore[union-attr]
+        assert any(note.startswith("over the limits") for note in notes), notes
+        done = await asyncio.wait_for(asyncio.gather(*streams.values()), 30)
+        assert all((r.pieces, r.done, r.error) == (TOKENS, True, None) for r in done)
+        await wait_for(lambda: len(running.pids()) == 1, what="one sidecar evicted")

@@ -280,11 +280,16 @@ async def test_lowered_limit_evicts_once_the_busy_sidecar_goes_idle(
     async with running_service(writer.target.parent) as running:
         results = {model: Streamed() for model in ("alpha", "beta")}
         pieces = {model: asyncio.Event() for model in results}
+
+        def started(model: str) -> Callable[[Streamed], None]:
+            def note(_: Streamed) -> None:
+                pieces[model].set()
+
+            return note
+
         streams = {
             model: asyncio.create_task(
-                stream_chat(
-                    running.client, model, results[model], lambda _, m=model: pieces[m].set()
-                )
+                stream_chat(running.client, model, results[model], started(model))
             )
             for model in results
         }

@@ -1,0 +1,68 @@
+"""``local_models``: sidecars for the life of a program, with the fake llama-server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from service_helpers import fake_profile, pid_alive, write_model_files
+
+from llamasup.errors import UnknownModelError
+from llamasup.library import local_models
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _profile(tmp_path: Path, fake_server_bin: Path) -> Path:
+    write_model_files(tmp_path, ["alpha", "beta"])
+    path = tmp_path / "profiles.yaml"
+    path.write_text(
+        fake_profile(
+            fake_server_bin,
+            tmp_path / "state",
+            {"alpha": "", "beta": ""},
+            agents="precise: --temp 0 --top-k 1\nbig: --ctx-size 1024",
+        )
+    )
+    return path
+
+
+async def test_lazy_start_warm_reuse_and_cleanup(tmp_path: Path, fake_server_bin: Path) -> None:
+    async with local_models(_profile(tmp_path, fake_server_bin)) as models:
+        assert models.profiles.models.keys() == {"alpha", "beta"}
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(trust_env=False) as client:
+
+            async def pid_of(target: str) -> int:
+                async with models.lease(target) as sidecar:
+                    body = {
+                        **sidecar.defaults,
+                        "model": sidecar.model,
+                        "messages": [{"role": "user", "content": "hi"}],
+                    }
+                    reply = await client.post(f"{sidecar.url}/v1/chat/completions", json=body)
+                    assert reply.status_code == 200, reply.text
+                    pid: int = reply.json()["x_fake"]["pid"]
+                    return pid
+
+            pids = await asyncio.gather(*(pid_of("alpha") for _ in range(5)))
+            assert len(set(pids)) == 1  # concurrent first uses shared one start
+            assert await pid_of("alpha@precise") == pids[0]  # sampling only: same process
+            assert await pid_of("alpha@big") != pids[0]  # load-time flag: its own process
+            assert dict(models.request_defaults("alpha@precise")) == {
+                "temperature": 0.0,
+                "top_k": 1,
+            }
+            with pytest.raises(UnknownModelError):
+                models.resolve("nope")
+            assert await models.unload("alpha")
+            assert await pid_of("alpha") != pids[0]  # started again on the next lease
+            alive = [s.sidecar.pid for s in models._reconciler.supervisor.statuses()]
+    assert alive and all(pid is not None and not pid_alive(pid) for pid in alive)

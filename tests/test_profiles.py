@@ -119,6 +119,22 @@ def test_missing_env_variable_is_an_error_with_its_line(tmp_path: Path) -> None:
     assert "not set" in issue.message
 
 
+def test_unset_whole_value_reports_only_the_variable(tmp_path: Path) -> None:
+    """No follow-on errors (wrong type, model without a source) from an unset variable; other
+    problems of the same model are still reported."""
+    path = write(
+        tmp_path / "p.yaml",
+        "server:\n  max_sidecars: ${env.N}\nmodels:\n  m:\n    path: ${env.NOPE}\n"
+        "    args: [--bogus]\n",
+    )
+    found = issues(path)
+    assert sorted((i.path, "not set" in i.message) for i in found) == [
+        ("models.m.args[0]", False),
+        ("models.m.path", True),
+        ("server.max_sidecars", True),
+    ]
+
+
 def test_unknown_placeholder_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path / "p.yaml", "models:\n  m:\n    path: ${HOME}/m.gguf\n")
     assert "use ${env.NAME}" in find(issues(path), "unknown placeholder").message

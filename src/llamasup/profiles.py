@@ -92,9 +92,34 @@ def load_texts(
     if log.errors or profiles is None:
         order = {name: i for i, (name, _, _) in enumerate(texts)}
         raise ProfileError(
-            sorted(log.errors, key=lambda issue: (order.get(issue.file, 0), issue.line or 0))
+            sorted(
+                _without_follow_ons(log.errors),
+                key=lambda issue: (order.get(issue.file, 0), issue.line or 0),
+            )
         )
     return profiles
+
+
+def _without_follow_ons(found: Sequence[ProfileIssue]) -> list[ProfileIssue]:
+    """Drop what an unset ``${env.X}`` caused downstream (the value's type, the model's
+    missing source): the unset variable is the one thing to fix there."""
+    unset = {
+        (issue.file, issue.path)
+        for issue in found
+        if issue.message.startswith("environment variable ") and "is not set" in issue.message
+    }
+    if not unset:
+        return list(found)
+
+    def follow_on(issue: ProfileIssue) -> bool:
+        if (issue.file, issue.path) in unset and "is not set" not in issue.message:
+            return True
+        return any(
+            file == issue.file and issue.path and path.startswith(issue.path + ".")
+            for file, path in unset
+        )
+
+    return [issue for issue in found if not follow_on(issue)]
 
 
 def _revision(texts: Sequence[tuple[str, str, Path]]) -> str:

@@ -218,9 +218,20 @@ async def running_service(
     watch: bool = True,
     environ: Mapping[str, str] | None = None,
     shutdown_timeout: float = 10.0,
+    listen: tuple[str, int] | None = None,
+    allow_public: bool = False,
 ) -> AsyncIterator[RunningService]:
+    """``listen`` is the address the service believes it serves on (what ``--listen`` sets);
+    the test server itself always binds 127.0.0.1."""
     env = dict(os.environ if environ is None else environ)
-    service = Service(path, load_profiles(path, env), environ=env, watch=watch)
+    service = Service(
+        path,
+        load_profiles(path, env),
+        environ=env,
+        watch=watch,
+        listen=listen,
+        allow_public=allow_public,
+    )
     port = free_port()
     server = _Server(uvicorn_config(service.asgi, host="127.0.0.1", port=port, lifespan="off"))
     await service.start()

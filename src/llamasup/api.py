@@ -19,7 +19,7 @@ from llamasup.api_logs import send_logs
 from llamasup.asgi import ClientGoneError, Receive, Scope, Send, read_body, send_json
 from llamasup.errors import ProfileError
 from llamasup.openai_errors import ProxyError
-from llamasup.profile_store import ApplyError
+from llamasup.profile_store import ApplyError, PersistError
 
 if TYPE_CHECKING:
     from llamasup.app import Service
@@ -98,6 +98,8 @@ class ControlApi:
                 "nothing was changed",
                 errors=[issue.as_dict() for issue in exc.issues],
             ) from exc
+        except PersistError as exc:
+            raise ApiError(500, "persist_failed", str(exc)) from exc
         except (ApplyError, ValueError) as exc:
             raise ApiError(400, "bad_apply", str(exc)) from exc
         await send_json(send, 200, result)

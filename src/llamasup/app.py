@@ -18,9 +18,10 @@ from pathlib import Path
 from llamasup.api import ControlApi
 from llamasup.asgi import ASGIApp
 from llamasup.auth import ApiKey, ApiKeyError, AuthGate, load_keys
+from llamasup.errors import ProfileIssue
 from llamasup.metrics import Metrics
 from llamasup.profile_store import ProfileStore, ReloadResult
-from llamasup.profile_types import Profiles, ServerConfig
+from llamasup.profile_types import Profiles, ServerConfig, http_url, is_loopback
 from llamasup.proxy import ProxyApp, create_proxy_app
 from llamasup.reconciler import Reconciler
 from llamasup.restart import RestartPolicy
@@ -73,11 +74,15 @@ class Service:
         *,
         environ: Mapping[str, str] | None = None,
         watch: bool = True,
-        listen_url: str | None = None,
+        listen: tuple[str, int] | None = None,
+        allow_public: bool = False,
     ) -> None:
         self.path = path
         #: where this process listens (``--listen`` may override the profile's ``listen``)
-        self.listen_url = profiles.server.listen_url if listen_url is None else listen_url
+        host, port = listen or (profiles.server.listen_host, profiles.server.listen_port)
+        self.listen_host = host
+        self.listen_url = http_url(host, port)
+        self._allow_public = allow_public
         self.environ = os.environ if environ is None else environ
         self.started_with = profiles.server
         self.events = ServiceEvents()
@@ -86,7 +91,9 @@ class Service:
             sidecar_settings(profiles.server), policy=restart_policy(profiles.server)
         )
         self.reconciler = Reconciler(profiles, self.supervisor)
-        self.store = ProfileStore(path, profiles, self._adopt, environ=self.environ)
+        self.store = ProfileStore(
+            path, profiles, self._adopt, environ=self.environ, vet=self._exposure_issues
+        )
         self.metrics = Metrics(self)
         self.control = ControlApi(self)
         self.proxy: ProxyApp = create_proxy_app(
@@ -104,13 +111,36 @@ class Service:
     def profiles(self) -> Profiles:
         return self.store.current
 
-    def _adopt(self, profiles: Profiles) -> None:
+    def _exposure_issues(self, candidate: Profiles) -> list[ProfileIssue]:
+        """A running front on a non-loopback address never loses its last key to a reload or
+        an apply (the check ``serve`` makes at startup, kept for the life of the process)."""
+        server = candidate.server
+        if is_loopback(self.listen_host) or server.api_keys or not self.keys:
+            return []
+        if self._allow_public or server.allow_public_listen:
+            return []
+        return [
+            ProfileIssue(
+                candidate.source,
+                None,
+                "server.api_keys",
+                f"llamasup listens on {self.listen_host} and this change removes every API key, "
+                "which would open it to the network: keep a key, or set allow_public_listen: "
+                "true if the network is trusted",
+            )
+        ]
+
+    def _refresh_keys(self, profiles: Profiles) -> None:
+        """Read the keys' values again (a rotated key file takes effect on the next reload)."""
         try:
             self.keys = load_keys(profiles.server.api_keys, self.environ)
             self.events.auth_error = None
         except ApiKeyError as exc:
             self.events.auth_error = f"{exc} (the previous keys stay in force)"
             logger.error("%s", self.events.auth_error)
+
+    def _adopt(self, profiles: Profiles) -> None:
+        self._refresh_keys(profiles)
         self.events.restart_needed = [
             name
             for name in _RESTART_ONLY
@@ -135,7 +165,10 @@ class Service:
         self.reconciler.trigger()
 
     async def reload(self, trigger: str) -> ReloadResult:
-        return await self.store.reload(trigger)
+        result = await self.store.reload(trigger)
+        if result.result == "unchanged":
+            self._refresh_keys(self.store.current)
+        return result
 
     async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a budget
         """Stop watching and reconciling, then stop every sidecar in parallel within ``timeout``."""

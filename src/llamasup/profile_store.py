@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,10 @@ ReloadOutcome = Literal["ok", "unchanged", "error"]
 
 class ApplyError(LlamasupError):
     """An apply request that cannot be carried out as asked (not a profile validation error)."""
+
+
+class PersistError(LlamasupError):
+    """A valid apply that could not be written to the profile path (nothing was adopted)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,14 @@ class ProfileStore:
         *,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        vet: Callable[[Profiles], Sequence[ProfileIssue]] | None = None,
     ) -> None:
         self.path = path
         self.current = profiles
         self._on_change = on_change
+        #: problems that make a valid profile set unacceptable to this running llamasup
+        #: (a reload or apply with any is refused like an invalid one)
+        self._vet = vet
         self._environ = os.environ if environ is None else environ
         self._clock = clock
         self.loaded_at = clock()
@@ -78,6 +86,7 @@ class ProfileStore:
         async with self._lock:
             try:
                 candidate = await asyncio.to_thread(load_profiles, self.path, self._environ)
+                self._check(candidate)
             except ProfileError as exc:
                 for issue in exc.issues:
                     logger.error("reload (%s) rejected: %s", trigger, issue)
@@ -115,7 +124,14 @@ class ProfileStore:
         texts = [
             (str(directory / target), files[name], directory.resolve()) for name, target in names
         ]
-        return load_texts(texts, source=str(self.path), environ=self._environ)
+        candidate = load_texts(texts, source=str(self.path), environ=self._environ)
+        self._check(candidate)
+        return candidate
+
+    def _check(self, candidate: Profiles) -> None:
+        issues = tuple(self._vet(candidate)) if self._vet is not None else ()
+        if issues:
+            raise ProfileError(issues)
 
     async def apply(self, files: Mapping[str, str]) -> tuple[Profiles, ReloadResult]:
         """Validate, persist atomically, adopt. Raises ProfileError or ApplyError."""
@@ -144,29 +160,61 @@ class ProfileStore:
         return pairs
 
     def _persist(self, files: Mapping[str, str]) -> None:
+        """Write the set so that a failure leaves the profile path as it was, as far as the
+        file system allows: every file is written to a temp file and synced first, then all
+        are renamed into place, and only then are files the set no longer has removed."""
         targets = self._target_names(files)
         directory = self.path if self.is_directory else self.path.parent
-        for name, target in targets:
-            _atomic_write(directory / target, files[name])
-        if self.is_directory:
-            keep = {target for _, target in targets}
-            for stale in profile_files(self.path):
-                if stale.name not in keep:
-                    stale.unlink()
-        _fsync_directory(directory)
+        for _, target in targets:
+            path = directory / target
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise PersistError(f"cannot write {path}: it exists and is not a regular file")
+        staged: list[tuple[Path, Path]] = []
+        try:
+            try:
+                for name, target in targets:
+                    staged.append(
+                        (_staged_copy(directory / target, files[name]), directory / target)
+                    )
+            except OSError as exc:
+                raise PersistError(
+                    f"cannot write the profile set to {directory}: {_why(exc)}"
+                ) from exc
+            try:
+                for temp, path in staged:
+                    os.replace(temp, path)
+                if self.is_directory:
+                    keep = {target for _, target in targets}
+                    for stale in profile_files(self.path):
+                        if stale.name not in keep:
+                            stale.unlink()
+                _fsync_directory(directory)
+            except OSError as exc:
+                raise PersistError(
+                    f"the profile set was only partly written to {directory}: {_why(exc)}; "
+                    "the running profiles are unchanged, fix the cause and apply again"
+                ) from exc
+        finally:
+            for temp, _ in staged:
+                temp.unlink(missing_ok=True)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _staged_copy(path: Path, text: str) -> Path:
+    """``text`` in a synced temp file beside ``path``."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    return Path(temp)
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) if exc.filename is None else f"{exc.filename}: {exc.strerror}"
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -160,10 +160,14 @@ class Reconciler:
         try:
             yield Lease(key, self.supervisor.settings.host, port)
         finally:
-            remaining = self._in_flight[key] - 1
-            self._in_flight[key] = remaining
+            # the count is per key and outlives a sidecar stopped under it (a drain that ran
+            # past stop_grace): a lease of the key's next sidecar is counted on top, and this
+            # one ending takes away only its own request
+            remaining = max(self._in_flight.get(key, 0) - 1, 0)
             self._last_used[key] = self._clock()
-            if remaining == 0:
+            if remaining:
+                self._in_flight[key] = remaining
+            else:
                 self._in_flight.pop(key, None)
                 self._executor.idle(key)
                 if self.demands.keys() or self._over_limits():
@@ -403,7 +407,6 @@ class Reconciler:
     def note_stopped(self, key: str, model: str, reason: StopReason) -> None:
         """A sidecar the plan stopped: a preload one still wanted keeps its record (see
         ``_keeps_record``); anything else is forgotten and comes back when asked for."""
-        self._in_flight.pop(key, None)
         if self._keeps_record(key, reason):
             self._tombstones[key] = Have(key=key, model=model, state="stopped")
             return

@@ -24,7 +24,7 @@ import uvicorn
 
 from llamasup.app import Service
 from llamasup.errors import LlamasupError
-from llamasup.profile_types import Profiles, http_url
+from llamasup.profile_types import Profiles
 from llamasup.proxy_server import uvicorn_config
 
 logger = logging.getLogger("llamasup")
@@ -86,7 +86,12 @@ class _Server(uvicorn.Server):
 
 
 async def run(options: ServeOptions, profiles: Profiles) -> int:
-    service = Service(options.path, profiles, listen_url=http_url(options.host, options.port))
+    service = Service(
+        options.path,
+        profiles,
+        listen=(options.host, options.port),
+        allow_public=options.allow_public,
+    )
     # connections get as long to finish as a drained sidecar stop (server.stop_grace)
     config = uvicorn_config(
         service.asgi,

@@ -245,3 +245,80 @@ def test_sd_notify_without_or_with_a_dead_socket(tmp_path: Path) -> None:
     assert sd_notify("READY=1", {}) is False
     assert sd_notify("READY=1", {"NOTIFY_SOCKET": ""}) is False
     assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "nobody.sock")}) is False
+
+
+# --- keys over the life of a running service ----------------------------------------------------
+
+
+def _admin(key: str = ADMIN) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def test_a_reload_re_reads_a_rotated_key_file(tmp_path: Path, fake_server_bin: Path) -> None:
+    root = _profiles_with_keys(tmp_path, fake_server_bin)
+    async with running_service(root, watch=False, environ=_environ()) as running:
+        client = running.client
+        await chat(client, "alpha", headers={"x-api-key": INFERENCE})
+        (root / "app.key").write_text("sk-app-rotated\n")
+        # the profile text is the same, so the revision is too; the key's value is not
+        assert (await running.service.reload("sighup")).result == "unchanged"
+        old = await client.post("/v1/chat/completions", json=CHAT, headers=_admin(INFERENCE))
+        _assert_llamasup_error(old, 401)
+        await chat(client, "alpha", headers={"x-api-key": "sk-app-rotated"})
+
+        (root / "app.key").write_text("")  # an unusable key file keeps the keys in force
+        assert (await running.service.reload("sighup")).result == "unchanged"
+        await chat(client, "alpha", headers={"x-api-key": "sk-app-rotated"})
+        status = (await client.get("/api/status", headers=_admin())).json()
+        assert "app.key is empty" in status["profiles"]["auth_error"]
+        assert "previous keys stay in force" in status["profiles"]["auth_error"]
+
+
+@pytest.mark.parametrize("how", ["reload", "apply"])
+async def test_an_exposed_front_never_loses_its_last_key(
+    tmp_path: Path, fake_server_bin: Path, how: str
+) -> None:
+    root = _profiles_with_keys(tmp_path, fake_server_bin)
+    state = tmp_path / "state"
+    with_keys = (root / "p.yaml").read_text()
+    without = fake_profile(fake_server_bin, state, {"alpha": "", "beta": ""})
+    write_model_files(tmp_path, ["beta"])
+    async with running_service(
+        root, watch=False, environ=_environ(), listen=("0.0.0.0", 8402)
+    ) as running:
+        client = running.client
+        revision = running.service.profiles.revision
+        if how == "reload":
+            (root / "p.yaml").write_text(without)
+            result = await running.service.reload("watch")
+            assert result.result == "error"
+            [issue] = result.errors
+            message = issue.message
+        else:
+            reply = await client.post(
+                "/api/apply", json={"files": {"p.yaml": without}}, headers=_admin()
+            )
+            assert reply.status_code == 422, reply.text
+            [error] = reply.json()["errors"]
+            message = error["message"]
+            assert (root / "p.yaml").read_text() == with_keys  # nothing was written
+        assert "0.0.0.0" in message and "removes every API key" in message
+        assert running.service.profiles.revision == revision  # beta did not arrive either
+        _assert_llamasup_error(await client.post("/v1/chat/completions", json=CHAT), 401)
+        _assert_llamasup_error(await client.get("/api/status"), 401)
+
+        # saying so explicitly is accepted, as it is at startup
+        trusted = without.replace("server:\n", "server:\n  allow_public_listen: true\n")
+        (root / "p.yaml").write_text(trusted)
+        assert (await running.service.reload("watch")).result == "ok"
+        assert (await client.get("/api/status")).status_code == 200
+
+
+async def test_a_loopback_front_may_drop_its_keys(tmp_path: Path, fake_server_bin: Path) -> None:
+    root = _profiles_with_keys(tmp_path, fake_server_bin)
+    async with running_service(root, watch=False, environ=_environ()) as running:
+        (root / "p.yaml").write_text(
+            fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""})
+        )
+        assert (await running.service.reload("watch")).result == "ok"
+        assert (await running.client.get("/api/status")).status_code == 200

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from service_helpers import (
 )
 
 from llamasup import __version__
+from llamasup.profile_store import PersistError, ProfileStore
+from llamasup.profiles import load_profiles
 
 pytestmark = pytest.mark.anyio
 
@@ -316,6 +320,61 @@ async def test_apply_errors(tmp_path: Path, fake_server_bin: Path) -> None:
             unknown = await running.client.get(path)
             assert unknown.status_code == 404, path
             assert unknown.json()["error"]["code"] == "not_found"
+
+
+async def test_apply_that_cannot_be_written_changes_nothing(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta"])
+    original = setup.text({"alpha": ""})
+    (setup.root / "p.yaml").write_text(original)
+    (setup.root / "q.yaml").mkdir()  # a target that is not a regular file
+    files = {"p.yaml": original, "q.yaml": models_yaml(setup.state, {"beta": ""})}
+    async with running_service(setup.root, watch=False) as running:
+        revision = running.service.profiles.revision
+        reply = await running.client.post("/api/apply", json={"files": files})
+        assert reply.status_code == 500, reply.text
+        assert reply.json()["error"]["code"] == "persist_failed"
+        assert "q.yaml" in reply.json()["error"]["message"]
+        assert running.service.profiles.revision == revision
+        assert (setup.root / "p.yaml").read_text() == original
+        assert sorted(p.name for p in setup.root.iterdir()) == ["p.yaml", "q.yaml"]
+
+
+def test_a_write_failing_midway_leaves_every_file_as_it_was(
+    tmp_path: Path, fake_server_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set is staged in full before anything is renamed into place, and files the set
+    drops are removed last: a disk filling up on the second file changes nothing."""
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta", "gamma"])
+    before = {
+        "00-server.yaml": setup.text({"alpha": ""}),
+        "10-beta.yaml": models_yaml(setup.state, {"beta": ""}),
+        "20-gamma.yaml": models_yaml(setup.state, {"gamma": ""}),
+    }
+    for name, text in before.items():
+        (setup.root / name).write_text(text)
+    store = ProfileStore(setup.root, load_profiles(setup.root, {}), lambda _: None, environ={})
+    after = {
+        "00-server.yaml": setup.text({"alpha": "aliases: [a]"}),
+        "10-beta.yaml": models_yaml(setup.state, {"beta": "aliases: [b]"}),
+    }
+    real_fsync = os.fsync
+    calls: list[int] = []
+
+    def full_disk(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(PersistError, match="No space left on device"):
+        store._persist(after)
+    assert {p.name: p.read_text() for p in setup.root.iterdir()} == before
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    store._persist(after)
+    assert {p.name: p.read_text() for p in setup.root.iterdir()} == after
 
 
 # --- unload and sidecars ----------------------------------------------------------------------

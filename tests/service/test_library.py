@@ -66,3 +66,27 @@ async def test_lazy_start_warm_reuse_and_cleanup(tmp_path: Path, fake_server_bin
             assert await pid_of("alpha") != pids[0]  # started again on the next lease
             alive = [s.sidecar.pid for s in models._reconciler.supervisor.statuses()]
     assert alive and all(pid is not None and not pid_alive(pid) for pid in alive)
+
+
+async def test_a_lease_outliving_its_stopped_sidecar_keeps_counts_exact(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    """A lease still held when its sidecar is stopped (the drain outlasted stop_grace) must
+    neither crash when it ends nor take a later lease's count of the same key with it (that
+    count is what protects the new sidecar from eviction mid-request)."""
+    write_model_files(tmp_path, ["alpha"])
+    path = tmp_path / "profiles.yaml"
+    text = fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}, stop_grace="0.3s")
+    path.write_text(text)
+    async with local_models(path) as models:
+        reconciler = models._reconciler
+        old_lease = models.lease("alpha")
+        old = await old_lease.__aenter__()
+        assert await models.unload("alpha")  # drains 0.3 s, then stops it under the lease
+        assert reconciler.supervisor.get(old.key) is None
+        async with models.lease("alpha") as new:
+            assert new.key == old.key
+            assert reconciler.in_flight(new.key) == 2  # the old request has not ended yet
+            await old_lease.__aexit__(None, None, None)
+            assert reconciler.in_flight(new.key) == 1
+        assert reconciler.in_flight(new.key) == 0

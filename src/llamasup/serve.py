@@ -103,31 +103,34 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
     server = _Server(config)
     stopping = asyncio.Event()
     signals = _Signals(service, server, stopping)
-    await service.start()
-    serving = asyncio.create_task(_serve(server), name="uvicorn")
-    try:
-        while not server.started:
-            if serving.done():
-                break
-            await asyncio.sleep(0.01)
-        if not server.started:
-            await service.close(SHUTDOWN_TIMEOUT)
-            print(f"llamasup: cannot listen on {options.host}:{options.port}", file=sys.stderr)
-            return 1
-        with signals.installed():
-            url = service.listen_url
-            print(
-                f"llamasup: serving {len(profiles.models)} models from {options.path} "
-                f"(revision {service.profiles.revision}) on {url}; OpenAI API at {url}/v1, "
-                f"status at {url}/api/status",
-                file=sys.stderr,
-                flush=True,
-            )
-            sd_notify("READY=1")
-            await asyncio.wait(
-                {serving, asyncio.create_task(stopping.wait())},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+    # handlers go in before anything starts: a SIGTERM while preload sidecars are still
+    # loading is a clean shutdown too, not Python's default exit
+    with signals.installed():
+        await service.start()
+        serving = asyncio.create_task(_serve(server), name="uvicorn")
+        try:
+            while not server.started and not stopping.is_set():
+                if serving.done():
+                    break
+                await asyncio.sleep(0.01)
+            if not server.started and not stopping.is_set():
+                await service.close(SHUTDOWN_TIMEOUT)
+                print(f"llamasup: cannot listen on {options.host}:{options.port}", file=sys.stderr)
+                return 1
+            if not stopping.is_set():
+                url = service.listen_url
+                print(
+                    f"llamasup: serving {len(profiles.models)} models from {options.path} "
+                    f"(revision {service.profiles.revision}) on {url}; OpenAI API at {url}/v1, "
+                    f"status at {url}/api/status",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                sd_notify("READY=1")
+                await asyncio.wait(
+                    {serving, asyncio.create_task(stopping.wait())},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             sd_notify("STOPPING=1")
             print(
                 "llamasup: shutting down (a second signal forces it)", file=sys.stderr, flush=True
@@ -137,9 +140,9 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
             server.should_exit = True
             await asyncio.wait({serving}, timeout=profiles.server.stop_grace + 5.0)
             await service.close(SHUTDOWN_TIMEOUT)
-    finally:
-        if not serving.done():
-            serving.cancel()
+        finally:
+            if not serving.done():
+                serving.cancel()
     return 0
 
 

@@ -34,7 +34,11 @@ def default_profile_path(environ: Mapping[str, str] | None = None) -> Path:
 
 def add_output_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-o", "--output", choices=("text", "json"), default="text", help="output format"
+        "-o",
+        "--output",
+        choices=("text", "table", "json"),
+        default="text",
+        help="output format (table = text)",
     )
 
 

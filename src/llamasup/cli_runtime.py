@@ -58,7 +58,11 @@ def register(commands: Any) -> None:
         "Exit 0 found, 1 none.",
     )
     which.add_argument(
-        "-o", "--output", choices=("text", "json"), default="text", help="output format"
+        "-o",
+        "--output",
+        choices=("text", "table", "json"),
+        default="text",
+        help="output format (table = text)",
     )
     which.set_defaults(handler=run_which)
 

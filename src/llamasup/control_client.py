@@ -163,7 +163,11 @@ def add_connection_flags(parser: argparse.ArgumentParser, *, output: bool = True
     parser.add_argument("--api-key", metavar="KEY", help=f"admin API key (default: ${API_KEY_ENV})")
     if output:
         parser.add_argument(
-            "-o", "--output", choices=("table", "json"), default="table", help="output format"
+            "-o",
+            "--output",
+            choices=("table", "text", "json"),
+            default="table",
+            help="output format (text = table)",
         )
 
 

@@ -19,7 +19,8 @@ from llamasup.api_logs import send_logs
 from llamasup.asgi import ClientGoneError, Receive, Scope, Send, read_body, send_json
 from llamasup.errors import ProfileError
 from llamasup.openai_errors import ProxyError
-from llamasup.profile_store import ApplyError, PersistError
+from llamasup.profile_persist import PersistError
+from llamasup.profile_store import ApplyError
 
 if TYPE_CHECKING:
     from llamasup.app import Service

@@ -92,7 +92,12 @@ class Service:
         )
         self.reconciler = Reconciler(profiles, self.supervisor)
         self.store = ProfileStore(
-            path, profiles, self._adopt, environ=self.environ, vet=self._exposure_issues
+            path,
+            profiles,
+            self._adopt,
+            environ=self.environ,
+            vet=self._exposure_issues,
+            on_unchanged=self._refresh_keys,
         )
         self.metrics = Metrics(self)
         self.control = ControlApi(self)
@@ -131,7 +136,8 @@ class Service:
         ]
 
     def _refresh_keys(self, profiles: Profiles) -> None:
-        """Read the keys' values again (a rotated key file takes effect on the next reload)."""
+        """Read the keys' values again (a rotated key file takes effect on the next reload or
+        apply, even one whose profile text is unchanged)."""
         try:
             self.keys = load_keys(profiles.server.api_keys, self.environ)
             self.events.auth_error = None
@@ -165,10 +171,7 @@ class Service:
         self.reconciler.trigger()
 
     async def reload(self, trigger: str) -> ReloadResult:
-        result = await self.store.reload(trigger)
-        if result.result == "unchanged":
-            self._refresh_keys(self.store.current)
-        return result
+        return await self.store.reload(trigger)
 
     async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a budget
         """Stop watching and reconciling, then stop every sidecar in parallel within ``timeout``."""

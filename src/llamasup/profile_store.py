@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
+from llamasup.profile_persist import write_set
 from llamasup.profiles import PROFILE_SUFFIXES, Profiles, load_profiles, load_texts, profile_files
 
 logger = logging.getLogger(__name__)
@@ -28,10 +28,6 @@ ReloadOutcome = Literal["ok", "unchanged", "error"]
 
 class ApplyError(LlamasupError):
     """An apply request that cannot be carried out as asked (not a profile validation error)."""
-
-
-class PersistError(LlamasupError):
-    """A valid apply that could not be written to the profile path (nothing was adopted)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +58,7 @@ class ProfileStore:
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         vet: Callable[[Profiles], Sequence[ProfileIssue]] | None = None,
+        on_unchanged: Callable[[Profiles], None] | None = None,
     ) -> None:
         self.path = path
         self.current = profiles
@@ -69,6 +66,9 @@ class ProfileStore:
         #: problems that make a valid profile set unacceptable to this running llamasup
         #: (a reload or apply with any is refused like an invalid one)
         self._vet = vet
+        #: told a reload or apply that found the same revision (what it read besides the
+        #: profile text, such as key files, may still have changed)
+        self._on_unchanged = on_unchanged
         self._environ = os.environ if environ is None else environ
         self._clock = clock
         self.loaded_at = clock()
@@ -96,6 +96,8 @@ class ProfileStore:
 
     def _adopt(self, candidate: Profiles, trigger: str) -> ReloadResult:
         if candidate.revision == self.current.revision:
+            if self._on_unchanged is not None:
+                self._on_unchanged(self.current)
             return self._record(trigger, "unchanged", candidate.revision)
         logger.info("profiles %s -> %s (%s)", self.current.revision, candidate.revision, trigger)
         self.current = candidate
@@ -160,69 +162,12 @@ class ProfileStore:
         return pairs
 
     def _persist(self, files: Mapping[str, str]) -> None:
-        """Write the set so that a failure leaves the profile path as it was, as far as the
-        file system allows: every file is written to a temp file and synced first, then all
-        are renamed into place, and only then are files the set no longer has removed."""
+        """Write the set to the profile path, all or nothing (see ``profile_persist``)."""
         targets = self._target_names(files)
         directory = self.path if self.is_directory else self.path.parent
-        for _, target in targets:
-            path = directory / target
-            if path.is_symlink() or (path.exists() and not path.is_file()):
-                raise PersistError(f"cannot write {path}: it exists and is not a regular file")
-        staged: list[tuple[Path, Path]] = []
-        try:
-            try:
-                for name, target in targets:
-                    staged.append(
-                        (_staged_copy(directory / target, files[name]), directory / target)
-                    )
-            except OSError as exc:
-                raise PersistError(
-                    f"cannot write the profile set to {directory}: {_why(exc)}"
-                ) from exc
-            try:
-                for temp, path in staged:
-                    os.replace(temp, path)
-                if self.is_directory:
-                    keep = {target for _, target in targets}
-                    for stale in profile_files(self.path):
-                        if stale.name not in keep:
-                            stale.unlink()
-                _fsync_directory(directory)
-            except OSError as exc:
-                raise PersistError(
-                    f"the profile set was only partly written to {directory}: {_why(exc)}; "
-                    "the running profiles are unchanged, fix the cause and apply again"
-                ) from exc
-        finally:
-            for temp, _ in staged:
-                temp.unlink(missing_ok=True)
-
-
-def _staged_copy(path: Path, text: str) -> Path:
-    """``text`` in a synced temp file beside ``path``."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return Path(temp)
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc) if exc.filename is None else f"{exc.filename}: {exc.strerror}"
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - not possible on Windows
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        writes = [(directory / target, files[name]) for name, target in targets]
+        stale: list[Path] = []
+        if self.is_directory:
+            keep = {target for _, target in targets}
+            stale = [path for path in profile_files(self.path) if path.name not in keep]
+        write_set(writes, stale)

@@ -425,6 +425,9 @@ class Reconciler:
 
     def started(self, key: str) -> None:
         self._tombstones.pop(key, None)
+        # a new process starts its idle time when ready, whatever an earlier sidecar of the
+        # key (or a lease that outlived it) left behind
+        self._last_used.pop(key, None)
         self.demands.notify(key)
 
 

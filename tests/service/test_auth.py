@@ -302,6 +302,11 @@ async def test_an_exposed_front_never_loses_its_last_key(
             [error] = reply.json()["errors"]
             message = error["message"]
             assert (root / "p.yaml").read_text() == with_keys  # nothing was written
+            dry = await client.post(
+                "/api/apply?dry_run=1", json={"files": {"p.yaml": without}}, headers=_admin()
+            )
+            assert dry.status_code == 422, dry.text  # a dry run says what the apply would
+            assert dry.json()["errors"][0]["path"] == "server.api_keys"
         assert "0.0.0.0" in message and "removes every API key" in message
         assert running.service.profiles.revision == revision  # beta did not arrive either
         _assert_llamasup_error(await client.post("/v1/chat/completions", json=CHAT), 401)
@@ -312,6 +317,34 @@ async def test_an_exposed_front_never_loses_its_last_key(
         (root / "p.yaml").write_text(trusted)
         assert (await running.service.reload("watch")).result == "ok"
         assert (await client.get("/api/status")).status_code == 200
+
+
+async def test_allow_public_lets_an_exposed_front_drop_its_keys(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    root = _profiles_with_keys(tmp_path, fake_server_bin)
+    async with running_service(
+        root, watch=False, environ=_environ(), listen=("0.0.0.0", 8402), allow_public=True
+    ) as running:
+        (root / "p.yaml").write_text(
+            fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""})
+        )
+        assert (await running.service.reload("watch")).result == "ok"
+        assert (await running.client.get("/api/status")).status_code == 200
+
+
+async def test_an_unchanged_apply_also_re_reads_key_files(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    root = _profiles_with_keys(tmp_path, fake_server_bin)
+    text = (root / "p.yaml").read_text()
+    async with running_service(root, watch=False, environ=_environ()) as running:
+        (root / "app.key").write_text("sk-app-rotated\n")
+        reply = await running.client.post(
+            "/api/apply", json={"files": {"p.yaml": text}}, headers=_admin()
+        )
+        assert (reply.status_code, reply.json()["result"]) == (200, "unchanged")
+        await chat(running.client, "alpha", headers={"x-api-key": "sk-app-rotated"})
 
 
 async def test_a_loopback_front_may_drop_its_keys(tmp_path: Path, fake_server_bin: Path) -> None:

@@ -23,7 +23,8 @@ from service_helpers import (
 )
 
 from llamasup import __version__
-from llamasup.profile_store import PersistError, ProfileStore
+from llamasup.profile_persist import PersistError
+from llamasup.profile_store import ProfileStore
 from llamasup.profiles import load_profiles
 
 pytestmark = pytest.mark.anyio

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import fake_profile, pid_alive, write_model_files
+from service_helpers import fake_profile, pid_alive, port_range, wait_for, write_model_files
 
 from llamasup.errors import UnknownModelError
 from llamasup.library import local_models
+from llamasup.profiles import load_profiles
 
 pytestmark = pytest.mark.anyio
 
@@ -90,3 +92,48 @@ async def test_a_lease_outliving_its_stopped_sidecar_keeps_counts_exact(
             await old_lease.__aexit__(None, None, None)
             assert reconciler.in_flight(new.key) == 1
         assert reconciler.in_flight(new.key) == 0
+
+
+async def test_a_restarted_key_does_not_inherit_an_old_last_use(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    """A lease that ends after its sidecar was replaced stamps the key's last use; a sidecar of
+    that key started later must count its idle time from its own start, or a preload with a
+    ttl is stopped as idle the moment it is ready."""
+    write_model_files(tmp_path, ["alpha"])
+    ports = port_range()
+    texts = {
+        name: fake_profile(
+            fake_server_bin,
+            tmp_path / "state",
+            {"alpha": f"preload: true\nttl: 1s{args}"},
+            stop_grace="0.3s",
+            ports=ports,
+        )
+        for name, args in (("a", ""), ("b", "\nargs: [--ctx-size, '1024']"))
+    }
+    for name, text in texts.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    first, second = (load_profiles(tmp_path / f"{name}.yaml", {}) for name in ("a", "b"))
+    async with local_models(first) as models:
+        reconciler = models._reconciler
+        stops: list[tuple[str, str]] = []
+        reconciler.stop_listeners.append(lambda stop: stops.append((stop.key, stop.reason)))
+        old_lease = models.lease("alpha")
+        key = (await old_lease.__aenter__()).key
+        reconciler.set_profiles(second)  # alpha's key changes and is stopped under the lease
+        await wait_for(lambda: reconciler.supervisor.get(key) is None, what="old alpha stopped")
+        await old_lease.__aexit__(None, None, None)
+        await asyncio.sleep(1.2)  # longer than the ttl
+        reverted_at = time.time()
+        reconciler.set_profiles(first)  # the old key is wanted again (preload)
+
+        def ready() -> bool:
+            sidecar = reconciler.supervisor.get(key)
+            return sidecar is not None and str(sidecar.state) == "ready"
+
+        await wait_for(ready, what="alpha back")
+        last_used = reconciler.last_used(key)
+        assert last_used is not None and last_used >= reverted_at
+        await asyncio.sleep(0.3)
+        assert (key, "idle-ttl") not in stops

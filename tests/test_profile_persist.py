@@ -1,0 +1,103 @@
+"""``write_set``: an applied profile set reaches the disk whole, or not at all."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llamasup.profile_persist import PersistError, write_set
+
+
+def _snapshot(directory: Path) -> dict[str, str]:
+    """Every entry of ``directory`` (hidden ones included): name -> text, or -> link target."""
+    out: dict[str, str] = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_symlink():
+            out[path.name] = f"-> {os.readlink(path)}"
+        else:
+            out[path.name] = "<dir>" if path.is_dir() else path.read_text()
+    return out
+
+
+@pytest.fixture
+def profiles(tmp_path: Path) -> Path:
+    root = tmp_path / "profiles"
+    root.mkdir()
+    (root / "00-server.yaml").write_text("server: old\n")
+    (root / "10-beta.yaml").write_text("beta: old\n")
+    (root / "20-gamma.yaml").write_text("gamma: old\n")
+    return root
+
+
+def _failing(real: Callable[..., None], on_call: int) -> Callable[..., None]:
+    calls = 0
+
+    def wrapper(*args: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == on_call:
+            raise OSError(errno.EIO, "Input/output error", str(args[-1]))
+        real(*args)
+
+    return wrapper
+
+
+def test_writes_replaces_and_removes(profiles: Path) -> None:
+    write_set(
+        [(profiles / "00-server.yaml", "server: new\n"), (profiles / "30-new.yaml", "new\n")],
+        [profiles / "10-beta.yaml", profiles / "20-gamma.yaml"],
+    )
+    assert _snapshot(profiles) == {"00-server.yaml": "server: new\n", "30-new.yaml": "new\n"}
+
+
+@pytest.mark.parametrize(
+    ("function", "on_call"),
+    [
+        ("fsync", 2),  # the disk fills while staging the second file
+        ("replace", 2),  # the second file cannot be put in place
+        ("replace", 4),  # the last stale file cannot be moved away (2 installs, 2 removals)
+    ],
+)
+def test_a_failure_at_any_step_changes_nothing(
+    profiles: Path, monkeypatch: pytest.MonkeyPatch, function: str, on_call: int
+) -> None:
+    before = _snapshot(profiles)
+    monkeypatch.setattr(os, function, _failing(getattr(os, function), on_call))
+    with pytest.raises(PersistError, match=r"Input/output error.*nothing was changed"):
+        write_set(
+            [(profiles / "00-server.yaml", "server: new\n"), (profiles / "30-new.yaml", "n\n")],
+            [profiles / "10-beta.yaml", profiles / "20-gamma.yaml"],
+        )
+    monkeypatch.undo()
+    assert _snapshot(profiles) == before  # contents restored, no temp or backup left
+
+
+def test_a_symlinked_target_is_written_through(tmp_path: Path) -> None:
+    repo = tmp_path / "dotfiles"
+    repo.mkdir()
+    (repo / "llamasup.yaml").write_text("old\n")
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "llamasup.yaml").symlink_to(repo / "llamasup.yaml")
+    write_set([(served / "llamasup.yaml", "new\n")])
+    assert (served / "llamasup.yaml").is_symlink()
+    assert _snapshot(repo) == {"llamasup.yaml": "new\n"}
+
+
+def test_a_target_that_is_not_a_file_is_refused(profiles: Path, tmp_path: Path) -> None:
+    (profiles / "40-dir.yaml").mkdir()
+    (profiles / "50-link.yaml").symlink_to(tmp_path)
+    before = _snapshot(profiles)
+    for name, shown in (("40-dir.yaml", "40-dir.yaml:"), ("50-link.yaml", "a link to")):
+        with pytest.raises(PersistError, match=shown):
+            write_set([(profiles / "00-server.yaml", "x\n"), (profiles / name, "x\n")])
+    assert _snapshot(profiles) == before
+
+
+def test_a_missing_directory_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(PersistError, match="No such file or directory; nothing was changed"):
+        write_set([(tmp_path / "gone" / "p.yaml", "x\n")])

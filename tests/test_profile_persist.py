@@ -101,3 +101,51 @@ def test_a_target_that_is_not_a_file_is_refused(profiles: Path, tmp_path: Path) 
 def test_a_missing_directory_is_reported(tmp_path: Path) -> None:
     with pytest.raises(PersistError, match="No such file or directory; nothing was changed"):
         write_set([(tmp_path / "gone" / "p.yaml", "x\n")])
+
+
+def test_a_file_that_cannot_be_put_back_keeps_its_backup(
+    profiles: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_replace = os.replace
+    calls: list[str] = []
+
+    def flaky(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        calls.append(str(dst))
+        # the second install fails, and so does putting the first file back
+        if len(calls) in (2, 3):
+            raise OSError(errno.EIO, "Input/output error", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(PersistError, match=r"could not put back .*00-server\.yaml") as raised:
+        write_set(
+            [(profiles / "00-server.yaml", "server: new\n"), (profiles / "10-beta.yaml", "b\n")]
+        )
+    monkeypatch.undo()
+    after = _snapshot(profiles)
+    [backup] = [name for name in after if name.endswith(".bak")]
+    assert after[backup] == "server: old\n"  # the old text survives, and the error says where
+    assert backup in str(raised.value)
+    assert after["10-beta.yaml"] == "beta: old\n"
+
+
+def test_writes_that_would_lose_text_through_links_are_refused(profiles: Path) -> None:
+    (profiles / "30-link.yaml").symlink_to(profiles / "20-gamma.yaml")
+    before = _snapshot(profiles)
+    # through a link into a file the set drops: the written text would go with it
+    with pytest.raises(PersistError, match=r"link to .*20-gamma\.yaml, which this apply removes"):
+        write_set([(profiles / "30-link.yaml", "x\n")], [profiles / "20-gamma.yaml"])
+    # two names of one file: one text would silently win
+    with pytest.raises(PersistError, match="both are"):
+        write_set([(profiles / "30-link.yaml", "x\n"), (profiles / "20-gamma.yaml", "y\n")])
+    assert _snapshot(profiles) == before
+
+
+def test_permissions_are_kept_and_link_loops_reported(profiles: Path) -> None:
+    (profiles / "10-beta.yaml").chmod(0o640)
+    write_set([(profiles / "10-beta.yaml", "b\n"), (profiles / "40-new.yaml", "n\n")])
+    assert (profiles / "10-beta.yaml").stat().st_mode & 0o777 == 0o640
+    assert (profiles / "40-new.yaml").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    (profiles / "50-loop.yaml").symlink_to(profiles / "50-loop.yaml")
+    with pytest.raises(PersistError, match=r"50-loop\.yaml"):
+        write_set([(profiles / "50-loop.yaml", "x\n")])

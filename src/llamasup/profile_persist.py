@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,33 +32,71 @@ class PersistError(LlamasupError):
 
 def write_set(writes: Sequence[tuple[Path, str]], stale: Sequence[Path] = ()) -> None:
     """Write each ``(path, text)`` and remove each ``stale`` path, or change nothing."""
-    targets = [(_real_target(path), text) for path, text in writes]
+    targets = _targets(writes, stale)
     journal = _Journal()
     try:
         staged = [(journal.stage(real, text), real) for real, text in targets]
         for temp, real in staged:
             journal.install(temp, real)
+        written = [real for _, real in staged]
         for path in stale:
-            journal.remove(path)
+            if not _same_entry_as_written(path, written):
+                journal.remove(path)
         journal.sync()
     except OSError as exc:
-        failed = journal.undo()
-        outcome = (
-            f"; restoring {failed} also failed, check the profile files"
-            if failed
-            else "; nothing was changed"
-        )
+        kept = journal.undo()
+        outcome = "; nothing was changed"
+        if kept:
+            where = ", ".join(f"{path} (its old text is in {backup})" for path, backup in kept)
+            outcome = f"; could not put back {where}"
         raise PersistError(f"cannot write the profile set: {_why(exc)}{outcome}") from exc
     finally:
         journal.discard()
 
 
+def _targets(writes: Sequence[tuple[Path, str]], stale: Sequence[Path]) -> list[tuple[Path, str]]:
+    """Each write's real file (a symbolic link is written through), checked before anything
+    changes: no two writes may land in one file, and none may go through a link into a file
+    the set drops (the applied text would be removed with it)."""
+    targets: list[tuple[Path, str]] = []
+    seen: dict[Path, Path] = {}
+    dropped = {path.resolve(): path for path in stale if not path.is_symlink()}
+    for path, text in writes:
+        real = _real_target(path)
+        if real in seen:
+            raise PersistError(f"cannot write {path} and {seen[real]}: both are {real}")
+        if real in dropped:
+            raise PersistError(
+                f"cannot write {path}: it is a link to {dropped[real]}, which this apply removes"
+            )
+        seen[real] = path
+        targets.append((real, text))
+    return targets
+
+
 def _real_target(path: Path) -> Path:
-    real = path.resolve() if path.is_symlink() else path
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop: RuntimeError before Python 3.13
+        raise PersistError(f"cannot write {path}: {exc}") from exc
     if real.exists() and not real.is_file():
-        shown = str(path) if real == path else f"{path} (a link to {real})"
+        shown = f"{path} (a link to {real})" if path.is_symlink() else str(path)
         raise PersistError(f"cannot write {shown}: it exists and is not a regular file")
     return real
+
+
+def _same_entry_as_written(path: Path, written: Sequence[Path]) -> bool:
+    """A stale name that is one of the files just written under another spelling (a
+    case-insensitive file system): removing it would remove the applied text."""
+    if path.is_symlink():
+        return False
+    for real in written:
+        try:
+            if os.path.samefile(path, real):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class _Journal:
@@ -75,6 +114,9 @@ class _Journal:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        # keep the replaced file's permissions (mkstemp makes 0600); a new file gets 0644
+        mode = stat.S_IMODE(real.stat().st_mode) if real.exists() else 0o644
+        os.chmod(temp, mode)
         return temp
 
     def _new(self, beside: Path, suffix: str) -> Path:
@@ -92,8 +134,8 @@ class _Journal:
                 os.link(real, backup)
             except OSError:  # a file system without hard links
                 shutil.copy2(real, backup)
-        self._done.append((real, backup))
         os.replace(temp, real)
+        self._done.append((real, backup))
         self._directories.add(real.parent)
 
     def remove(self, path: Path) -> None:
@@ -106,9 +148,10 @@ class _Journal:
         for directory in sorted(self._directories):
             _fsync_directory(directory)
 
-    def undo(self) -> str | None:
-        """Put every changed path back; the first one that could not be, if any."""
-        failed: str | None = None
+    def undo(self) -> list[tuple[Path, Path]]:
+        """Put every changed path back; those that could not be, with the backup holding
+        their old text (kept on disk for the operator)."""
+        kept: list[tuple[Path, Path]] = []
         for path, backup in reversed(self._done):
             try:
                 if backup is None:
@@ -117,9 +160,11 @@ class _Journal:
                     os.replace(backup, path)
             except OSError as exc:
                 logger.error("restoring %s after a failed apply: %s", path, exc)
-                failed = failed or str(path)
+                if backup is not None:
+                    kept.append((path, backup))
+                    self._scratch.remove(backup)
         self._done.clear()
-        return failed
+        return kept
 
     def discard(self) -> None:
         for path in self._scratch:

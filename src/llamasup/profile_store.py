@@ -9,6 +9,7 @@ so a restart of ``serve`` comes back with what was applied.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -139,7 +140,15 @@ class ProfileStore:
         """Validate, persist atomically, adopt. Raises ProfileError or ApplyError."""
         async with self._lock:
             candidate = self.candidate(files)
-            await asyncio.to_thread(self._persist, files)
+            writing = asyncio.ensure_future(asyncio.to_thread(self._persist, files))
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                # the thread goes on writing: hold the lock until it is done, or a reload
+                # could read a half-written set
+                with contextlib.suppress(Exception):
+                    await writing
+                raise
             return candidate, self._adopt(candidate, "apply")
 
     def _target_names(self, files: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -66,6 +66,8 @@ class Reconciler:
         self.demands = DemandBook(clock)
         self._in_flight: dict[str, int] = {}
         self._last_used: dict[str, float] = {}
+        #: keys started by a plan and not yet ready (their idle time starts at READY)
+        self._fresh: set[str] = set()
         self._tombstones: dict[str, Have] = {}
         self._executor = Executor(self, supervisor)
         self._dirty = asyncio.Event()
@@ -285,7 +287,11 @@ class Reconciler:
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         if event.status.state is SidecarState.READY:
-            self._last_used.setdefault(event.key, self._clock())
+            if event.key in self._fresh:
+                self._fresh.discard(event.key)
+                self._last_used[event.key] = self._clock()
+            else:  # ready again after a restart: idle since its last request
+                self._last_used.setdefault(event.key, self._clock())
         self.demands.notify(event.key)
         self.trigger()
 
@@ -418,6 +424,7 @@ class Reconciler:
         if key not in self._origins and key not in self._live_keys():
             self._specs.pop(key, None)
             self._last_used.pop(key, None)
+            self._fresh.discard(key)
             self._agents.pop(key, None)
 
     def refuse(self, key: str, reason: str) -> None:
@@ -425,9 +432,9 @@ class Reconciler:
 
     def started(self, key: str) -> None:
         self._tombstones.pop(key, None)
-        # a new process starts its idle time when ready, whatever an earlier sidecar of the
-        # key (or a lease that outlived it) left behind
-        self._last_used.pop(key, None)
+        # a new process starts its idle time when it is ready, whatever an earlier sidecar of
+        # the key (or a lease that outlived it, even one ending while this one loads) left
+        self._fresh.add(key)
         self.demands.notify(key)
 
 

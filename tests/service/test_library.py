@@ -94,19 +94,21 @@ async def test_a_lease_outliving_its_stopped_sidecar_keeps_counts_exact(
         assert reconciler.in_flight(new.key) == 0
 
 
+@pytest.mark.parametrize("released", ["before-the-restart", "while-it-loads"])
 async def test_a_restarted_key_does_not_inherit_an_old_last_use(
-    tmp_path: Path, fake_server_bin: Path
+    tmp_path: Path, fake_server_bin: Path, released: str
 ) -> None:
     """A lease that ends after its sidecar was replaced stamps the key's last use; a sidecar of
-    that key started later must count its idle time from its own start, or a preload with a
-    ttl is stopped as idle the moment it is ready."""
+    that key started later must count its idle time from its own READY, or a preload with a
+    ttl shorter than its load is stopped as idle the moment it is ready."""
     write_model_files(tmp_path, ["alpha"])
     ports = port_range()
+    slow = "env: {FAKE_LLAMA_LOAD_DELAY: '1.5'}"
     texts = {
         name: fake_profile(
             fake_server_bin,
             tmp_path / "state",
-            {"alpha": f"preload: true\nttl: 1s{args}"},
+            {"alpha": f"preload: true\nttl: 1s\n{slow}{args}"},
             stop_grace="0.3s",
             ports=ports,
         )
@@ -123,10 +125,14 @@ async def test_a_restarted_key_does_not_inherit_an_old_last_use(
         key = (await old_lease.__aenter__()).key
         reconciler.set_profiles(second)  # alpha's key changes and is stopped under the lease
         await wait_for(lambda: reconciler.supervisor.get(key) is None, what="old alpha stopped")
-        await old_lease.__aexit__(None, None, None)
-        await asyncio.sleep(1.2)  # longer than the ttl
-        reverted_at = time.time()
+        if released == "before-the-restart":
+            await old_lease.__aexit__(None, None, None)
+            await asyncio.sleep(1.2)  # longer than the ttl
+        released_at = time.time()
         reconciler.set_profiles(first)  # the old key is wanted again (preload)
+        if released == "while-it-loads":
+            await wait_for(lambda: reconciler.supervisor.get(key) is not None, what="respawn")
+            await old_lease.__aexit__(None, None, None)
 
         def ready() -> bool:
             sidecar = reconciler.supervisor.get(key)
@@ -134,6 +140,6 @@ async def test_a_restarted_key_does_not_inherit_an_old_last_use(
 
         await wait_for(ready, what="alpha back")
         last_used = reconciler.last_used(key)
-        assert last_used is not None and last_used >= reverted_at
+        assert last_used is not None and last_used >= released_at + 1.0  # not before READY
         await asyncio.sleep(0.3)
         assert (key, "idle-ttl") not in stops

@@ -341,7 +341,7 @@ class _Planner:
         self.ledger.add(memory, want.group)
         if want.pinned:
             self.permanent.add(memory, want.group)
-        self.starts.append(Start(want.key, reason, _start_detail(want, reason, memory)))
+        self.starts.append(Start(want.key, reason, _start_detail(want, reason, want.memory)))
 
     def _never_fits(self, want: Want, memory: int) -> str:
         limits, held = self.limits, self.permanent
@@ -374,8 +374,8 @@ def _fifo(want: Want) -> tuple[float, str]:
     return (want.demand.since, want.key)
 
 
-def _start_detail(want: Want, reason: StartReason, memory: int) -> str:
-    size = format_bytes(memory)
+def _start_detail(want: Want, reason: StartReason, memory: int | None) -> str:
+    size = "memory not estimated yet" if memory is None else format_bytes(memory)
     if reason == "demand" and want.demand is not None:
         return f"{want.model}: {want.demand.waiting} request(s) waiting; {size}"
     return f"{want.model}: {reason}; {size}"

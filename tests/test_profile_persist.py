@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from llamasup.profile_persist import PersistError, write_set
+from llamasup.profile_persist import JOURNAL_NAME, PersistError, recover, write_set
 
 
 def _snapshot(directory: Path) -> dict[str, str]:
@@ -149,3 +151,73 @@ def test_permissions_are_kept_and_link_loops_reported(profiles: Path) -> None:
     (profiles / "50-loop.yaml").symlink_to(profiles / "50-loop.yaml")
     with pytest.raises(PersistError, match=r"50-loop\.yaml"):
         write_set([(profiles / "50-loop.yaml", "x\n")])
+
+
+# --- a crash halfway: the journal, and recover() at the next start ---------------------------
+
+CRASHING_APPLY = """
+import os, sys
+from pathlib import Path
+from llamasup.profile_persist import write_set
+
+root, name, at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+real, calls = getattr(os, name), 0
+
+def crash_on_call(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == at:
+        os._exit(9)  # like SIGKILL: no undo, no cleanup
+    return real(*args, **kwargs)
+
+setattr(os, name, crash_on_call)
+write_set(
+    [(root / "00-server.yaml", "server: new\\n"), (root / "30-new.yaml", "new\\n")],
+    [root / "10-beta.yaml", root / "20-gamma.yaml"],
+    journal_dir=root,
+)
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "at"),
+    [
+        ("replace", 2),  # journal written, nothing replaced yet
+        ("replace", 3),  # one file replaced
+        ("replace", 5),  # both written, one stale file moved aside
+        ("unlink", 2),  # every change made, the journal not yet removed
+    ],
+)
+def test_recover_rolls_back_an_apply_cut_short_by_a_crash(
+    profiles: Path, function: str, at: int
+) -> None:
+    before = _snapshot(profiles)
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_APPLY, str(profiles), function, str(at)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert crashed.returncode == 9, crashed.stderr
+    crashed_state = _snapshot(profiles)
+    assert JOURNAL_NAME in crashed_state
+    visible = {name: text for name, text in crashed_state.items() if not name.startswith(".")}
+    assert (visible == before) == (at == 2 and function == "replace")  # mid-change, really
+    message = recover(profiles)
+    assert message is not None and "rolled back" in message
+    assert _snapshot(profiles) == before  # every file, and no journal, temp or backup left
+    assert recover(profiles) is None
+
+
+def test_a_completed_apply_leaves_no_journal(profiles: Path) -> None:
+    write_set(
+        [(profiles / "00-server.yaml", "s\n")], [profiles / "10-beta.yaml"], journal_dir=profiles
+    )
+    assert _snapshot(profiles) == {"00-server.yaml": "s\n", "20-gamma.yaml": "gamma: old\n"}
+    assert recover(profiles) is None
+
+
+def test_an_unreadable_journal_is_reported(profiles: Path) -> None:
+    (profiles / JOURNAL_NAME).write_text("{not json")
+    with pytest.raises(PersistError, match="unreadable apply journal"):
+        recover(profiles)

@@ -14,6 +14,7 @@ from typing import Any
 
 from llamasup.cli_profiles import default_profile_path
 from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
+from llamasup.profile_persist import recover
 from llamasup.profiles import load_profiles
 from llamasup.runtime import install, resolve_binary
 from llamasup.serve import ServeError, ServeOptions, check_exposure, run
@@ -83,6 +84,10 @@ def _setup_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     path: Path = args.path or default_profile_path()
     try:
+        # an apply cut short by a crash of the last llamasup is rolled back before loading
+        recovered = recover(path if path.is_dir() else path.parent)
+        if recovered:
+            print(f"llamasup: {path}: {recovered}", file=sys.stderr)
         profiles = load_profiles(path, os.environ)
     except ProfileError as exc:
         for issue in exc.issues:

@@ -179,4 +179,4 @@ class ProfileStore:
         if self.is_directory:
             keep = {target for _, target in targets}
             stale = [path for path in profile_files(self.path) if path.name not in keep]
-        write_set(writes, stale)
+        write_set(writes, stale, journal_dir=directory)

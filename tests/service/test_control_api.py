@@ -6,11 +6,14 @@ import asyncio
 import errno
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.serve_process import serving
 from service_helpers import (
     RunningService,
     chat,
@@ -482,3 +485,43 @@ async def test_logs_tail_follow_and_stopped(tmp_path: Path, fake_server_bin: Pat
 
         assert (await running.client.get("/api/logs/nobody")).status_code == 404
         assert (await running.client.get("/api/logs/alpha?lines=x")).status_code == 400
+
+
+def test_serve_rolls_back_an_apply_a_crash_cut_short(tmp_path: Path, fake_server_bin: Path) -> None:
+    """SIGKILL of llamasup halfway through persisting an apply: the next ``serve`` finds the
+    journal, puts the previous files back, says so, and serves the previous set."""
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta"])
+    before = {
+        "00-server.yaml": setup.text({"alpha": ""}),
+        "10-beta.yaml": models_yaml(setup.state, {"beta": ""}),
+    }
+    for name, text in before.items():
+        (setup.root / name).write_text(text)
+    crash = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from llamasup.profile_persist import write_set\n"
+        "real = os.replace\n"
+        "calls = []\n"
+        "def crash(*args):\n"
+        "    calls.append(args)\n"
+        "    if len(calls) == 3: os._exit(9)\n"  # journal, first file, then the crash
+        "    real(*args)\n"
+        "os.replace = crash\n"
+        "root = Path(sys.argv[1])\n"
+        "write_set([(root / '00-server.yaml', sys.argv[2]), (root / '10-beta.yaml', 'x: [')],"
+        " journal_dir=root)\n"
+    )
+    applied = setup.text({"alpha": "", "gamma": ""})
+    crashed = subprocess.run(
+        [sys.executable, "-c", crash, str(setup.root), applied], capture_output=True, check=False
+    )
+    assert crashed.returncode == 9, crashed.stderr
+    assert (setup.root / "00-server.yaml").read_text() == applied  # a mixed, invalid set
+    with serving(setup.root) as served:
+        assert any("rolled back an apply interrupted by a crash" in line
+                   for line in served.process.lines)  # fmt: skip
+        assert sorted(served.status()["profiles"]["files"]) == sorted(
+            str(setup.root / name) for name in before
+        )
+    assert {p.name: p.read_text() for p in setup.root.iterdir()} == before

@@ -106,7 +106,8 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
     # handlers go in before anything starts: a SIGTERM while preload sidecars are still
     # loading is a clean shutdown too, not Python's default exit
     with signals.installed():
-        await service.start()
+        # the front binds first: a port already taken (a second llamasup started by mistake)
+        # ends here, before any pinned or preload model spends memory loading
         serving = asyncio.create_task(_serve(server), name="uvicorn")
         try:
             while not server.started and not stopping.is_set():
@@ -115,9 +116,15 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
                 await asyncio.sleep(0.01)
             if not server.started and not stopping.is_set():
                 await service.close(SHUTDOWN_TIMEOUT)
-                print(f"llamasup: cannot listen on {options.host}:{options.port}", file=sys.stderr)
+                print(
+                    f"llamasup: cannot listen on {options.host}:{options.port} (is another "
+                    "llamasup running? `llamasup status` asks it); choose another address "
+                    "with server.listen or --listen",
+                    file=sys.stderr,
+                )
                 return 1
             if not stopping.is_set():
+                await service.start()
                 url = service.listen_url
                 print(
                     f"llamasup: serving {len(profiles.models)} models from {options.path} "

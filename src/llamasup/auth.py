@@ -70,6 +70,12 @@ def load_keys(configs: Sequence[ApiKeyConfig], environ: Mapping[str, str]) -> tu
         secret = lines[0].strip() if lines else ""
         if not secret:
             raise ApiKeyError(f"{config.source}: api key {config.name!r}: {where} is empty")
+        for other in keys:
+            if hmac.compare_digest(other.secret, secret.encode()):
+                raise ApiKeyError(
+                    f"{config.source}: api keys {other.name!r} and {config.name!r} have the same "
+                    "value; a request could not tell which scope it has: give each its own value"
+                )
         keys.append(ApiKey(config.name, config.scope, secret.encode()))
     return tuple(keys)
 

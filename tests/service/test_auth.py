@@ -154,6 +154,13 @@ def test_load_keys_names_the_key_it_cannot_use(
     assert expected in message
 
 
+def test_load_keys_refuses_one_value_for_two_keys(tmp_path: Path) -> None:
+    (tmp_path / "ops.key").write_text("sk-same\n")
+    app = ApiKeyConfig("app", "inference", "APP_KEY", None, Source("/etc/llamasup/p.yaml", 9))
+    with pytest.raises(ApiKeyError, match="'ops' and 'app' have the same value"):
+        load_keys([_config("ops", file=tmp_path / "ops.key"), app], {"APP_KEY": "sk-same"})
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory"])
 def test_load_keys_unreadable_file(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "key"

@@ -92,6 +92,15 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
     assert any(w.startswith("BASE_ARGS: --port 1: not imported") for w in warnings)
 
 
+def test_base_args_as_plain_words(tmp_path: Path) -> None:
+    path = model_map(tmp_path, {"a": "/a.gguf"})
+    env = {"LLAMA_SERVER_BIN": BIN, "MODEL_DIR_MAP_FILE": str(path), "BASE_ARGS": "-ngl 0 -c 4096"}
+    profiles, _ = convert(tmp_path, env)
+    assert argv(profiles, "a") == [
+        BIN, "--model", "/a.gguf", "--ctx-size", "4096", "--n-gpu-layers", "0", "--alias", "a",
+    ]  # fmt: skip
+
+
 def test_agent_flags_header_stays_enabled(tmp_path: Path) -> None:
     path = model_map(tmp_path, {"m": "/m.gguf"})
     profiles, warnings = convert(
@@ -137,7 +146,8 @@ def test_public_bind_is_allowed_explicitly_and_reported(tmp_path: Path) -> None:
         ({"MODEL_DIR_MAP_FILE": "x"}, "LLAMA_SERVER_BIN is not set"),
         ({"LLAMA_SERVER_BIN": BIN, "MODEL_DIR_MAP_FILE": "{map}", "MAX_SIDECARS": "0"}, "MAX_"),
         ({"LLAMA_SERVER_BIN": BIN, "MODEL_DIR_MAP_FILE": "{map}", "PORT_RANGE": "9-1"}, "PORT_"),
-        ({"LLAMA_SERVER_BIN": BIN, "MODEL_DIR_MAP_FILE": "{map}", "BASE_ARGS": "-c 1"}, "BASE_"),
+        ({"LLAMA_SERVER_BIN": BIN, "MODEL_DIR_MAP_FILE": "{map}", "BASE_ARGS": "[-c"}, "BASE_"),
+        ({"LLAMA_SERVER_BIN": BIN, "MODEL_DIR_MAP_FILE": "{map}", "BASE_ARGS": "-c '1"}, "BASE_"),
         ({"LLAMA_SERVER_BIN": BIN, "MODEL_DIR_MAP_FILE": "{bad}"}, "cannot read a JSON map"),
     ],
 )
@@ -173,3 +183,14 @@ def test_cli_with_an_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["import", "sidecar-env", "--env-file", str(empty), "--output", "json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["exit_code"] == 1 and len(report["problems"]) == 2
+
+
+def test_o_json_is_not_taken_for_a_file_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env_file = tmp_path / "sidecar.env"
+    env_file.write_text(f"LLAMA_SERVER_BIN={BIN}\nMODEL_DIR_MAP_FILE={model_map(tmp_path, {})}\n")
+    assert main(["import", "sidecar-env", "--env-file", str(env_file), "-o", "json"]) == 2
+    assert "--output json" in capsys.readouterr().err
+    assert not (tmp_path / "json").exists()

@@ -114,6 +114,13 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def _run(args: argparse.Namespace, build: Callable[[Path], Draft]) -> int:
+    if args.out in ("json", "text", "table") and not Path(args.out).suffix:
+        # everywhere else -o is the output format; here it is the file to write
+        return _usage(
+            args,
+            f"-o names the profile file to write; for a {args.out} report use --output "
+            f"{args.out if args.out != 'table' else 'text'} (or -o ./{args.out} for that file)",
+        )
     out = Path(args.out) if args.out else None
     as_dir = out is not None and (str(args.out).endswith(("/", os.sep)) or out.is_dir())
     anchor = Path.cwd().resolve() if out is None else (out if as_dir else out.parent).resolve()

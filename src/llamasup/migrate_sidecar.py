@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,19 @@ def _count(text: str, note: str, name: str, problems: list[str]) -> int:
 
 
 def _base_args(draft: Draft, text: str, note: str, problems: list[str]) -> None:
-    try:
-        items = json.loads(text)
-    except ValueError as exc:
-        problems.append(f"BASE_ARGS: not a JSON array of strings: {exc}")
-        return
+    items: object
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            problems.append(f"BASE_ARGS: not a JSON array of strings: {exc}")
+            return
+    else:  # llama-sidecar wanted JSON; plain words are what people type, so take them too
+        try:
+            items = shlex.split(text)
+        except ValueError as exc:
+            problems.append(f"BASE_ARGS: neither a JSON array nor shell words: {exc}")
+            return
     if not isinstance(items, list) or not all(isinstance(i, str | int | float) for i in items):
         problems.append("BASE_ARGS: not a JSON array of strings")
         return

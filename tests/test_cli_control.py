@@ -213,6 +213,24 @@ def test_server_defaults_to_the_env_then_the_local_profile_listen(
     assert f"cannot reach llamasup at http://127.0.0.1:{port + 1}:" in capsys.readouterr().err
 
 
+def test_a_local_profile_that_does_not_load_still_names_its_listen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    profile = tmp_path / "profiles.yaml"
+    # a typo, and a variable only the service's unit sets: it does not validate here
+    profile.write_text(
+        f"server:\n  listen: 127.0.0.1:{port}\n  max_sidecar: 2\n"
+        "models:\n  m: {path: '${env.MODELS_DIR_ONLY_IN_THE_UNIT}/m.gguf'}\n"
+    )
+    monkeypatch.setenv("LLAMASUP_PROFILES", str(profile))
+    monkeypatch.delenv("LLAMASUP_SERVER", raising=False)
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert f"{profile} does not load (" in err
+    assert f"cannot reach llamasup at http://127.0.0.1:{port}:" in err
+
+
 # -- status, plan, logs, unload, reload ----------------------------------------------------------
 
 

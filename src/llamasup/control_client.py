@@ -1,7 +1,8 @@
 """The CLI's connection to a running llamasup: which URL, which key, and what a failure means.
 
 The server is ``--server``, else ``$LLAMASUP_SERVER``, else the ``server.listen`` of the local
-profile set (when it loads), else ``http://127.0.0.1:8402``. The key is ``--api-key``, else
+profile set (read leniently, with a note, when it does not validate), else
+``http://127.0.0.1:8402``. The key is ``--api-key``, else
 ``$LLAMASUP_API_KEY``, sent as ``Authorization: Bearer``. An unreachable server and a refused
 key are :class:`ControlError` (exit 2): no command can do anything useful after either.
 """
@@ -13,8 +14,10 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -44,12 +47,44 @@ def default_server(environ: Mapping[str, str] | None = None) -> str:
     from llamasup.cli_profiles import default_profile_path  # noqa: PLC0415 - only when needed
     from llamasup.profiles import load_profiles  # noqa: PLC0415
 
+    path = default_profile_path(env)
     try:
-        profiles = load_profiles(default_profile_path(env), env)
-    except (LlamasupError, OSError):
-        return DEFAULT_SERVER
+        profiles = load_profiles(path, env)
+    except (LlamasupError, OSError) as exc:
+        if not path.exists():
+            return DEFAULT_SERVER
+        listen = _raw_listen(path)
+        url = DEFAULT_SERVER if listen is None else f"http://{_connect_host(listen[0])}:{listen[1]}"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(
+            f"llamasup: note: {path} does not load ({first}); using {url} "
+            "(--server or $LLAMASUP_SERVER to choose)",
+            file=sys.stderr,
+        )
+        return url
     server = profiles.server
     return f"http://{_connect_host(server.listen_host)}:{server.listen_port}"
+
+
+def _raw_listen(path: Path) -> tuple[str, int] | None:
+    """``server.listen`` read straight from the YAML of a profile set that does not validate."""
+    import yaml  # noqa: PLC0415
+
+    from llamasup.profiles import profile_files  # noqa: PLC0415
+
+    for file in profile_files(path):
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        server = data.get("server") if isinstance(data, dict) else None
+        listen = server.get("listen") if isinstance(server, dict) else None
+        if not isinstance(listen, str) or "$" in listen:
+            continue
+        match = re.fullmatch(r"\[?([^\]]*?)\]?:(\d{1,5})", listen)
+        if match is not None:
+            return match.group(1), int(match.group(2))
+    return None
 
 
 def _connect_host(host: str) -> str:

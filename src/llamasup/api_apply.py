@@ -89,6 +89,7 @@ async def apply_request(
         "changed": candidate.revision != old.revision,
         "models": model_changes(old_keys, new_keys, old, candidate),
         "warnings": [issue.as_dict() for issue in candidate.warnings],
+        "restart_needed": service.restart_needed(candidate),
     }
     if dry_run:
         result["result"] = "dry-run"

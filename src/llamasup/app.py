@@ -145,13 +145,18 @@ class Service:
             self.events.auth_error = f"{exc} (the previous keys stay in force)"
             logger.error("%s", self.events.auth_error)
 
-    def _adopt(self, profiles: Profiles) -> None:
-        self._refresh_keys(profiles)
-        self.events.restart_needed = [
+    def restart_needed(self, profiles: Profiles) -> list[str]:
+        """Server settings of ``profiles`` that differ from what this process started with
+        and only take effect when llamasup restarts."""
+        return [
             name
             for name in _RESTART_ONLY
             if getattr(profiles.server, name) != getattr(self.started_with, name)
         ]
+
+    def _adopt(self, profiles: Profiles) -> None:
+        self._refresh_keys(profiles)
+        self.events.restart_needed = self.restart_needed(profiles)
         if self.events.restart_needed:
             logger.warning(
                 "server settings %s changed: they take effect when llamasup restarts",

@@ -186,6 +186,11 @@ def apply_lines(doc: Mapping[str, Any]) -> list[str]:
     for field, label in _CHANGE_LABELS:
         if models.get(field):
             lines.append(f"models {label}: {', '.join(models[field])}")
+    if doc.get("restart_needed"):
+        lines.append(
+            f"restart needed: {', '.join(doc['restart_needed'])} "
+            "(server settings that take effect when llamasup restarts)"
+        )
     lines.append("")
     lines += plan_lines(doc.get("plan", {}).get("actions", []))
     return lines

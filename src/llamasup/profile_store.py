@@ -99,6 +99,10 @@ class ProfileStore:
         if candidate.revision == self.current.revision:
             if self._on_unchanged is not None:
                 self._on_unchanged(self.current)
+            if trigger == "watch" and self.last_reload.result != "error":
+                # the watcher seeing what an apply just wrote, or a save that changed nothing:
+                # not news, and it must not hide the last real change from status
+                return ReloadResult(self._clock(), trigger, "unchanged", candidate.revision)
             return self._record(trigger, "unchanged", candidate.revision)
         logger.info("profiles %s -> %s (%s)", self.current.revision, candidate.revision, trigger)
         self.current = candidate

@@ -26,6 +26,7 @@ from service_helpers import (
 )
 
 from llamasup import __version__
+from llamasup.cli_apply import apply_lines
 from llamasup.profile_persist import PersistError
 from llamasup.profile_store import ProfileStore
 from llamasup.profiles import load_profiles
@@ -240,6 +241,23 @@ async def test_apply_persists_adopts_and_survives_a_restart(
         pids = await ready(restarted, "beta")
         argv = rows_by_model(await restarted.status())["beta"]["argv"]
         assert pids["beta"] and "1024" in argv
+
+
+async def test_apply_reports_restart_needed_and_the_watcher_keeps_its_record(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha"])
+    (setup.root / "p.yaml").write_text(setup.text({"alpha": ""}))
+    moved = fake_profile(setup.fake_bin, setup.state, {"alpha": ""}, ports=port_range())
+    async with running_service(setup.root, watch=True) as running:
+        dry = await running.client.post("/api/apply?dry_run=1", json={"files": {"p.yaml": moved}})
+        assert dry.json()["restart_needed"] == ["ports"]
+        assert "restart needed: ports" in "\n".join(apply_lines(dry.json()))
+        reply = await running.client.post("/api/apply", json={"files": {"p.yaml": moved}})
+        assert (reply.status_code, reply.json()["restart_needed"]) == (200, ["ports"])
+        await asyncio.sleep(1.0)  # the watcher sees the files the apply wrote
+        last = (await running.status())["profiles"]["last_reload"]
+        assert (last["trigger"], last["result"]) == ("apply", "ok")
 
 
 async def test_apply_raw_yaml_to_a_single_profile_file(

@@ -229,6 +229,10 @@ class Sidecar:
                     self.log.tail(self.settings.log_tail_lines),
                 )
             )
+            missing = self._missing_model()
+            if isinstance(error, SidecarStartError) and error.exit_code is not None and missing:
+                # llama-server only says "model loading error": name the cause when it is ours
+                error = SidecarStartError(f"{error} ({missing})", error.exit_code, error.log_tail)
             if self._run is not None:
                 await self._end_run(self._run, grace=0.0)
             self._fail(str(error), SidecarEventKind.START_FAILED, error)
@@ -241,6 +245,16 @@ class Sidecar:
             if self._state is not SidecarState.STOPPING and self._run is not None:
                 self._run.abandon()
             raise
+
+    def _missing_model(self) -> str | None:
+        path = self.spec.model_path
+        if self.spec.kind != "llama-server" or path is None:
+            return None
+        if not os.path.exists(path):
+            return f"the model file {path} does not exist"
+        if not os.access(path, os.R_OK):
+            return f"the model file {path} is not readable"
+        return None
 
     async def _launch(self, avoid: frozenset[int]) -> Run:
         try:

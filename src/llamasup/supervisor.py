@@ -235,7 +235,9 @@ class Supervisor:
                 raise SidecarFailedError(
                     f"{spec.model} (sidecar {spec.key}): start limit reached "
                     f"({self.policy.start_limit} failures within {self.policy.start_window:g}s), "
-                    f"not restarting until reset; last failure: {tracker.last_failure}"
+                    "not restarting until reset (`llamasup unload "
+                    f"{spec.model}` resets it, as does a profile change to it); "
+                    f"last failure: {tracker.last_failure}"
                 )
             wait = tracker.wait_before_start(self._clock())
             if wait > 0:

@@ -33,6 +33,7 @@ def tiny_spec(*extra: str, model_path: str | None = None) -> SidecarSpec:
         kind="llama-server",
         binary="llama-server",
         args=("-m", model, "-c", "512", "-np", "1", *extra),
+        model_path=model,
     )
 
 
@@ -91,6 +92,7 @@ async def test_real_server_bad_model_fails_fast_with_its_reason(
     assert time.monotonic() - started < 2.0
     assert caught.value.exit_code == 1
     assert "exiting due to model loading error" in str(caught.value)
+    assert f"the model file {tmp_path / 'none.gguf'} does not exist" in str(caught.value)
 
 
 async def test_real_server_lost_port_race_moves_on(

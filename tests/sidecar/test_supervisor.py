@@ -90,8 +90,9 @@ async def test_failing_start_backs_off_then_hits_the_start_limit_and_reset_recov
     assert any("exiting due to model loading error" in line for line in status.sidecar.log_tail)
     # no retry on its own, and an on-demand start is refused with the reason
     supervisor.start(spec)
-    with pytest.raises(SidecarFailedError, match="start limit reached"):
+    with pytest.raises(SidecarFailedError, match="start limit reached") as refused:
         await sidecar.ensure_ready()
+    assert f"`llamasup unload {spec.model}` resets it" in str(refused.value)
     assert "exiting due to model loading error" in (sidecar.status().last_error or "")
     assert len([e for _, e in events if e.kind is SidecarEventKind.START_FAILED]) == 3
 

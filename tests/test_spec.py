@@ -74,6 +74,15 @@ def test_alias_and_agent_default_model(profiles: Profiles) -> None:
     assert by_agent.model.id == "coder"
     assert by_agent.agent is not None and by_agent.agent.name == "fast"
 
+    # a bare agent name as the model: the agent on its own model (llama-swap's variant ids)
+    bare = resolve(profiles, "fast")
+    assert (bare.spec, bare.request_defaults) == (by_agent.spec, by_agent.request_defaults)
+    assert bare.agent is not None and bare.agent.name == "fast"
+    with pytest.raises(UnknownModelError):
+        resolve(profiles, "careful")  # an agent without a model is not a model
+    with pytest.raises(UnknownModelError):
+        resolve(profiles, "fast", "careful")  # with an explicit agent, a name is a model only
+
 
 def test_agents_differing_only_in_sampling_share_a_sidecar(profiles: Profiles) -> None:
     plain = resolve(profiles, "coder")

@@ -95,8 +95,14 @@ def _agent(draft: Draft, imp: ModelImport, key: str, params: dict[str, Any], whe
         set_or_drop(imp.entry, "aliases", aliases)
     draft.warn(
         path,
-        f"now agent {name!r}: clients request {imp.id}@{name} (or @{name}) instead of "
-        f"{key!r}; its flags are defaults a client may override"
+        (
+            f"now agent {name!r}: clients may keep requesting {key!r} (an agent name stands "
+            f"for the agent on its model), or {imp.id}@{name}; its flags are defaults a "
+            "client may override"
+            if name == key
+            else f"now agent {name!r}: clients request {imp.id}@{name} (or @{name}) instead of "
+            f"{key!r}; its flags are defaults a client may override"
+        )
         + ("; no longer an alias, which would drop the parameters silently" if was_alias else ""),
         section="agents",
         name=name,

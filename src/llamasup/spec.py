@@ -136,6 +136,12 @@ def resolve(
     if not model_name:
         raise UnknownModelError("", _listed_models(profiles))
     model_config = profiles.find_model(model_name)
+    if model_config is None and agent_config is None:
+        # a bare agent name stands for the agent on its own model (what a llama-swap client
+        # sends for a setParamsByID variant, which ``import llama-swap`` turns into an agent)
+        named = profiles.agents.get(model_name)
+        if named is not None and named.model:
+            agent_config, model_config = named, profiles.find_model(named.model)
     if model_config is None:
         raise UnknownModelError(model_name, _listed_models(profiles))
     overlays = [f for f in (agent_config.flags if agent_config else None, extra) if f is not None]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from profile_helpers import write
+from profile_helpers import load, write
 
 from llamasup import doctor
 from llamasup.cli import main
@@ -173,6 +173,38 @@ def test_flag_table_drift_is_listed_both_ways(tmp_path: Path) -> None:
     assert "the binary has flags the table does not model: --frobnicate" in result.detail
     assert "the table has flags the binary lacks: " in result.detail
     assert "value vs switch disagrees for: --jinja" in result.detail
+
+
+def test_flags_a_model_uses_that_an_older_build_lacks_fail(tmp_path: Path) -> None:
+    help_text = (
+        "----- common params -----\n\n"
+        "-m,    --model FNAME                    model path\n"
+        "-c,    --ctx-size N                     size of the prompt context\n"
+        "--alias STRING                          model name\n"
+    )
+    old = _script(
+        tmp_path / "bin" / "llama-server-b5000",
+        'if [ "$1" = --version ]; then echo "version: 5000 (abc)" >&2; exit 0; fi\n'
+        f"cat <<'EOF'\n{help_text}EOF",
+    )
+    profile = write(
+        tmp_path / "p.yaml",
+        f"server: {{binary: {old}}}\n"
+        "models:\n"
+        "  plain: {path: /m/a.gguf, args: [-c, 1024]}\n"
+        "  lean: {path: /m/b.gguf, args: [--no-mmap]}\n"
+        "agents:\n"
+        "  q8: {flags: --cache-type-k q8_0}\n"
+        "  cool: {flags: --temp 0.2}\n",
+    )
+    results = {r.check: r for r in doctor.check_binaries(load(profile), {})}
+    in_use = results["flags in use"]
+    assert in_use.status == "FAIL", in_use.detail
+    assert "lean: --load-mode" in in_use.detail  # --no-mmap, as b11434 spells it
+    assert "lean@q8: --cache-type-k;" in in_use.detail  # what the agent adds
+    assert "plain@q8: --cache-type-k" in in_use.detail
+    assert "plain:" not in in_use.detail
+    assert "@cool" not in in_use.detail  # sampling flags go with each request, not to argv
 
 
 def test_a_binary_whose_help_lists_no_flags_is_not_compared(fake_server_bin: Path) -> None:

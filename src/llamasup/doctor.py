@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from llamasup.errors import ProfileError, RuntimeNotFoundError
+from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
 from llamasup.flag_table import TABLE
-from llamasup.helptext import parse_help, table_drift
+from llamasup.helptext import TableDrift, parse_help, table_drift
 from llamasup.ports import port_is_free
 from llamasup.profiles import ModelConfig, Profiles, ServerConfig, load_profiles
 from llamasup.runtime import LLAMA_CPP_BUILD, binary_version, resolve_binary
+from llamasup.spec import resolve
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -104,8 +105,14 @@ def check_binaries(profiles: Profiles | None, environ: Mapping[str, str]) -> lis
         suffix = "" if configured == server_binary else f" for {', '.join(models)}"
         found, checked = check_binary(configured, environ, f"binary{suffix}")
         results += checked
-        if found is not None:
-            results.append(check_flag_table(found, f"flag table{suffix}"))
+        if found is None:
+            continue
+        table, drift = _flag_table(found, f"flag table{suffix}")
+        results.append(table)
+        if drift and drift.missing and profiles is not None and models:
+            results.append(
+                check_flags_in_use(found, drift, profiles, models, f"flags in use{suffix}")
+            )
     return results
 
 
@@ -147,6 +154,10 @@ def check_binary(
 
 def check_flag_table(binary: Path, label: str = "flag table") -> CheckResult:
     """Does the binary's ``--help`` list the flags llamasup's table models, no more, no less?"""
+    return _flag_table(binary, label)[0]
+
+
+def _flag_table(binary: Path, label: str) -> tuple[CheckResult, TableDrift | None]:
     try:
         answer = subprocess.run(
             [str(binary), "--help"],
@@ -158,14 +169,15 @@ def check_flag_table(binary: Path, label: str = "flag table") -> CheckResult:
             check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        return CheckResult(label, "warn", f"cannot run {binary} --help: {exc}")
+        return CheckResult(label, "warn", f"cannot run {binary} --help: {exc}"), None
     entries = parse_help(answer.stdout or answer.stderr)
     if answer.returncode != 0 or not entries:
         detail = f"{binary} --help (exit {answer.returncode}) lists no flags; not compared"
-        return CheckResult(label, "warn", detail, "is it a llama-server?")
+        return CheckResult(label, "warn", detail, "is it a llama-server?"), None
     drift = table_drift(entries, TABLE)
     if not drift:
-        return CheckResult(label, "ok", f"the table and --help agree ({len(entries)} entries)")
+        ok = CheckResult(label, "ok", f"the table and --help agree ({len(entries)} entries)")
+        return ok, drift
     parts = []
     if drift.unmodelled:
         parts.append(f"the binary has flags the table does not model: {_some(drift.unmodelled)}")
@@ -178,7 +190,39 @@ def check_flag_table(binary: Path, label: str = "flag table") -> CheckResult:
         f"sidecar exit; use llama.cpp b{LLAMA_CPP_BUILD} (`llamasup runtime install`) or a "
         "llamasup release for this build"
     )
-    return CheckResult(label, "warn", "; ".join(parts), fix)
+    return CheckResult(label, "warn", "; ".join(parts), fix), drift
+
+
+def check_flags_in_use(
+    binary: Path, drift: TableDrift, profiles: Profiles, model_ids: list[str], label: str
+) -> CheckResult:
+    """Does any model (with any agent) run a flag this binary does not have?"""
+    lacking = set(drift.missing)
+    uses: dict[str, set[str]] = {}
+    for model_id in model_ids:
+        own: set[str] = set()
+        for agent in [None, *profiles.agents]:
+            try:
+                args = resolve(profiles, model_id, agent).spec.args
+            except LlamasupError:  # an agent that does not apply to this model
+                continue
+            # an agent is listed for what it adds to its model's own missing flags
+            found = {arg for arg in args if arg in lacking} - own
+            if agent is None:
+                own = found
+            if found:
+                uses[model_id if agent is None else f"{model_id}@{agent}"] = found
+    if not uses:
+        return CheckResult(label, "ok", f"every flag the models use exists in {binary.name}")
+    shown = "; ".join(f"{t}: {' '.join(sorted(f))}" for t, f in sorted(uses.items())[:5])
+    more = f" (+{len(uses) - 5} more)" if len(uses) > 5 else ""
+    return CheckResult(
+        label,
+        "FAIL",
+        f"{binary} does not have flags these would start with: {shown}{more}",
+        f"use llama.cpp b{LLAMA_CPP_BUILD} (`llamasup runtime install`), or change those args "
+        "to what this build accepts (see its --help)",
+    )
 
 
 def _some(names: tuple[str, ...]) -> str:

@@ -107,3 +107,12 @@ def test_render_unknown_model_exits_1(tmp_path: Path, capsys: pytest.CaptureFixt
     path = write(tmp_path / "p.yaml", GOOD)
     assert main(["render", "nope", "-f", str(path)]) == 1
     assert "valid models: tiny" in capsys.readouterr().err
+
+
+def test_render_and_validate_agree_on_a_missing_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "nope.yaml")
+    assert main(["render", "tiny", "-f", missing]) == 2
+    assert main(["validate", missing]) == 2
+    assert capsys.readouterr().err.count(f"{missing}: no such file or directory") == 2

@@ -129,8 +129,12 @@ def run_render(args: argparse.Namespace) -> int:
             _fail(args, f"{args.target} names agent {agent!r} but --agent says {args.agent!r}")
             return EXIT_USAGE
         agent = args.agent
+    root = args.path if args.path is not None else default_profile_path()
+    if not root.exists():
+        _fail(args, f"{root}: no such file or directory", EXIT_USAGE)
+        return EXIT_USAGE
     try:
-        _, profiles = _load(args.path)
+        _, profiles = _load(root)
         resolved = resolve(profiles, model or None, agent)
     except ProfileError as exc:
         _report_invalid(args, args.path or default_profile_path(), exc.issues)

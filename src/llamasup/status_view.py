@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llamasup import __version__
@@ -139,9 +140,9 @@ def status(service: Service) -> dict[str, Any]:
         "version": __version__,
         "listen": service.listen_url,
         "profiles": {
-            "source": str(store.path),
+            "source": str(store.path.absolute()),
             "revision": profiles.revision,
-            "files": list(profiles.files),
+            "files": [str(Path(f).absolute()) for f in profiles.files],
             "loaded_at": store.loaded_at,
             "last_reload": store.last_reload.as_dict(),
             "warnings": [issue.as_dict() for issue in profiles.warnings],

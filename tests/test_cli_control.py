@@ -5,9 +5,12 @@ runs in the test's event loop."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
 import json
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -229,6 +232,24 @@ def test_a_local_profile_that_does_not_load_still_names_its_listen(
     err = capsys.readouterr().err
     assert f"{profile} does not load (" in err
     assert f"cannot reach llamasup at http://127.0.0.1:{port}:" in err
+
+
+def test_a_server_that_is_not_llamasup_is_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "index.html").write_text("<html>hello</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        try:
+            for argv in (["status"], ["logs", "alpha"], ["unload", "--all"], ["plan"]):
+                assert main([*argv, "--server", url]) == 2, argv
+                err = capsys.readouterr().err
+                assert "not as llamasup does: is it the llamasup front?" in err, err
+                assert "<html" not in err
+        finally:
+            other.shutdown()
 
 
 # -- status, plan, logs, unload, reload ----------------------------------------------------------

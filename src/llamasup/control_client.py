@@ -176,6 +176,15 @@ class ControlClient:
             raise ControlError(f"invalid --server URL {self.server!r}: {exc}") from exc
 
     def _check_auth(self, response: httpx.Response) -> None:
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        ours = "x-llamasup-error" in response.headers or kind == "application/json"
+        if (response.status_code >= 400 and not ours) or kind == "text/html":
+            # another program on that address (a web server, a bare llama-server)
+            raise ControlError(
+                f"{self.server} answered {response.request.method} {response.request.url.path} "
+                f"with HTTP {response.status_code} ({kind or 'no content type'}), not as "
+                f"llamasup does: is it the llamasup front? (--server, ${SERVER_ENV})"
+            )
         if response.status_code in (401, 403):
             hint = "" if self._client.headers.get("authorization") else f" (set ${API_KEY_ENV})"
             raise ControlError(f"{self.server}: {error_message(response)}{hint}")

@@ -195,6 +195,19 @@ def test_unknown_keys_list_what_is_allowed(tmp_path: Path) -> None:
     issue = find(issues(path), "unknown key 'pined'")
     assert issue.line == 4
     assert "pinned" in issue.message and "aliases" in issue.message
+    assert "(did you mean 'pinned'?)" in issue.message
+
+
+def test_shape_errors_say_what_is_wrong_in_words(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.yaml",
+        "server:\n  memory_budget: 20 gigs\nagents:\n  x:\n    flag: --temp 0.2\n",
+    )
+    found = issues(path)
+    budget = find(found, "server.memory_budget")
+    assert "expected bytes, or a string with a unit: 512MiB, 20GiB, 8GB, or null" in str(budget)
+    flag = find(found, "unknown key 'flag' (did you mean 'flags'?)")
+    assert (flag.path, flag.line) == ("agents.x.flag", 5)
 
 
 def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterator
 from functools import cache
@@ -38,6 +39,27 @@ def schema_issues(data: Any) -> Iterator[tuple[KeyPath, str]]:
         yield from _explain(error)
 
 
+def _alternatives(rule: Any) -> str:
+    """``a, or b`` from the descriptions of the shapes a oneOf/anyOf allows; empty if any of
+    them has none (the caller then falls back to the enclosing description)."""
+    if not isinstance(rule, list):
+        return ""
+    defs = schema().get("$defs", {})
+    shown: list[str] = []
+    for option in rule:
+        if not isinstance(option, dict):
+            return ""
+        ref = option.get("$ref", "")
+        target = defs.get(ref.rsplit("/", 1)[-1], {}) if ref.startswith("#/$defs/") else option
+        if target.get("type") == "null":
+            shown.append("null")
+        elif isinstance(target.get("description"), str):
+            shown.append(target["description"])
+        else:
+            return ""
+    return ", or ".join(shown)
+
+
 def _explain(error: ValidationError) -> Iterator[tuple[KeyPath, str]]:
     path: KeyPath = tuple(error.absolute_path)
     if "propertyNames" in error.relative_schema_path:
@@ -58,7 +80,9 @@ def _explain(error: ValidationError) -> Iterator[tuple[KeyPath, str]]:
         known = set(allowed)
         for key in instance:
             if key not in known:
-                yield (*path, key), f"unknown key {key!r}; allowed: {', '.join(allowed)}"
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                yield (*path, key), f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}"
         return
     if validator == "propertyNames":
         yield (
@@ -80,7 +104,17 @@ def _explain(error: ValidationError) -> Iterator[tuple[KeyPath, str]]:
         if path[:2] == ("server", "api_keys"):
             yield path, "an API key takes its value from exactly one of env or file"
             return
-        expected = description or "a value of another shape"
+        if isinstance(instance, dict) and isinstance(rule, list):
+            # a mapping where a mapping is one of the shapes: say what is wrong inside it
+            for index, option in enumerate(rule):
+                if isinstance(option, dict) and option.get("type") == "object":
+                    context = error.context or ()
+                    inner = [e for e in context if list(e.relative_schema_path)[:1] == [index]]
+                    if inner:
+                        for inner_error in inner:
+                            yield from _explain(inner_error)
+                        return
+        expected = _alternatives(rule) or description or "a value of another shape"
         yield path, f"expected {expected}; got {instance!r}"
         return
     if validator == "enum":

@@ -70,9 +70,11 @@ class ResolveError(LlamasupError):
 
 
 class UnknownModelError(ResolveError):
-    def __init__(self, name: str, known: Sequence[str]) -> None:
+    def __init__(self, name: str, known: Sequence[str], *, agent: str | None = None) -> None:
         self.name = name
         self.known = tuple(known)
+        #: no model was named, and this agent has none of its own
+        self.agent = agent
         listing = ", ".join(self.known) if self.known else "(none defined)"
         super().__init__(f"unknown model {name!r}; valid models: {listing}")
 

@@ -134,7 +134,8 @@ def resolve(
     agent_config = _agent(profiles, agent)
     model_name = model or (agent_config.model if agent_config else None)
     if not model_name:
-        raise UnknownModelError("", _listed_models(profiles))
+        lacking = agent_config.name if agent_config is not None else None
+        raise UnknownModelError("", _listed_models(profiles), agent=lacking)
     model_config = profiles.find_model(model_name)
     if model_config is None and agent_config is None:
         # a bare agent name stands for the agent on its own model (what a llama-swap client

@@ -251,6 +251,11 @@ def test_resolution_errors(proxy: ProxyServer) -> None:
     assert_llamasup_error(
         post(proxy, "/v1/chat/completions", {"messages": []}), 400, "model_required"
     )
+    modelless = assert_llamasup_error(
+        post(proxy, "/v1/chat/completions", {"model": "@precise"}), 400, "model_required"
+    )
+    assert "agent 'precise' has no model of its own" in modelless["message"]
+    assert '"MODEL@precise"' in modelless["message"]
     conflict = assert_llamasup_error(
         post(proxy, "/v1/chat/completions", {"model": "alpha@coder"}, {"X-Agent": "precise"}),
         400,

@@ -116,3 +116,18 @@ def test_render_and_validate_agree_on_a_missing_path(
     assert main(["render", "tiny", "-f", missing]) == 2
     assert main(["validate", missing]) == 2
     assert capsys.readouterr().err.count(f"{missing}: no such file or directory") == 2
+
+
+def test_validate_warns_about_key_values_it_cannot_read_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLAMASUP_TEST_UNSET_KEY", raising=False)
+    path = write(
+        tmp_path / "p.yaml",
+        "server:\n  api_keys:\n    - {name: ops, env: LLAMASUP_TEST_UNSET_KEY, scope: admin}\n"
+        + GOOD,
+    )
+    assert main(["validate", str(path)]) == 0  # valid: the value may exist where serve runs
+    err = capsys.readouterr().err
+    assert "api key 'ops': environment variable LLAMASUP_TEST_UNSET_KEY is not set" in err
+    assert "serve would not start" in err

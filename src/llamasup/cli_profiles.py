@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from llamasup.auth import ApiKeyError, load_keys
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
 from llamasup.profiles import Profiles, load_profiles
 from llamasup.spec import Resolved, resolve, split_target
@@ -79,6 +80,7 @@ def run_validate(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         _report_invalid(args, root, exc.issues)
         return EXIT_INVALID
+    warnings = [*profiles.warnings, *_key_warnings(profiles)]
     if args.output == "json":
         _print_json(
             {
@@ -87,19 +89,34 @@ def run_validate(args: argparse.Namespace) -> int:
                 "files": list(profiles.files),
                 "revision": profiles.revision,
                 "errors": [],
-                "warnings": [w.as_dict() for w in profiles.warnings],
+                "warnings": [w.as_dict() for w in warnings],
                 "models": sorted(profiles.models),
                 "agents": sorted(profiles.agents),
             }
         )
         return EXIT_OK
-    for warning in profiles.warnings:
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{root}: valid ({_count(len(profiles.files), 'file')}, revision {profiles.revision}): "
         f"{_count(len(profiles.models), 'model')}, {_count(len(profiles.agents), 'agent')}"
     )
     return EXIT_OK
+
+
+def _key_warnings(profiles: Profiles) -> list[ProfileIssue]:
+    """API keys whose value cannot be read in this environment: a warning, since validate
+    often runs somewhere else than serve (CI), but `serve` here would refuse to start."""
+    found: list[ProfileIssue] = []
+    for config in profiles.server.api_keys:
+        try:
+            load_keys([config], os.environ)
+        except ApiKeyError as exc:
+            message = str(exc).removeprefix(f"{config.source}: ")
+            where = config.source
+            why = f"{message} (in this environment, serve would not start)"
+            found.append(ProfileIssue(where.file, where.line, "server.api_keys", why))
+    return found
 
 
 def _report_invalid(args: argparse.Namespace, root: Path, issues: tuple[ProfileIssue, ...]) -> None:

@@ -13,12 +13,14 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from service_helpers import RunningService, fake_profile, port_range, running_service
 from service_helpers import write_model_files as write_models
 
 from llamasup import cli_control
+from llamasup import control_client as cli_control_client
 from llamasup.cli import main
 from llamasup.testing.process import free_port
 
@@ -250,6 +252,57 @@ def test_a_server_that_is_not_llamasup_is_named_as_such(
                 assert "<html" not in err
         finally:
             other.shutdown()
+
+
+class _LlamaServerLike(http.server.BaseHTTPRequestHandler):
+    """A bare llama-server on the address: JSON 404s, ``Server: llama.cpp``."""
+
+    def _answer(self) -> None:
+        body = b'{"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}'
+        self.send_response(404)
+        self.send_header("Server", "llama.cpp")
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        return
+
+
+def test_a_bare_llama_server_is_not_taken_for_llamasup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LlamaServerLike) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        try:
+            for argv in (["status"], ["logs", "alpha"], ["unload", "--all"], ["reload"]):
+                assert main([*argv, "--server", url]) == 2, argv
+                assert "not as llamasup does" in capsys.readouterr().err
+        finally:
+            other.shutdown()
+
+
+def test_an_unreadable_local_profile_falls_back_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "profiles"
+    root.mkdir()
+    real_iterdir = Path.iterdir
+
+    def locked(self: Path) -> Any:
+        if self == root:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", locked)
+    monkeypatch.setenv("LLAMASUP_PROFILES", str(root))
+    monkeypatch.delenv("LLAMASUP_SERVER", raising=False)
+    assert cli_control_client.default_server() == "http://127.0.0.1:8402"
+    assert "does not load" in capsys.readouterr().err
 
 
 # -- status, plan, logs, unload, reload ----------------------------------------------------------

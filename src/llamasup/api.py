@@ -7,7 +7,9 @@ in front decides who may call what. The documents it returns are described in
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
@@ -24,6 +26,8 @@ from llamasup.profile_store import ApplyError
 
 if TYPE_CHECKING:
     from llamasup.app import Service
+
+logger = logging.getLogger(__name__)
 
 MAX_APPLY_BODY = 8 * 2**20
 
@@ -46,6 +50,13 @@ class ControlApi:
             await send_api_error(send, ApiError(exc.status, exc.code, exc.message))
         except ClientGoneError:
             return
+        except Exception:
+            # a bug: still answer in llamasup's envelope (clients tell it from another server)
+            logger.exception("control API: %s %s failed", scope.get("method"), scope.get("path"))
+            with contextlib.suppress(Exception):  # the answer may already have begun
+                await send_api_error(
+                    send, ApiError(500, "internal_error", "llamasup failed; see its log")
+                )
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
@@ -61,7 +72,11 @@ class ControlApi:
             await self._apply(scope, receive, send, dry_run=_flag(query, "dry_run"))
         elif path == "/api/reload" and method == "POST":
             result = await service.reload("api")
-            await send_json(send, 200 if result.result != "error" else 422, result.as_dict())
+            if result.result == "error":  # a rejected reload is llamasup's own error answer
+                answer = json.dumps(result.as_dict(), ensure_ascii=False).encode()
+                await send_bytes(send, 422, answer, "application/json", error=True)
+            else:
+                await send_json(send, 200, result.as_dict())
         elif path == "/api/unload" and method == "POST":
             body = await _json_body(scope, receive)
             await send_json(send, 200, await self._unload(body))

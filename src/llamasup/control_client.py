@@ -14,7 +14,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -47,13 +46,16 @@ def default_server(environ: Mapping[str, str] | None = None) -> str:
     from llamasup.cli_profiles import default_profile_path  # noqa: PLC0415 - only when needed
     from llamasup.profiles import load_profiles  # noqa: PLC0415
 
-    path = default_profile_path(env)
+    path = default_profile_path(env).expanduser()
     try:
         profiles = load_profiles(path, env)
     except (LlamasupError, OSError) as exc:
-        if not path.exists():
-            return DEFAULT_SERVER
-        listen = _raw_listen(path)
+        try:
+            if not path.exists():
+                return DEFAULT_SERVER
+            listen = _raw_listen(path)
+        except OSError:  # unreadable (a root-only /etc/llamasup): nothing to go on
+            listen = None
         url = DEFAULT_SERVER if listen is None else f"http://{_connect_host(listen[0])}:{listen[1]}"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(
@@ -70,6 +72,7 @@ def _raw_listen(path: Path) -> tuple[str, int] | None:
     """``server.listen`` read straight from the YAML of a profile set that does not validate."""
     import yaml  # noqa: PLC0415
 
+    from llamasup.profile_build import parse_listen  # noqa: PLC0415
     from llamasup.profiles import profile_files  # noqa: PLC0415
 
     for file in profile_files(path):
@@ -81,9 +84,12 @@ def _raw_listen(path: Path) -> tuple[str, int] | None:
         listen = server.get("listen") if isinstance(server, dict) else None
         if not isinstance(listen, str) or "$" in listen:
             continue
-        match = re.fullmatch(r"\[?([^\]]*?)\]?:(\d{1,5})", listen)
-        if match is not None:
-            return match.group(1), int(match.group(2))
+        try:
+            host, port = parse_listen(listen)
+        except ValueError:
+            continue
+        if host:
+            return host, port
     return None
 
 
@@ -177,8 +183,14 @@ class ControlClient:
 
     def _check_auth(self, response: httpx.Response) -> None:
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        ours = "x-llamasup-error" in response.headers or kind == "application/json"
-        if (response.status_code >= 400 and not ours) or kind == "text/html":
+        # every llamasup error answer carries x-llamasup-error; llama-server calls itself
+        # llama.cpp (its 404 is JSON too)
+        foreign = (
+            (response.status_code >= 400 and "x-llamasup-error" not in response.headers)
+            or kind == "text/html"
+            or response.headers.get("server", "").lower().startswith("llama.cpp")
+        )
+        if foreign:
             # another program on that address (a web server, a bare llama-server)
             raise ControlError(
                 f"{self.server} answered {response.request.method} {response.request.url.path} "

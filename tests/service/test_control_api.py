@@ -25,7 +25,7 @@ from service_helpers import (
     write_model_files,
 )
 
-from llamasup import __version__
+from llamasup import __version__, status_view
 from llamasup.cli_apply import apply_lines
 from llamasup.profile_persist import PersistError
 from llamasup.profile_store import ProfileStore
@@ -543,3 +543,20 @@ def test_serve_rolls_back_an_apply_a_crash_cut_short(tmp_path: Path, fake_server
             str(setup.root / name) for name in before
         )
     assert {p.name: p.read_text() for p in setup.root.iterdir()} == before
+
+
+async def test_a_bug_in_the_control_api_is_still_answered_as_llamasup(
+    tmp_path: Path, fake_server_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha"])
+    (setup.root / "p.yaml").write_text(setup.text({"alpha": ""}))
+
+    def broken(service: object) -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+    async with running_service(setup.root, watch=False) as running:
+        monkeypatch.setattr(status_view, "status", broken)
+        reply = await running.client.get("/api/status")
+        assert (reply.status_code, reply.headers["x-llamasup-error"]) == (500, "1")
+        assert reply.json()["error"]["code"] == "internal_error"
+        assert (await running.client.get("/api/plan")).status_code == 200  # still serving

@@ -131,3 +131,19 @@ def test_validate_warns_about_key_values_it_cannot_read_here(
     err = capsys.readouterr().err
     assert "api key 'ops': environment variable LLAMASUP_TEST_UNSET_KEY is not set" in err
     assert "serve would not start" in err
+
+
+def test_validate_warns_about_two_keys_with_one_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLAMASUP_TEST_K1", "same")
+    monkeypatch.setenv("LLAMASUP_TEST_K2", "same")
+    keys = (
+        "server:\n  api_keys:\n"
+        "    - {name: ops, env: LLAMASUP_TEST_K1, scope: admin}\n"
+        "    - {name: app, env: LLAMASUP_TEST_K2, scope: inference}\n"
+    )
+    path = write(tmp_path / "p.yaml", keys + GOOD)
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "p.yaml:4: server.api_keys: api keys 'ops' and 'app' have the same value" in err

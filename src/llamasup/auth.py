@@ -74,7 +74,7 @@ def load_keys(configs: Sequence[ApiKeyConfig], environ: Mapping[str, str]) -> tu
             if hmac.compare_digest(other.secret, secret.encode()):
                 raise ApiKeyError(
                     f"{config.source}: api keys {other.name!r} and {config.name!r} have the same "
-                    "value; a request could not tell which scope it has: give each its own value"
+                    "value; a request could not tell which key it presents: give each its own"
                 )
         keys.append(ApiKey(config.name, config.scope, secret.encode()))
     return tuple(keys)

@@ -116,6 +116,17 @@ def _key_warnings(profiles: Profiles) -> list[ProfileIssue]:
             where = config.source
             why = f"{message} (in this environment, serve would not start)"
             found.append(ProfileIssue(where.file, where.line, "server.api_keys", why))
+    if not found:
+        try:  # readable one by one; together they may still clash (one value, two keys)
+            load_keys(profiles.server.api_keys, os.environ)
+        except ApiKeyError as exc:
+            where_text, _, message = str(exc).partition(": ")
+            at = next(
+                (k.source for k in profiles.server.api_keys if str(k.source) == where_text),
+                profiles.server.api_keys[0].source,
+            )
+            why = f"{message} (in this environment, serve would not start)"
+            found.append(ProfileIssue(at.file, at.line, "server.api_keys", why))
     return found
 
 

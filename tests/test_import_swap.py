@@ -26,6 +26,7 @@ from import_helpers import (
 from llamasup.cli import main
 from llamasup.migrate_draft import InputError
 from llamasup.profiles import load_profiles
+from llamasup.spec import resolve
 
 MACRO_ENV = {
     "LLAMA_BIN": "/opt/llama/llama-server",
@@ -598,3 +599,29 @@ def test_e2e_chat_completion_through_llamasup(
     assert response["choices"][0]["message"]["role"] == "assistant"
     assert isinstance(response["choices"][0]["message"]["content"], str)
     assert 0 < response["usage"]["completion_tokens"] <= 8
+
+
+def test_variant_ids_keep_working_unless_a_model_has_that_name(tmp_path: Path) -> None:
+    config = dedent(
+        """
+        models:
+          other:
+            cmd: llama-server --port ${PORT} -m /models/other.gguf
+            aliases: [fast]
+          qwen:
+            cmd: llama-server --port ${PORT} -m /models/qwen.gguf
+            filters:
+              setParamsByID:
+                "qwen:think": {temperature: 0.6}
+                "fast": {temperature: 0.1}
+        """
+    )
+    result = import_swap_text(config, tmp_path)
+    think = result.warning("models.qwen.filters.setParamsByID.qwen:think")
+    assert "clients may keep requesting 'qwen:think'" in think
+    assert resolve(result.profiles, "qwen:think").model.id == "qwen"  # the old id still routes
+    fast = result.warning("models.qwen.filters.setParamsByID.fast")
+    assert "instead of 'fast'" in fast  # 'fast' is other's alias, which wins
+    assert resolve(result.profiles, "fast").model.id == "other"
+    named = [w for w in result.profiles.warnings if w.path == "agents.fast"]
+    assert named and "has the name of model 'other'" in named[0].message

@@ -73,10 +73,17 @@ class UnknownModelError(ResolveError):
     def __init__(self, name: str, known: Sequence[str], *, agent: str | None = None) -> None:
         self.name = name
         self.known = tuple(known)
-        #: no model was named, and this agent has none of its own
+        #: an agent without a model of its own, named alone (``@agent``, or as the model)
         self.agent = agent
         listing = ", ".join(self.known) if self.known else "(none defined)"
-        super().__init__(f"unknown model {name!r}; valid models: {listing}")
+        if agent is not None:
+            message = (
+                f"agent {agent!r} has no model of its own: name one, as "
+                f'"MODEL@{agent}"; valid models: {listing}'
+            )
+        else:
+            message = f"unknown model {name!r}; valid models: {listing}"
+        super().__init__(message)
 
 
 class UnknownAgentError(ResolveError):

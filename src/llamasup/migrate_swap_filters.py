@@ -99,13 +99,20 @@ def _agent(draft: Draft, imp: ModelImport, key: str, params: dict[str, Any], whe
             f"now agent {name!r}: clients may keep requesting {key!r} (an agent name stands "
             f"for the agent on its model), or {imp.id}@{name}; its flags are defaults a "
             "client may override"
-            if name == key
+            if name == key and not _names_a_model(draft, key)
             else f"now agent {name!r}: clients request {imp.id}@{name} (or @{name}) instead of "
             f"{key!r}; its flags are defaults a client may override"
         )
         + ("; no longer an alias, which would drop the parameters silently" if was_alias else ""),
         section="agents",
         name=name,
+    )
+
+
+def _names_a_model(draft: Draft, name: str) -> bool:
+    """Whether ``name`` is already a model id or alias of the draft (it then wins)."""
+    return name in draft.models or any(
+        name in entry.fields.get("aliases", []) for entry in draft.models.values()
     )
 
 

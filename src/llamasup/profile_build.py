@@ -143,6 +143,7 @@ class _Builder:
             for name, (at, raw) in sorted(self.sections["groups"].items())
         }
         self._check_aliases(models)
+        self._check_agent_names(models, agents)
         self._check_listen(server)
         if self.log.errors:
             return None
@@ -376,6 +377,23 @@ class _Builder:
                     )
                 else:
                     owners[alias] = model.id
+
+    def _check_agent_names(
+        self, models: Mapping[str, ModelConfig], agents: Mapping[str, AgentConfig]
+    ) -> None:
+        """An agent named like a model or alias cannot be requested by its bare name."""
+        names = {alias: model.id for model in models.values() for alias in model.aliases}
+        names.update({model_id: model_id for model_id in models})
+        for name, agent in agents.items():
+            if name in names and agent.model:
+                at = self.sections["agents"][name][0]
+                self.log.warn(
+                    at.file,
+                    at.path,
+                    f"agent {name!r} has the name of model {names[name]!r} (or its alias): as a "
+                    f"request's model, {name!r} means that model; request "
+                    f"{agent.model}@{name} or @{name} for the agent",
+                )
 
     def _check_listen(self, server: ServerConfig) -> None:
         listen_at = self.server.get("listen", (None, None))[0]

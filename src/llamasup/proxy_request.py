@@ -220,16 +220,10 @@ class TargetResolver:
 
 def resolve_error(exc: ResolveError) -> ProxyError:
     if isinstance(exc, UnknownModelError):
+        if exc.agent is not None:
+            return ProxyError(400, "model_required", str(exc), param="model")
         if not exc.name:
             listing = ", ".join(exc.known) or "(none defined)"
-            if exc.agent is not None:
-                return ProxyError(
-                    400,
-                    "model_required",
-                    f"agent {exc.agent!r} has no model of its own: name one, as "
-                    f'"MODEL@{exc.agent}"; valid models: {listing}',
-                    param="model",
-                )
             return ProxyError(
                 400,
                 "model_required",

@@ -141,7 +141,9 @@ def resolve(
         # a bare agent name stands for the agent on its own model (what a llama-swap client
         # sends for a setParamsByID variant, which ``import llama-swap`` turns into an agent)
         named = profiles.agents.get(model_name)
-        if named is not None and named.model:
+        if named is not None:
+            if not named.model:
+                raise UnknownModelError(model_name, _listed_models(profiles), agent=named.name)
             agent_config, model_config = named, profiles.find_model(named.model)
     if model_config is None:
         raise UnknownModelError(model_name, _listed_models(profiles))

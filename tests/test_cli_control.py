@@ -10,11 +10,13 @@ import http.server
 import json
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from service_helpers import RunningService, fake_profile, port_range, running_service
 from service_helpers import write_model_files as write_models
@@ -303,6 +305,18 @@ def test_an_unreadable_local_profile_falls_back_quietly(
     monkeypatch.delenv("LLAMASUP_SERVER", raising=False)
     assert cli_control_client.default_server() == "http://127.0.0.1:8402"
     assert "does not load" in capsys.readouterr().err
+
+
+def test_a_silent_server_times_out_even_for_a_log_tail(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli_control_client, "REQUEST_TIMEOUT", httpx.Timeout(0.5, connect=1.0))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        assert main(["logs", "alpha", "--server", url]) == 2
+    assert "cannot reach llamasup" in capsys.readouterr().err
 
 
 # -- status, plan, logs, unload, reload ----------------------------------------------------------

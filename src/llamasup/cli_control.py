@@ -245,7 +245,8 @@ def run_logs(args: argparse.Namespace, client: ControlClient) -> int:
         params["follow"] = "1"
     path = "/api/logs/" + _quote(args.name)
     try:
-        with client.stream(path, params=params) as response:
+        # only a followed log may wait for output forever; a tail answers at once
+        with client.stream(path, params=params, follow=args.follow) as response:
             if response.status_code == 404:
                 fail(args, error_message(response), EXIT_FAILED)
                 return EXIT_FAILED

@@ -160,11 +160,12 @@ class ControlClient:
 
     @contextlib.contextmanager
     def stream(
-        self, path: str, *, params: Mapping[str, str] | None = None
+        self, path: str, *, params: Mapping[str, str] | None = None, follow: bool = True
     ) -> Iterator[httpx.Response]:
+        timeout = STREAM_TIMEOUT if follow else REQUEST_TIMEOUT
         with (
             self._errors(),
-            self._client.stream("GET", path, params=params, timeout=STREAM_TIMEOUT) as response,
+            self._client.stream("GET", path, params=params, timeout=timeout) as response,
         ):
             if response.status_code >= 400:
                 response.read()

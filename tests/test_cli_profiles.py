@@ -43,6 +43,7 @@ def test_validate_invalid_exits_1_listing_every_error(
     assert f"{path}:3: models.a.args[0]: --port" in err
     assert f"{path}:4: models.b.pathh: unknown key" in err
     assert "invalid (4 errors)" in err
+    assert f"warning: {path}:3: models.a.path: model file" in err  # reported beside the errors
 
 
 def test_validate_json_for_ci(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,6 +54,7 @@ def test_validate_json_for_ci(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     first = report["errors"][0]
     assert set(first) == {"file", "line", "path", "message"}
     assert {e["path"] for e in report["errors"]} >= {"server.ports", "models.a.args[0]"}
+    assert [w["path"] for w in report["warnings"]] == ["models.a.path"]
     good = write(tmp_path / "g.yaml", GOOD)
     assert main(["validate", str(good), "-o", "json"]) == 0
     ok = json.loads(capsys.readouterr().out)

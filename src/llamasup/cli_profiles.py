@@ -78,7 +78,7 @@ def run_validate(args: argparse.Namespace) -> int:
     try:
         profiles = load_profiles(root)
     except ProfileError as exc:
-        _report_invalid(args, root, exc.issues)
+        _report_invalid(args, root, exc.issues, exc.warnings)
         return EXIT_INVALID
     warnings = [*profiles.warnings, *_key_warnings(profiles)]
     if args.output == "json":
@@ -130,19 +130,26 @@ def _key_warnings(profiles: Profiles) -> list[ProfileIssue]:
     return found
 
 
-def _report_invalid(args: argparse.Namespace, root: Path, issues: tuple[ProfileIssue, ...]) -> None:
+def _report_invalid(
+    args: argparse.Namespace,
+    root: Path,
+    issues: tuple[ProfileIssue, ...],
+    warnings: tuple[ProfileIssue, ...] = (),
+) -> None:
     if args.output == "json":
         _print_json(
             {
                 "valid": False,
                 "source": str(root),
                 "errors": [issue.as_dict() for issue in issues],
-                "warnings": [],
+                "warnings": [issue.as_dict() for issue in warnings],
             }
         )
         return
     for issue in issues:
         print(f"error: {issue}", file=sys.stderr)
+    for issue in warnings:
+        print(f"warning: {issue}", file=sys.stderr)
     print(f"{root}: invalid ({_count(len(issues), 'error')})", file=sys.stderr)
 
 

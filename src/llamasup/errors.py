@@ -51,8 +51,12 @@ class ProfileIssue:
 class ProfileError(LlamasupError):
     """Profiles failed to load; ``issues`` holds every problem found, not just the first."""
 
-    def __init__(self, issues: Sequence[ProfileIssue]) -> None:
+    def __init__(
+        self, issues: Sequence[ProfileIssue], *, warnings: Sequence[ProfileIssue] = ()
+    ) -> None:
         self.issues = tuple(issues)
+        #: what was also noticed, as a valid set would report it (a missing model file, ...)
+        self.warnings = tuple(warnings)
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 

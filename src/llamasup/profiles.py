@@ -95,7 +95,8 @@ def load_texts(
             sorted(
                 _without_follow_ons(log.errors),
                 key=lambda issue: (order.get(issue.file, 0), issue.line or 0),
-            )
+            ),
+            warnings=log.warnings,
         )
     return profiles
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from llamasup.api import ControlApi
 from llamasup.asgi import ASGIApp
 from llamasup.auth import ApiKey, ApiKeyError, AuthGate, load_keys
+from llamasup.browser_gate import BrowserGate
 from llamasup.errors import ProfileIssue
 from llamasup.metrics import Metrics
 from llamasup.profile_store import ProfileStore, ReloadResult
@@ -107,7 +108,11 @@ class Service:
             observer=self.metrics.observer,
             fallback=self.control,
         )
-        self.asgi: ASGIApp = AuthGate(self.proxy, lambda: self.keys)
+        self.asgi: ASGIApp = BrowserGate(
+            AuthGate(self.proxy, lambda: self.keys),
+            loopback=lambda: is_loopback(self.listen_host),
+            origins=lambda: self.profiles.server.cors_origins,
+        )
         self._watch = watch
         self._tasks: list[asyncio.Task[None]] = []
         self._sidecars_at_shutdown: list[Sidecar] = []

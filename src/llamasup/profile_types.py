@@ -50,6 +50,8 @@ class ServerConfig:
     listen_host: str = DEFAULT_LISTEN_HOST
     listen_port: int = DEFAULT_LISTEN_PORT
     allow_public_listen: bool = False
+    #: web page origins that may call the inference routes from a browser
+    cors_origins: tuple[str, ...] = ()
     binary: str | None = None
     ports: tuple[int, int] = DEFAULT_PORTS
     max_sidecars: int | None = None

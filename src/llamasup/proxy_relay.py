@@ -69,8 +69,8 @@ async def relay(ex: Exchange, response: UpstreamResponse, send: Send) -> None:
     streamed = False
     for name, value in response.headers:
         lowered = name.lower()
-        if lowered in _DROPPED_RESPONSE_HEADERS:
-            continue
+        if lowered in _DROPPED_RESPONSE_HEADERS or lowered.startswith(b"access-control-"):
+            continue  # CORS is llamasup's to grant (browser_gate), never the sidecar's
         if lowered == b"content-type" and value.startswith(b"text/event-stream"):
             streamed = True
         headers.append((lowered, value))

@@ -90,6 +90,9 @@ class MiniHTTPHandler(socketserver.StreamRequestHandler):
     def send_response(self, status: int) -> None:
         reason = _REASONS.get(status, "Unknown")
         self._pending = [f"HTTP/1.1 {status} {reason}\r\nServer: llama.cpp\r\n".encode()]
+        origin = self.headers.get("origin")
+        if origin:  # llama-server's CORS reflects any origin
+            self._pending.append(f"Access-Control-Allow-Origin: {origin}\r\n".encode("latin-1"))
 
     def send_header(self, name: str, value: str) -> None:
         self._pending.append(f"{name}: {value}\r\n".encode("latin-1"))

@@ -20,7 +20,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from llamasup.demand import DemandBook
-from llamasup.errors import CapacityError, LlamasupError, ResolveError, SidecarError
+from llamasup.errors import (
+    CapacityError,
+    LlamasupError,
+    ResolveError,
+    SidecarError,
+    SidecarStartError,
+)
 from llamasup.executor import Executor
 from llamasup.flags import parse_header
 from llamasup.memory_cache import MemoryEstimates
@@ -30,7 +36,7 @@ from llamasup.pool import Origin
 from llamasup.profiles import Profiles
 from llamasup.reconcile_status import PassRecord, ReconcileStatus
 from llamasup.sidecar_types import SidecarState
-from llamasup.spec import Resolver, SidecarSpec
+from llamasup.spec import Resolver, SidecarSpec, missing_model_file
 from llamasup.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
 
 logger = logging.getLogger(__name__)
@@ -153,6 +159,11 @@ class Reconciler:
         self.remember(spec, origin or Origin(spec.model, None))
         key = spec.key
         if not self._usable(key):
+            missing = missing_model_file(spec)
+            if missing is not None:
+                # refused before it becomes a demand: a start that cannot succeed must not
+                # evict a sidecar that works
+                raise SidecarStartError(f"{spec.model}: {missing}", None, ())
             await self._wait_until_ready(spec, timeout)
         sidecar = self.supervisor.get(key)
         port = sidecar.port if sidecar is not None else None

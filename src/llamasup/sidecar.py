@@ -39,7 +39,7 @@ from llamasup.sidecar_types import (
     SidecarStatus,
     StartGate,
 )
-from llamasup.spec import SidecarSpec
+from llamasup.spec import SidecarSpec, missing_model_file
 
 __all__ = [
     "Drain",
@@ -229,7 +229,7 @@ class Sidecar:
                     self.log.tail(self.settings.log_tail_lines),
                 )
             )
-            missing = self._missing_model()
+            missing = missing_model_file(self.spec)
             if isinstance(error, SidecarStartError) and error.exit_code is not None and missing:
                 # llama-server only says "model loading error": name the cause when it is ours
                 error = SidecarStartError(f"{error} ({missing})", error.exit_code, error.log_tail)
@@ -245,16 +245,6 @@ class Sidecar:
             if self._state is not SidecarState.STOPPING and self._run is not None:
                 self._run.abandon()
             raise
-
-    def _missing_model(self) -> str | None:
-        path = self.spec.model_path
-        if self.spec.kind != "llama-server" or path is None:
-            return None
-        if not os.path.exists(path):
-            return f"the model file {path} does not exist"
-        if not os.access(path, os.R_OK):
-            return f"the model file {path} is not readable"
-        return None
 
     async def _launch(self, avoid: frozenset[int]) -> Run:
         try:

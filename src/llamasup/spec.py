@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -101,6 +102,19 @@ def split_target(name: str) -> tuple[str, str | None]:
     """``model@agent`` → (model, agent); a plain name has no agent."""
     model, sep, agent = name.partition(AGENT_SEPARATOR)
     return model, (agent if sep else None)
+
+
+def missing_model_file(spec: SidecarSpec) -> str | None:
+    """Why a llama-server spec's model file cannot be loaded, checked before anything starts
+    (llama-server itself only says "model loading error"); None when it is there."""
+    path = spec.model_path
+    if spec.kind != "llama-server" or path is None:
+        return None
+    if not os.path.exists(path):
+        return f"the model file {path} does not exist"
+    if not os.access(path, os.R_OK):
+        return f"the model file {path} is not readable"
+    return None
 
 
 class Resolver:

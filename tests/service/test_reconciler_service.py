@@ -306,3 +306,22 @@ async def test_lowered_limit_evicts_once_the_busy_sidecar_goes_idle(
         done = await asyncio.wait_for(asyncio.gather(*streams.values()), 30)
         assert all((r.pieces, r.done, r.error) == (TOKENS, True, None) for r in done)
         await wait_for(lambda: len(running.pids()) == 1, what="one sidecar evicted")
+
+
+async def test_a_model_whose_file_is_missing_evicts_nothing(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    writer = writer_for(tmp_path, fake_server_bin, "max_sidecars: 1")
+    writer.write({"alpha": "preload: true", "broken": ""})
+    (tmp_path / "broken.gguf").unlink()  # deleted after the profile was written
+    async with running_service(writer.target.parent, watch=False) as running:
+        await wait_for(lambda: "alpha" in running.ready_pids(), what="alpha ready")
+        pid = running.ready_pids()["alpha"]
+        body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
+        reply = await running.client.post("/v1/chat/completions", json=body)
+        assert reply.status_code == 503
+        assert "broken.gguf does not exist" in reply.json()["error"]["message"]
+        await asyncio.sleep(0.3)  # a pass or two
+        assert running.ready_pids() == {"alpha": pid}
+        stops = [a for r in running.service.reconciler.status.recent for a in r.plan.actions]
+        assert not [a for a in stops if isinstance(a, Stop)]

@@ -57,11 +57,21 @@ _ANTHROPIC_TYPES = {
 class ProxyError(Exception):
     """A request the proxy answers itself, with ``status`` and a llamasup ``code``."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        param: str | None = None,
+        *,
+        allow: str | None = None,
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.param = param
+        #: the methods a 405's path takes (the ``Allow`` header)
+        self.allow = allow
         super().__init__(message)
 
     def body(self, dialect: Dialect) -> bytes:
@@ -90,6 +100,8 @@ class ProxyError(Exception):
         ]
         if self.status == 429:
             headers.append((b"retry-after", b"1"))
+        if self.allow is not None:
+            headers.append((b"allow", self.allow.encode()))
         return headers
 
 

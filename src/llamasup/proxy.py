@@ -105,24 +105,39 @@ class ProxyApp:
             if scope["method"] == "POST":
                 await self._inference(route, scope, receive, send)
             else:
-                await send_error(
-                    send,
-                    ProxyError(405, "method_not_allowed", f"{path} accepts POST only"),
-                    route.dialect,
-                )
+                await _wrong_method(send, path, "POST", route.dialect)
         elif path.startswith(UPSTREAM_PREFIX):
             await self._passthrough(scope, receive, send)
-        elif path in ("/v1/models", "/models") and scope["method"] in ("GET", "HEAD"):
-            listing = model_listing(self._resolver(), self._pool)
-            await send_json(send, 200, listing)
-        elif path == "/health" and scope["method"] in ("GET", "HEAD"):
-            await send_json(send, 200, {"status": "ok"})
+        elif path in _READ_ROUTES or path.startswith(_MODEL_PREFIXES):
+            if scope["method"] not in ("GET", "HEAD"):
+                await _wrong_method(send, path, "GET, HEAD", Dialect.OPENAI)
+            elif path == "/health":
+                await send_json(send, 200, {"status": "ok"})
+            elif path in ("/v1/models", "/models"):
+                await send_json(send, 200, model_listing(self._resolver(), self._pool))
+            else:
+                await self._one_model(path, send)
         elif self._fallback is not None:
             await self._fallback(scope, receive, send)
         else:
             await send_error(
                 send, ProxyError(404, "not_found", f"no route for {path}"), Dialect.OPENAI
             )
+
+    async def _one_model(self, path: str, send: Send) -> None:
+        """``GET /v1/models/{id}``: the entry ``/v1/models`` lists for an id, alias or
+        ``model@agent`` (what SDKs' ``models.retrieve`` asks for)."""
+        name = path.split("/models/", 1)[1]  # the ASGI path is already percent-decoded
+        listing = model_listing(self._resolver(), self._pool)
+        entry = next((e for e in listing["data"] if e["id"] == name), None)
+        if entry is None:
+            known = sorted(e["id"] for e in listing["data"])
+            error = ProxyError(
+                404, "model_not_found", f"unknown model {name!r}; listed: {', '.join(known)}"
+            )
+            await send_error(send, error, Dialect.OPENAI)
+            return
+        await send_json(send, 200, entry)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -312,6 +327,15 @@ def create_proxy_app(
     lifespan itself. ``client`` lets tests or the app share an :class:`UpstreamClient`.
     """
     return ProxyApp(resolver, pool, observer=observer, fallback=fallback, client=client)
+
+
+_READ_ROUTES = frozenset({"/v1/models", "/models", "/health"})
+_MODEL_PREFIXES = ("/v1/models/", "/models/")
+
+
+async def _wrong_method(send: Send, path: str, allow: str, dialect: Dialect) -> None:
+    error = ProxyError(405, "method_not_allowed", f"{path} accepts {allow}", allow=allow)
+    await send_error(send, error, dialect)
 
 
 def _origin(resolved: Resolved, agent_flags: str | None) -> Origin:

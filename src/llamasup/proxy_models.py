@@ -59,7 +59,14 @@ def model_listing(resolver: Resolver, pool: SidecarPool) -> dict[str, Any]:
                     description=agent.description or model.description,
                 )
             )
-    return {"object": "list", "data": data}
+    return {
+        "object": "list",
+        "data": data,
+        # Anthropic's list shape, beside OpenAI's
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 def _entry(
@@ -77,6 +84,10 @@ def _entry(
         "object": "model",
         "created": 0,
         "owned_by": "llamasup",
+        # what Anthropic clients read from a model entry
+        "type": "model",
+        "display_name": name,
+        "created_at": "1970-01-01T00:00:00Z",
         "llamasup": {
             "model": model,
             "agent": agent,

@@ -38,6 +38,9 @@ def test_completions(client: openai.OpenAI) -> None:
 def test_model_list(client: openai.OpenAI) -> None:
     ids = {model.id for model in client.models.list()}
     assert {"alpha", "a", "alpha@coder", "beta"} <= ids
+    assert client.models.retrieve("alpha@coder").id == "alpha@coder"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
 
 
 def test_errors_map_to_client_exceptions(client: openai.OpenAI) -> None:

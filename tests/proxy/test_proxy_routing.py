@@ -212,12 +212,28 @@ def test_model_listing(proxy: ProxyServer) -> None:
     assert states["alpha@bigctx"] == "stopped"  # a different sidecar
     # unlisted models are hidden, not unroutable
     echoed(post(proxy, "/v1/completions", {"model": "hidden"}))
+    # one entry, as SDKs' models.retrieve asks for it
+    for name in ("alpha", "a", "alpha@coder"):
+        one = httpx.get(f"{proxy.url}/v1/models/{name}", timeout=30)
+        assert one.status_code == 200 and one.json() == entries[name] | {
+            "llamasup": one.json()["llamasup"]
+        }
+    assert_llamasup_error(httpx.get(proxy.url + "/v1/models/hidden"), 404, "model_not_found")
 
 
 def test_health_and_unknown_paths(proxy: ProxyServer) -> None:
     assert httpx.get(proxy.url + "/health").json() == {"status": "ok"}
     assert_llamasup_error(httpx.get(proxy.url + "/nope"), 404, "not_found")
-    assert_llamasup_error(httpx.get(proxy.url + "/v1/chat/completions"), 405, "method_not_allowed")
+    for method, path, allow in (
+        ("GET", "/v1/chat/completions", "POST"),
+        ("GET", "/v1/messages", "POST"),
+        ("POST", "/v1/models", "GET, HEAD"),
+        ("DELETE", "/v1/models/alpha", "GET, HEAD"),
+        ("POST", "/health", "GET, HEAD"),
+    ):
+        wrong = httpx.request(method, proxy.url + path)
+        assert wrong.status_code == 405, (method, path)
+        assert wrong.headers["allow"] == allow
 
 
 def test_unknown_paths_fall_through(make_proxy: ProxyFactory) -> None:

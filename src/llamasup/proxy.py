@@ -280,6 +280,10 @@ class ProxyApp:
             if entered:
                 raise
             raise _lease_error(exc, resolved, out.start_timeout) from exc
+        finally:
+            if not entered and self._observer is not None:
+                # no sidecar came (refused, timed out, the client left): the wait still counts
+                ex.wait = perf_counter() - ex.t0
 
     # -- answers of our own ------------------------------------------------------------------
     async def _refuse(self, ex: Exchange, send: Send, exc: ProxyError, dialect: Dialect) -> None:

@@ -133,3 +133,22 @@ def test_merge_families_adds_labels_and_skips_garbage() -> None:
     gauge = by_name["llamacpp:requests_processing"]
     assert [(s.labels["sidecar"], s.value) for s in gauge.samples] == [("k1", 1.0), ("k4", 0.0)]
     assert merge_families([]) == []
+
+
+async def test_a_request_that_never_got_a_sidecar_still_counts_its_wait(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    write_model_files(tmp_path, ["slow"])
+    slow = "env: {FAKE_LLAMA_LOAD_DELAY: '5'}"
+    text = fake_profile(fake_server_bin, tmp_path / "state", {"slow": slow})
+    profile = tmp_path / "p.yaml"
+    profile.write_text(text.replace("start_timeout: 20s", "start_timeout: 0.5s"))
+    async with running_service(profile, watch=False) as running:
+        body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+        reply = await running.client.post("/v1/chat/completions", json=body)
+        assert reply.status_code == 504
+        samples = await scrape(running)
+        request = {"model": "slow", "agent": "", "route": "/v1/chat/completions"}
+        assert value(samples, "llamasup_requests_total", **request, status="504") == 1
+        assert value(samples, "llamasup_request_wait_seconds_count", **request) == 1
+        assert value(samples, "llamasup_request_wait_seconds_sum", **request) >= 0.45

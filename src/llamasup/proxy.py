@@ -37,6 +37,7 @@ from llamasup.proxy_request import (
     ROUTES,
     RouteInfo,
     TargetResolver,
+    check_route_enabled,
     pick_target,
     prepare_body,
     scan_headers,
@@ -163,6 +164,7 @@ class ProxyApp:
             body = parse_body(raw)
             model, agent = pick_target(body.get("model"), headers.model, headers.agent)
             resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
+            check_route_enabled(route, resolved)
             payload = prepare_body(body, resolved, route)
             target = route.path.encode()
             if scope.get("query_string"):

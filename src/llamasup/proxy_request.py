@@ -27,6 +27,8 @@ class RouteInfo:
     dialect: Dialect
     #: whether an agent's sampling defaults apply (generation routes only)
     generation: bool
+    #: llama-server serves the route only when started with one of these switches
+    requires: tuple[str, ...] = ()
 
 
 def _routes() -> dict[str, RouteInfo]:
@@ -50,6 +52,10 @@ def _routes() -> dict[str, RouteInfo]:
     )
     table = {p: RouteInfo(p, Dialect.OPENAI, True) for p in openai_gen}
     table.update({p: RouteInfo(p, Dialect.OPENAI, False) for p in openai_other})
+    for path in ("/v1/embeddings", "/embeddings"):
+        table[path] = RouteInfo(path, Dialect.OPENAI, False, ("--embeddings", "--reranking"))
+    for path in ("/v1/rerank", "/rerank"):
+        table[path] = RouteInfo(path, Dialect.OPENAI, False, ("--reranking",))
     table["/v1/messages"] = RouteInfo("/v1/messages", Dialect.ANTHROPIC, True)
     table["/v1/messages/count_tokens"] = RouteInfo(
         "/v1/messages/count_tokens", Dialect.ANTHROPIC, False
@@ -241,3 +247,28 @@ def prepare_body(body: RequestBody, resolved: Resolved, route: RouteInfo) -> byt
     (generation routes only; the client's own values win)."""
     defaults = resolved.request_defaults if route.generation else _NO_DEFAULTS
     return edit_body(body, model=resolved.spec.served_name, defaults=defaults, synonyms=SYNONYMS)
+
+
+_SWITCH_ENV = {"--embeddings": "LLAMA_ARG_EMBEDDINGS", "--reranking": "LLAMA_ARG_RERANKING"}
+
+
+def check_route_enabled(route: RouteInfo, resolved: Resolved) -> None:
+    """Refuse, with the fix, a route the model's llama-server was not started to serve
+    (llama-server would answer 501, which SDKs retry)."""
+    spec = resolved.spec
+    if not route.requires or spec.kind != "llama-server":
+        return
+    env = dict(spec.env)
+    for switch in route.requires:
+        if spec.load_flags.value(switch) is True:
+            return
+        if env.get(_SWITCH_ENV[switch], "").lower() in ("1", "true", "on", "yes", "enabled"):
+            return
+    model = resolved.model.id
+    raise ProxyError(
+        400,
+        "endpoint_not_enabled",
+        f"model {model!r} is not started with {route.requires[0]}, which {route.path} needs: "
+        f"add it to models.{model}.args (or to an agent's flags)",
+        param="model",
+    )

@@ -14,6 +14,7 @@ server:
 models:
   alpha:
     path: /models/alpha.gguf
+    args: [--reranking]  # serves /v1/embeddings and /v1/rerank too
     aliases: [a, first]
     description: the first model
   beta:

@@ -146,6 +146,15 @@ def test_large_body_is_edited_in_place(proxy: ProxyServer) -> None:
     }
 
 
+def test_routes_a_model_is_not_started_for_are_refused_with_the_fix(proxy: ProxyServer) -> None:
+    for path, flag in (("/v1/embeddings", "--embeddings"), ("/rerank", "--reranking")):
+        refused = assert_llamasup_error(
+            post(proxy, path, {"model": "beta", "input": "x"}), 400, "endpoint_not_enabled"
+        )
+        assert f"not started with {flag}" in refused["message"]
+        assert "models.beta.args" in refused["message"]
+
+
 def test_sampling_defaults_only_on_generation_routes(proxy: ProxyServer) -> None:
     body = echoed(post(proxy, "/v1/embeddings", {"model": "alpha@coder", "input": "x"}))["body"]
     assert body == {"model": "alpha", "input": "x"}

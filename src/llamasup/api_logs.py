@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 
 from llamasup.api_errors import ApiError
 from llamasup.asgi import Receive, Send
+from llamasup.errors import ResolveError
 from llamasup.proclog import LogLine
 from llamasup.sidecar import Sidecar
+from llamasup.spec import split_target
 
 if TYPE_CHECKING:
     from llamasup.app import Service
@@ -41,6 +43,13 @@ def _targets(service: Service, name: str) -> tuple[list[Sidecar], list[Path]] | 
     if sidecar is not None:
         return [sidecar], []
     log_dir = supervisor.settings.log_dir
+    if "@" in name or name in service.profiles.agents:  # model@agent, @agent, a bare agent
+        try:
+            key = service.reconciler.resolver.resolve(*split_target(name)).spec.key
+        except ResolveError:
+            return None
+        found = supervisor.get(key)
+        return ([found], []) if found is not None else ([], [log_dir / f"{key}.log"])
     model = service.profiles.find_model(name)
     if model is None:
         path = log_dir / f"{name}.log"
@@ -66,7 +75,9 @@ async def send_logs(
 ) -> None:
     found = _targets(service, name)
     if found is None:
-        raise ApiError(404, "unknown_sidecar", f"no model, alias or sidecar key {name!r}")
+        raise ApiError(
+            404, "unknown_sidecar", f"no model, alias, model@agent or sidecar key {name!r}"
+        )
     sidecars, files = found
     raw_lines = query.get("lines", [str(DEFAULT_LINES)])[-1]
     if not raw_lines.isdigit():

@@ -505,6 +505,20 @@ async def test_logs_tail_follow_and_stopped(tmp_path: Path, fake_server_bin: Pat
         assert (await running.client.get("/api/logs/alpha?lines=x")).status_code == 400
 
 
+async def test_logs_of_an_agent_sidecar_by_its_name(tmp_path: Path, fake_server_bin: Path) -> None:
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha"])
+    agents = "long: {model: alpha, flags: --ctx-size 8192}"
+    (setup.root / "p.yaml").write_text(setup.text({"alpha": ""}, agents=agents))
+    async with running_service(setup.root, watch=False) as running:
+        await chat(running.client, "alpha@long")
+        [row] = (await running.status())["sidecars"]
+        by_key = (await running.client.get(f"/api/logs/{row['key']}?lines=3")).text
+        for name in ("alpha@long", "@long", "long"):
+            reply = await running.client.get(f"/api/logs/{name}", params={"lines": "3"})
+            assert (reply.status_code, reply.text) == (200, by_key), name
+        assert (await running.client.get("/api/logs/alpha@nobody")).status_code == 404
+
+
 def test_serve_rolls_back_an_apply_a_crash_cut_short(tmp_path: Path, fake_server_bin: Path) -> None:
     """SIGKILL of llamasup halfway through persisting an apply: the next ``serve`` finds the
     journal, puts the previous files back, says so, and serves the previous set."""

@@ -45,11 +45,11 @@ def _targets(service: Service, name: str) -> tuple[list[Sidecar], list[Path]] | 
     log_dir = supervisor.settings.log_dir
     if "@" in name or name in service.profiles.agents:  # model@agent, @agent, a bare agent
         try:
-            key = service.reconciler.resolver.resolve(*split_target(name)).spec.key
+            agent_key = service.reconciler.resolver.resolve(*split_target(name)).spec.key
         except ResolveError:
             return None
-        found = supervisor.get(key)
-        return ([found], []) if found is not None else ([], [log_dir / f"{key}.log"])
+        found = supervisor.get(agent_key)
+        return ([found], []) if found is not None else ([], [log_dir / f"{agent_key}.log"])
     model = service.profiles.find_model(name)
     if model is None:
         path = log_dir / f"{name}.log"

@@ -180,7 +180,12 @@ def _agent(profiles: Profiles, name: str | None) -> AgentConfig | None:
 
 
 def _listed_models(profiles: Profiles) -> list[str]:
-    return sorted(m.id for m in profiles.models.values() if not m.unlisted)
+    """Listed model ids for a message, each with its aliases: ``gemma (or default)``."""
+    return [
+        f"{m.id} (or {', '.join(m.aliases)})" if m.aliases else m.id
+        for m in sorted(profiles.models.values(), key=lambda m: m.id)
+        if not m.unlisted
+    ]
 
 
 def _spec(

@@ -381,7 +381,7 @@ async def test_plan_logs_unload_and_reload(
         code, out, _ = await cli(capsys, "logs", "alpha", "-n", "2", *url)
         assert code == 0 and len(out.splitlines()) == 2
         code, _, err = await cli(capsys, "logs", "nosuch", *url)
-        assert code == 1 and "no model, alias or sidecar key 'nosuch'" in err
+        assert code == 1 and "no model, alias, model@agent or sidecar key 'nosuch'" in err
 
         # a followed log ends (exit 0) when its sidecar stops
         follow = asyncio.create_task(

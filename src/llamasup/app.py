@@ -112,6 +112,7 @@ class Service:
             AuthGate(self.proxy, lambda: self.keys),
             loopback=lambda: is_loopback(self.listen_host),
             origins=lambda: self.profiles.server.cors_origins,
+            hosts=lambda: self.profiles.server.allowed_hosts,
         )
         self._watch = watch
         self._tasks: list[asyncio.Task[None]] = []

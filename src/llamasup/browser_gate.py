@@ -9,7 +9,8 @@ program. So, before the key check:
   every POST) is refused, unless the origin is listed in ``server.cors_origins`` and the route
   is an inference route; the control API, ``/sidecars`` and ``/metrics`` never answer a page;
 * while the front listens on a loopback address, a ``Host`` header that is not a loopback
-  name is refused: a DNS-rebinding page reaches 127.0.0.1 under its own host name;
+  name (or listed in ``server.allowed_hosts``, for a reverse proxy on the same machine) is
+  refused: a DNS-rebinding page reaches 127.0.0.1 under its own host name;
 * allowed origins get CORS: preflights are answered here, responses carry
   ``Access-Control-Allow-Origin`` for that origin (a sidecar's own CORS headers are dropped
   by the relay, so llama-server's reflect-any-origin never reaches a browser).
@@ -31,14 +32,20 @@ _PREFLIGHT_MAX_AGE = b"600"
 _ALLOWED_METHODS = b"GET, POST, OPTIONS"
 
 
-def loopback_host(host_header: bytes) -> bool:
-    """Whether a ``Host`` header names this machine's loopback (any port)."""
+def host_name(host_header: bytes) -> str:
+    """The name in a ``Host`` header: lower case, no port, no brackets, no final dot."""
     host = host_header.decode("latin-1").strip().lower()
     if host.startswith("["):
         host = host[1 : host.find("]")] if "]" in host else host[1:]
     elif host.count(":") == 1:
         host = host.partition(":")[0]
-    if host in ("localhost", "localhost.") or host.endswith(".localhost"):
+    return host.rstrip(".")
+
+
+def loopback_host(host_header: bytes) -> bool:
+    """Whether a ``Host`` header names this machine's loopback (any port)."""
+    host = host_name(host_header)
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -55,10 +62,12 @@ class BrowserGate:
         *,
         loopback: Callable[[], bool],
         origins: Callable[[], Collection[str]],
+        hosts: Callable[[], Collection[str]] = tuple,
     ) -> None:
         self._app = app
         self._loopback = loopback
         self._origins = origins
+        self._hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,9 +80,17 @@ class BrowserGate:
                 origin = value
             elif name == b"host":
                 host = value
-        if host is not None and self._loopback() and not loopback_host(host):
+        if (
+            host is not None
+            and self._loopback()
+            and not loopback_host(host)
+            and host_name(host) not in self._hosts()
+        ):
             shown = host.decode("latin-1")
-            message = f"Host {shown!r} is not a loopback name this llamasup answers to"
+            message = (
+                f"Host {shown!r} is not a loopback name this llamasup answers to (behind a "
+                "reverse proxy on this machine, list its host name in server.allowed_hosts)"
+            )
             await _refuse(send, scope["path"], message)
             return
         if origin is None:

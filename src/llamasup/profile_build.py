@@ -198,8 +198,8 @@ class _Builder:
             }
         if key == "restart":
             return {"restart": _restart(raw)}
-        if key == "cors_origins":
-            return {"cors_origins": tuple(str(origin).lower() for origin in raw)}
+        if key in ("cors_origins", "allowed_hosts"):
+            return {key: tuple(str(item).lower().rstrip(".") for item in raw)}
         return {key: raw}
 
     def _api_key(self, raw: Mapping[str, Any], at: _At, index: int) -> ApiKeyConfig:

@@ -52,6 +52,8 @@ class ServerConfig:
     allow_public_listen: bool = False
     #: web page origins that may call the inference routes from a browser
     cors_origins: tuple[str, ...] = ()
+    #: Host names accepted besides loopback ones while listening on loopback
+    allowed_hosts: tuple[str, ...] = ()
     binary: str | None = None
     ports: tuple[int, int] = DEFAULT_PORTS
     max_sidecars: int | None = None

@@ -66,12 +66,17 @@ async def test_listed_origins_get_cors_on_inference_routes_only(
 ) -> None:
     write_model_files(tmp_path, ["alpha"])
     profile = tmp_path / "p.yaml"
-    extra = f"cors_origins: ['{APP}']"
+    extra = f"cors_origins: ['{APP}']\nallowed_hosts: [llm.example.org]"
     profile.write_text(
         fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}, server_extra=extra)
     )
     async with running_service(profile, watch=False) as running:
         client = running.client
+        # a reverse proxy on this machine passing its own name is listed, so it is let through
+        proxied = await client.get("/api/status", headers={"host": "LLM.example.org:443"})
+        assert proxied.status_code == 200, proxied.text
+        rebound = await client.get("/api/status", headers={"host": "evil.example"})
+        _refused(rebound, "server.allowed_hosts")
         preflight = await client.options(
             "/v1/chat/completions",
             headers={

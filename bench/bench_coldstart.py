@@ -48,9 +48,11 @@ BODY = {
 }
 
 
-async def _ttfb(client: httpx.AsyncClient, url: str) -> float:
+async def _ttfb(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
+) -> float:
     began = time.perf_counter()
-    async with client.stream("POST", url, json=BODY) as response:
+    async with client.stream("POST", url, json=BODY, headers=headers) as response:
         chunks = response.aiter_raw()
         try:
             await anext(chunks)
@@ -100,7 +102,8 @@ async def measure(binary: Path, rounds: int) -> list[tuple[float, float, float]]
                 assert status.started_at is not None and status.ready_at is not None
                 spawn_to_ready = status.ready_at - status.started_at
                 direct = f"http://127.0.0.1:{status.port}/v1/chat/completions"
-                warm = statistics.median([await _ttfb(client, direct) for _ in range(3)])
+                key = {"authorization": f"Bearer {service.supervisor.settings.api_key}"}
+                warm = statistics.median([await _ttfb(client, direct, key) for _ in range(3)])
                 results.append((cold, spawn_to_ready, warm))
     finally:
         server.should_exit = True

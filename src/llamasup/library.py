@@ -8,12 +8,14 @@ profiles, planner, limits and eviction as ``llamasup serve``::
 
     async with local_models("profiles/") as models:
         async with models.lease("gemma3-270m@precise") as sidecar:
-            reply = httpx.post(f"{sidecar.url}/v1/chat/completions",
+            reply = httpx.post(f"{sidecar.url}/v1/chat/completions", headers=sidecar.headers,
                                json={**sidecar.defaults, "messages": [...]})
 
 ``lease`` counts the block as a request in flight (nothing evicts the sidecar under it);
 ``request_defaults`` gives an agent's sampling defaults to merge into request bodies (the
 front does that merge for HTTP clients; here the program talks to llama-server directly).
+Each sidecar requires a key made for this run (so that its loopback port serves only this
+program); ``sidecar.headers`` carries it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class LocalSidecar:
     model: str
     #: the agent's request-time defaults (``temperature``, ``top_k``, ...) for request bodies
     defaults: Mapping[str, Any]
+    #: send these with every request (the sidecar's per-run key)
+    headers: Mapping[str, str]
 
 
 class LocalModels:
@@ -82,6 +86,7 @@ class LocalModels:
                 f"http://{up.host}:{up.port}",
                 resolved.upstream_model,
                 dict(resolved.request_defaults),
+                {name.decode(): value.decode() for name, value in up.headers},
             )
 
     async def unload(self, target: str) -> bool:

@@ -28,7 +28,8 @@ from prometheus_client.samples import Sample
 from llamasup.plan import Stop
 from llamasup.proxy_hooks import RequestRecord
 from llamasup.reconcile_status import PassRecord
-from llamasup.sidecar_types import SidecarEventKind, SidecarState
+from llamasup.sidecar_types import SidecarEventKind, SidecarState, sidecar_auth
+from llamasup.spec import SidecarSpec
 from llamasup.supervisor import SupervisorEvent
 
 if TYPE_CHECKING:
@@ -234,10 +235,14 @@ class Metrics:
         return own + sidecar_text, CONTENT_TYPE_LATEST
 
     async def _sidecar_metrics(self) -> bytes:
+        supervisor = self._service.supervisor
+        settings = supervisor.settings
         targets = [
-            (status.sidecar.model, status.key, status.sidecar.port)
-            for status in self._service.supervisor.statuses()
-            if status.sidecar.state is SidecarState.READY and status.sidecar.port is not None
+            (status.sidecar.model, status.key, status.sidecar.port, sidecar.spec)
+            for status in supervisor.statuses()
+            if status.sidecar.state is SidecarState.READY
+            and status.sidecar.port is not None
+            and (sidecar := supervisor.get(status.key)) is not None
         ]
         if not targets:
             return b""
@@ -246,17 +251,18 @@ class Metrics:
             self._client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, trust_env=False)
         client = self._client
 
-        async def fetch(port: int) -> str | None:
+        async def fetch(port: int, spec: SidecarSpec) -> str | None:
+            headers = {k.decode(): v.decode() for k, v in sidecar_auth(settings, spec)}
             try:
-                response = await client.get(f"http://{host}:{port}/metrics")
+                response = await client.get(f"http://{host}:{port}/metrics", headers=headers)
             except httpx.HTTPError:
                 return None
             return response.text if response.status_code == 200 else None
 
-        texts = await asyncio.gather(*(fetch(port) for _, _, port in targets))
+        texts = await asyncio.gather(*(fetch(port, spec) for _, _, port, spec in targets))
         merged = merge_families(
             (model, key, text)
-            for (model, key, _), text in zip(targets, texts, strict=True)
+            for (model, key, _, _), text in zip(targets, texts, strict=True)
             if text is not None
         )
         if not merged:

@@ -35,6 +35,11 @@ class Upstream(Protocol):
     @property
     def port(self) -> int: ...
 
+    @property
+    def headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """Headers every request to this sidecar carries (its credentials)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -57,6 +62,7 @@ class UpstreamAddress:
     key: str
     host: str
     port: int
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class SidecarPool(Protocol):

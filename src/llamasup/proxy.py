@@ -267,7 +267,7 @@ class ProxyApp:
                         upstream.host,
                         upstream.port,
                         out.target,
-                        headers=out.headers,
+                        headers=[*out.headers, *upstream.headers],
                         body=out.payload,
                     )
                 except UpstreamError as exc:

@@ -35,7 +35,7 @@ from llamasup.plan_types import StopReason
 from llamasup.pool import Origin
 from llamasup.profiles import Profiles
 from llamasup.reconcile_status import PassRecord, ReconcileStatus
-from llamasup.sidecar_types import SidecarState
+from llamasup.sidecar_types import SidecarState, sidecar_auth
 from llamasup.spec import Resolver, SidecarSpec, missing_model_file
 from llamasup.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
 
@@ -49,6 +49,8 @@ class Lease:
     key: str
     host: str
     port: int
+    #: the sidecar's credentials, for every request sent to it
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class Reconciler:
@@ -171,7 +173,8 @@ class Reconciler:
             raise SidecarError(f"{spec.model}: sidecar {key} went away before the request")
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
-            yield Lease(key, self.supervisor.settings.host, port)
+            settings = self.supervisor.settings
+            yield Lease(key, settings.host, port, sidecar_auth(settings, spec))
         finally:
             # the count is per key and outlives a sidecar stopped under it (a drain that ran
             # past stop_grace): a lease of the key's next sidecar is counted on top, and this

@@ -254,6 +254,8 @@ class Sidecar:
             raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
         self.settings.config_home.mkdir(parents=True, exist_ok=True)
         env = child_environment(self._base_env, self.spec.env_map, self.settings.config_home)
+        if self.settings.api_key is not None and self.spec.kind == "llama-server":
+            env["LLAMA_API_KEY"] = self.settings.api_key  # not argv: `ps` shows argv to all
         try:
             port = self._ports.acquire(avoid=avoid)
         except OSError as exc:

@@ -85,8 +85,11 @@ async def test_scopes_and_error_shapes(tmp_path: Path, fake_server_bin: Path) ->
 
         as_app = {"authorization": f"Bearer {INFERENCE}"}
         reply = await chat(client, "alpha", headers=as_app)
-        # the front's key is llamasup's, not the sidecar's: it is not forwarded
-        assert "authorization" not in reply["x_fake"]["headers"]
+        # the front's key is llamasup's, not the sidecar's: it is not forwarded; the sidecar
+        # gets the per-run key that only llamasup holds
+        sent = reply["x_fake"]["headers"]["authorization"]
+        assert INFERENCE not in sent
+        assert sent == f"Bearer {running.service.supervisor.settings.api_key}"
         messages = await client.post("/v1/messages", json=MESSAGES, headers=as_app)
         assert messages.status_code == 200, messages.text
         assert (await client.get("/v1/models", headers=as_app)).status_code == 200

@@ -49,7 +49,10 @@ async def test_lazy_start_warm_reuse_and_cleanup(tmp_path: Path, fake_server_bin
                         "model": sidecar.model,
                         "messages": [{"role": "user", "content": "hi"}],
                     }
-                    reply = await client.post(f"{sidecar.url}/v1/chat/completions", json=body)
+                    url = f"{sidecar.url}/v1/chat/completions"
+                    bare = await client.post(url, json=body)
+                    assert bare.status_code == 401  # the port serves only the key holder
+                    reply = await client.post(url, json=body, headers=dict(sidecar.headers))
                     assert reply.status_code == 200, reply.text
                     pid: int = reply.json()["x_fake"]["pid"]
                     return pid

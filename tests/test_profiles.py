@@ -268,6 +268,16 @@ def test_public_listen_needs_keys_or_explicit_consent(tmp_path: Path) -> None:
     assert profiles.server.api_keys[0].env == "KEY"
 
 
+def test_allowed_hosts_need_keys_or_explicit_consent(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.yaml", "server: {allowed_hosts: [llm.example.org]}\n" + MINIMAL)
+    assert find(issues(path), "reverse proxy").path == "server.allowed_hosts"
+    consent = write(
+        tmp_path / "q.yaml",
+        "server: {allowed_hosts: [LLM.example.org.], allow_public_listen: true}\n" + MINIMAL,
+    )
+    assert load(consent).server.allowed_hosts == ("llm.example.org",)
+
+
 def test_api_key_needs_exactly_one_source(tmp_path: Path) -> None:
     path = write(
         tmp_path / "p.yaml",

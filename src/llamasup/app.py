@@ -116,6 +116,7 @@ class Service:
             loopback=lambda: is_loopback(self.listen_host),
             origins=lambda: self.profiles.server.cors_origins,
             hosts=lambda: self.profiles.server.allowed_hosts,
+            keyed=lambda: bool(self.keys),
         )
         self._watch = watch
         self._tasks: list[asyncio.Task[None]] = []

@@ -5,17 +5,21 @@ llamasup listens on loopback without keys by default, and a browser will happily
 ``http://127.0.0.1:8402``. Through ``/api/apply`` that is a ``command:`` model, which is any
 program. So, before the key check:
 
-* a request that carries an ``Origin`` header (browsers add it to cross-origin requests, and to
-  every POST) is refused, unless the origin is listed in ``server.cors_origins`` and the route
-  is an inference route; the control API, ``/sidecars`` and ``/metrics`` never answer a page;
-* while the front listens on a loopback address, a ``Host`` header that is not a loopback
-  name (or listed in ``server.allowed_hosts``, for a reverse proxy on the same machine) is
-  refused: a DNS-rebinding page reaches 127.0.0.1 under its own host name;
-* allowed origins get CORS: preflights are answered here, responses carry
-  ``Access-Control-Allow-Origin`` for that origin (a sidecar's own CORS headers are dropped
-  by the relay, so llama-server's reflect-any-origin never reaches a browser).
+* a request with an ``Origin`` header (browsers add it to cross-origin requests and to every
+  POST) is refused on the control API, ``/sidecars`` and ``/metrics``, always; elsewhere it
+  passes only from a page llamasup served itself (same origin: a sidecar's UI through
+  ``/upstream``) or from an origin listed in ``server.cors_origins`` (then with CORS, and
+  never on the ``/upstream`` passthrough);
+* a request a browser marks ``Sec-Fetch-Site: cross-site``/``same-site`` without an allowed
+  ``Origin`` (an ``<img>``, a ``<script>``, a navigation) is refused;
+* while the front listens on loopback, or has no key, a ``Host`` must be an address,
+  ``localhost`` or in ``server.allowed_hosts``: a DNS-rebinding page reaches llamasup under a
+  name of its own;
+* a second ``Host`` or ``Origin`` header, and any WebSocket upgrade, are refused.
 
-Tools (curl, SDKs, the CLI) send no ``Origin`` and a loopback ``Host``: nothing changes for them.
+A sidecar's own CORS headers are dropped by the relay, and every llama-server sidecar needs
+the per-run key only llamasup holds, so a page cannot go around the front either. Tools
+(curl, SDKs, the CLI) send no ``Origin`` and a loopback ``Host``: nothing changes for them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable, Collection
 from llamasup.asgi import ASGIApp, Message, Receive, Scope, Send
 from llamasup.auth import ADMIN_PREFIXES
 from llamasup.openai_errors import LLAMASUP_ERROR_HEADER
+from llamasup.proxy import UPSTREAM_PREFIX
 
 _PREFLIGHT_MAX_AGE = b"600"
 _ALLOWED_METHODS = b"GET, POST, OPTIONS"
@@ -42,15 +47,20 @@ def host_name(host_header: bytes) -> str:
     return host.rstrip(".")
 
 
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
 def loopback_host(host_header: bytes) -> bool:
     """Whether a ``Host`` header names this machine's loopback (any port)."""
     host = host_name(host_header)
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = _ip_literal(host)
+    return address is not None and address.is_loopback
 
 
 class BrowserGate:
@@ -63,45 +73,61 @@ class BrowserGate:
         loopback: Callable[[], bool],
         origins: Callable[[], Collection[str]],
         hosts: Callable[[], Collection[str]] = tuple,
+        keyed: Callable[[], bool] = bool,
     ) -> None:
         self._app = app
         self._loopback = loopback
         self._origins = origins
         self._hosts = hosts
+        self._keyed = keyed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind == "websocket":  # no route speaks it; never let an upgrade past the gates
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if kind != "http":
             await self._app(scope, receive, send)
             return
         origin: bytes | None = None
         host: bytes | None = None
+        site = b""
+        seen = 0
         for name, value in scope["headers"]:
             if name == b"origin":
                 origin = value
+                seen += 1 << 8
             elif name == b"host":
                 host = value
-        if (
-            host is not None
-            and self._loopback()
-            and not loopback_host(host)
-            and host_name(host) not in self._hosts()
-        ):
-            shown = host.decode("latin-1")
-            message = (
-                f"Host {shown!r} is not a loopback name this llamasup answers to (behind a "
-                "reverse proxy on this machine, list its host name in server.allowed_hosts)"
-            )
-            await _refuse(send, scope["path"], message)
+                seen += 1
+            elif name == b"sec-fetch-site":
+                site = value.strip().lower()
+        path: str = scope["path"]
+        if seen & 0xFF > 1 or seen >> 8 > 1:
+            await _refuse(send, path, "more than one Host or Origin header")
+            return
+        problem = self._host_problem(host)
+        if problem is not None:
+            await _refuse(send, path, problem)
             return
         if origin is None:
+            if site in (b"cross-site", b"same-site"):
+                # a page's GET (an image, a script, a navigation) carries no Origin, but
+                # browsers say where it comes from
+                await _refuse(send, path, "requests from other web sites are refused")
+                return
             await self._app(scope, receive, send)
             return
-        path: str = scope["path"]
         text = origin.decode("latin-1").strip().lower()
+        same = host is not None and text in _own_origins(host)
         if path.startswith(ADMIN_PREFIXES):
             await _refuse(send, path, f"the control API does not answer web pages (Origin {text})")
             return
-        if text not in self._origins():
+        if same and site in (b"", b"same-origin"):
+            # a page llamasup itself served (a sidecar's UI through /upstream): no CORS needed
+            await self._app(scope, receive, send)
+            return
+        if text not in self._origins() or path.startswith(UPSTREAM_PREFIX):
             await _refuse(
                 send,
                 path,
@@ -114,11 +140,30 @@ class BrowserGate:
             return
         await self._app(scope, receive, _with_cors(send, origin))
 
+    def _host_problem(self, host: bytes | None) -> str | None:
+        """Why a ``Host`` is refused: on loopback, or with no key, only names that cannot be
+        a DNS-rebinding page's (an address, ``localhost``, ``server.allowed_hosts``) pass."""
+        if host is None or not (self._loopback() or not self._keyed()):
+            return None
+        name = host_name(host)
+        if name == "localhost" or _ip_literal(name) is not None or name in self._hosts():
+            return None
+        shown = host.decode("latin-1")
+        return (
+            f"Host {shown!r} is not a name this llamasup answers to (behind a reverse proxy on "
+            "this machine, list its host name in server.allowed_hosts)"
+        )
+
+
+def _own_origins(host: bytes) -> tuple[str, str]:
+    shown = host.decode("latin-1").strip().lower()
+    return f"http://{shown}", f"https://{shown}"
+
 
 def _with_cors(send: Send, origin: bytes) -> Send:
     async def send_with_cors(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = [h for h in message.get("headers", []) if h[0] != b"vary"]
+            headers = list(message.get("headers", []))
             headers += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
             message = {**message, "headers": headers}
         await send(message)

@@ -406,6 +406,14 @@ class _Builder:
                 f"listening on non-loopback {server.listen_host} with no api_keys: add an "
                 "api_keys entry, or set allow_public_listen: true if the network is trusted",
             )
+        hosts_at = self.server.get("allowed_hosts", (None, None))[0]
+        if server.allowed_hosts and not server.api_keys and not server.allow_public_listen:
+            assert hosts_at is not None
+            self.error(
+                hosts_at,
+                "allowed_hosts lets a reverse proxy expose llamasup beyond this machine: add an "
+                "api_keys entry, or set allow_public_listen: true if its network is trusted",
+            )
         low, high = server.ports
         if low <= server.listen_port <= high and listen_at is not None:
             self.error(

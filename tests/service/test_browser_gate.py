@@ -55,7 +55,7 @@ async def test_a_web_page_cannot_apply_or_infer(tmp_path: Path, fake_server_bin:
         assert anthropic.json()["error"]["type"] == "permission_error"
         # DNS rebinding: the page's own host name, resolved to 127.0.0.1
         rebound = await client.get("/api/status", headers={"host": "evil.example:8402"})
-        _refused(rebound, "'evil.example:8402' is not a loopback name")
+        _refused(rebound, "'evil.example:8402' is not a name this llamasup answers to")
         # tools send no Origin and a loopback Host: unchanged
         assert (await client.get("/api/status")).status_code == 200
         await chat(client, "alpha", headers={"host": "localhost:8402"})
@@ -66,7 +66,7 @@ async def test_listed_origins_get_cors_on_inference_routes_only(
 ) -> None:
     write_model_files(tmp_path, ["alpha"])
     profile = tmp_path / "p.yaml"
-    extra = f"cors_origins: ['{APP}']\nallowed_hosts: [llm.example.org]"
+    extra = f"cors_origins: ['{APP}']\nallowed_hosts: [llm.example.org]\nallow_public_listen: true"
     profile.write_text(
         fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}, server_extra=extra)
     )
@@ -92,8 +92,8 @@ async def test_listed_origins_get_cors_on_inference_routes_only(
         assert answer.status_code == 200, answer.text
         # one grant, llamasup's: the sidecar's own reflection of the origin is dropped
         assert answer.headers.get_list("access-control-allow-origin") == [APP]
-        props = await client.get("/upstream/alpha/props", headers={"origin": APP})
-        assert props.headers.get_list("access-control-allow-origin") == [APP]
+        # the passthrough reaches everything a sidecar serves: never granted to a page
+        _refused(await client.get("/upstream/alpha/props", headers={"origin": APP}), "Origin")
         _refused(await client.get("/api/status", headers={"origin": APP}), "control API")
         _refused(await client.get("/metrics", headers={"origin": APP}), "control API")
         _refused(
@@ -103,7 +103,45 @@ async def test_listed_origins_get_cors_on_inference_routes_only(
 
 def test_loopback_host_names() -> None:
     for host in (b"127.0.0.1:8402", b"localhost", b"LOCALHOST:1", b"[::1]:8402", b"127.1.2.3",
-                 b"app.localhost:80", b"::1"):  # fmt: skip
+                 b"localhost.:80", b"::1"):  # fmt: skip
         assert loopback_host(host), host
-    for host in (b"evil.example", b"192.168.1.2:8402", b"[fe80::1]:80", b"localhost.evil.com", b""):
+    for host in (b"evil.example", b"192.168.1.2:8402", b"[fe80::1]:80", b"localhost.evil.com",
+                 b"app.localhost", b""):  # fmt: skip
         assert not loopback_host(host), host
+
+
+async def test_what_browsers_send_without_an_origin_and_odd_headers(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    write_model_files(tmp_path, ["alpha"])
+    profile = tmp_path / "p.yaml"
+    profile.write_text(fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}))
+    async with running_service(profile, watch=False) as running:
+        client = running.client
+        # <img src=".../upstream/alpha/health">: no Origin on a GET, but Sec-Fetch-Site says
+        image = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors"}
+        _refused(await client.get("/upstream/alpha/health", headers=image), "other web sites")
+        assert running.pids() == {}  # nothing was started for it
+        # a page llamasup served itself (a sidecar's UI through /upstream) is same-origin
+        own = {"origin": running.url, "sec-fetch-site": "same-origin"}
+        assert (
+            await client.post("/v1/chat/completions", json=CHAT, headers=own)
+        ).status_code == 200
+        _refused(await client.get("/api/status", headers=own), "control API")
+        # two Origins (the last would win; the same goes for Host): refused
+        two = [("origin", EVIL), ("origin", running.url)]
+        _refused(await client.post("/v1/chat/completions", json=CHAT, headers=two), "more than")
+
+
+async def test_without_keys_a_public_front_still_refuses_rebinding_hosts(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    write_model_files(tmp_path, ["alpha"])
+    profile = tmp_path / "p.yaml"
+    profile.write_text(fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}))
+    async with running_service(
+        profile, watch=False, listen=("0.0.0.0", 8402), allow_public=True
+    ) as running:
+        _refused(await running.client.get("/api/status", headers={"host": "evil.example"}), "Host")
+        by_address = await running.client.get("/api/status", headers={"host": "192.168.1.5:8402"})
+        assert by_address.status_code == 200  # an address cannot be a rebinding page's name

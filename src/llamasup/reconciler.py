@@ -81,6 +81,7 @@ class Reconciler:
         self._dirty = asyncio.Event()
         self._pass_lock = asyncio.Lock()
         self._wake: asyncio.TimerHandle | None = None
+        self._wake_at: float | None = None
         self.status = ReconcileStatus()
         #: told every stop of a running sidecar as it begins, planned or an unload (metrics)
         self.stop_listeners: list[Callable[[Stop], None]] = []
@@ -186,6 +187,10 @@ class Reconciler:
             else:
                 self._in_flight.pop(key, None)
                 self._executor.idle(key)
+                ttl = spec.ttl
+                if ttl:  # idle from now on: a pass must come when it expires, even if
+                    # nothing else happens (the pass that started it saw it demanded)
+                    self._wake_by(self._last_used[key] + ttl)
                 if self.demands.keys() or self._over_limits():
                     # a waiting demand may have been held back by this busy sidecar (a Wait),
                     # or a lowered limit left it running because it was busy: now that it is
@@ -295,9 +300,15 @@ class Reconciler:
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
+        self._wake_at = wake_at
         if wake_at is not None:
             delay = max(0.0, wake_at - self._clock()) + 0.01
             self._wake = asyncio.get_running_loop().call_later(delay, self.trigger)
+
+    def _wake_by(self, at: float) -> None:
+        """Make sure a pass runs at ``at`` (keeps an earlier wake-up)."""
+        if self._wake_at is None or at < self._wake_at:
+            self._schedule_wake(at)
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         if event.status.state is SidecarState.READY:

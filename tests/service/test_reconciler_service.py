@@ -237,6 +237,19 @@ async def test_idle_ttl_stops_and_a_request_brings_it_back(
         # stopped, not forgotten: the next request starts it again
         back = served_by(await chat(running.client, "quick"))
         assert back != pids["quick"]
+        # ... and, with nothing else happening afterwards, it idles out again
+        await wait_for(lambda: "quick" not in running.pids(), timeout=10, what="expired again")
+
+
+async def test_a_sidecar_a_request_started_idles_out_on_a_quiet_host(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    writer = writer_for(tmp_path, fake_server_bin)
+    writer.write({"quick": "ttl: 1s"})
+    async with running_service(writer.target.parent, watch=False) as running:
+        await chat(running.client, "quick")  # the only thing that ever happens
+        assert "quick" in running.pids()
+        await wait_for(lambda: "quick" not in running.pids(), timeout=10, what="quick expired")
 
 
 async def test_close_leaves_no_sidecar_process(tmp_path: Path, fake_server_bin: Path) -> None:

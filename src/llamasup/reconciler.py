@@ -101,10 +101,14 @@ class Reconciler:
         """Adopt a new valid profile set; sidecars whose key changed will be replaced."""
         self._resolver = Resolver(profiles)
         for key, origin in list(self._origins.items()):
-            if self._reresolve(origin) != key:
-                self._origins.pop(key, None)
-                if key not in self._live_keys():
-                    self._specs.pop(key, None)
+            spec = self._resolve_origin(origin)
+            if spec is not None and spec.key == key:
+                # same process, maybe new settings (memory, pinned, ttl, group): keep them
+                self._specs[key] = spec
+                continue
+            self._origins.pop(key, None)
+            if key not in self._live_keys():
+                self._specs.pop(key, None)
         self.trigger()
 
     def trigger(self) -> None:
@@ -133,8 +137,8 @@ class Reconciler:
     def remember(self, spec: SidecarSpec, origin: Origin) -> None:
         """Record a spec a request resolved to, so the planner can want and start it."""
         if spec.key not in self._specs:
-            self._specs[spec.key] = spec
             self._memory.request(spec, on_ready=self.trigger)
+        self._specs[spec.key] = spec  # the latest: settings outside the key may have changed
         self._origins.setdefault(spec.key, origin)
         if origin.agent is not None:
             self._agents.setdefault(spec.key, set()).add(origin.agent)
@@ -340,9 +344,12 @@ class Reconciler:
                 self.remember(spec, Origin(model.id, None))
             wants[spec.key] = self._want(spec, profiles, pinned=model.pinned, preload=model.preload)
         for key, origin in self._origins.items():
-            if key in wants or self._reresolve(origin, resolver) != key:
+            if key in wants:
                 continue
-            wants[key] = self._want(self._specs[key], profiles, pinned=False, preload=False)
+            fresh = self._resolve_origin(origin, resolver)
+            if fresh is None or fresh.key != key:
+                continue
+            wants[key] = self._want(fresh, profiles, pinned=False, preload=False)
         return list(wants.values())
 
     def _want(self, spec: SidecarSpec, profiles: Profiles, *, pinned: bool, preload: bool) -> Want:
@@ -363,14 +370,16 @@ class Reconciler:
             demand=None if held else self.demands.planner_demand(spec.key),
         )
 
-    def _reresolve(self, origin: Origin, resolver: Resolver | None = None) -> str | None:
+    def _resolve_origin(
+        self, origin: Origin, resolver: Resolver | None = None
+    ) -> SidecarSpec | None:
         resolver = resolver or self._resolver
         try:
             extra = None
             if origin.extra:
                 allow = resolver.profiles.server.agent_flags_allow_load
                 extra = parse_header(" ".join(origin.extra), allow_load=allow)
-            return resolver.resolve(origin.model, origin.agent, extra=extra).spec.key
+            return resolver.resolve(origin.model, origin.agent, extra=extra).spec
         except LlamasupError:
             return None
 

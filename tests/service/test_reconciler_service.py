@@ -338,3 +338,34 @@ async def test_a_model_whose_file_is_missing_evicts_nothing(
         assert running.ready_pids() == {"alpha": pid}
         stops = [a for r in running.service.reconciler.status.recent for a in r.plan.actions]
         assert not [a for a in stops if isinstance(a, Stop)]
+
+
+async def test_a_reload_reaches_settings_of_a_running_sidecar(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    """memory, pinned: settings outside the key keep the process but must count at once."""
+    writer = writer_for(tmp_path, fake_server_bin, "memory_budget: 4GiB")
+    models = {
+        "a": "preload: true\nmemory: 1GiB",
+        "b": "preload: true\nmemory: 1GiB",
+        "c": "memory: 1GiB",
+    }
+    writer.write(models)
+    async with running_service(writer.target.parent, watch=False) as running:
+        await wait_for(lambda: {"a", "b"} <= set(running.ready_pids()), what="a and b ready")
+        pids = running.ready_pids()
+        writer.write(
+            {
+                **models,
+                "a": "preload: true\nmemory: 2560MiB",
+                "b": "preload: true\nmemory: 1GiB\npinned: true",
+            }
+        )
+        assert (await running.service.reload("edit")).result == "ok"
+        rows = {row["model"]: row for row in (await running.status())["sidecars"]}
+        assert rows["a"]["memory"] == 2560 * 2**20 and rows["a"]["pid"] == pids["a"]
+        assert rows["b"]["pinned"] is True
+        await chat(running.client, "c")  # 1 GiB more: a (2.5 GiB, idle, not pinned) must go
+        await wait_for(lambda: "a" not in running.pids(), what="a evicted for c")
+        status = await running.status()
+        assert status["limits"]["memory_estimated"] <= 4 * 2**30

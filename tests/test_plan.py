@@ -153,10 +153,13 @@ CASES = [
         Limits(max_sidecars=1),
     ),
     Case(
-        "pinned beyond the budget: the first by key runs, the other is refused",
-        [want("a", pinned=True, memory=6 * GIB), want("b", pinned=True, memory=6 * GIB)],
+        "pinned beyond the budget: the first by model id runs, the other is refused",
+        [
+            want("a", model="zeta", pinned=True, memory=6 * GIB),
+            want("b", model="alpha", pinned=True, memory=6 * GIB),
+        ],
         [],
-        [("start", "a", "pinned"), ("refuse", "b")],
+        [("start", "b", "pinned"), ("refuse", "a")],
         Limits(memory_budget=8 * GIB),
     ),
     Case(

@@ -465,3 +465,25 @@ def test_load_profiles_reads_os_environ_by_default(
     monkeypatch.setenv("LLAMASUP_TEST_DIR", str(tmp_path))
     path = write(tmp_path / "p.yaml", "models:\n  m:\n    path: ${env.LLAMASUP_TEST_DIR}/m.gguf\n")
     assert load_profiles(path).models["m"].path == tmp_path / "m.gguf"
+
+
+def test_pinned_models_that_cannot_all_run_are_warned_about(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.yaml",
+        "server: {max_sidecars: 1, memory_budget: 10GiB}\n"
+        "models:\n"
+        "  b: {path: b.gguf, pinned: true, memory: 4GiB}\n"
+        "  a: {path: a.gguf, pinned: true, memory: 4GiB}\n",
+    )
+    warned = [w for w in load(path).warnings if w.path.endswith(".pinned")]
+    assert [w.path for w in warned] == ["models.b.pinned"]  # id order: a runs, b is refused
+    assert "max_sidecars is 1" in warned[0].message
+    budget = write(
+        tmp_path / "q.yaml",
+        "server: {memory_budget: 6GiB}\n"
+        "models:\n"
+        "  a: {path: a.gguf, pinned: true, memory: 4GiB}\n"
+        "  b: {path: b.gguf, pinned: true, memory: 4GiB}\n",
+    )
+    [over] = [w for w in load(budget).warnings if w.path.endswith(".pinned")]
+    assert over.path == "models.b.pinned" and "over memory_budget 6.0 GiB" in over.message

@@ -270,9 +270,9 @@ class _Planner:
                 demanded.append(want)
             elif want.preload and want.key not in self.haves:
                 preload.append(want)
-        pinned.sort(key=lambda w: w.key)
+        pinned.sort(key=lambda w: (w.model, w.key))  # profile (id) order, not hash order
         demanded.sort(key=_fifo)
-        preload.sort(key=lambda w: w.key)
+        preload.sort(key=lambda w: (w.model, w.key))
         return [
             *((w, "pinned") for w in pinned),
             *((w, "demand") for w in demanded),

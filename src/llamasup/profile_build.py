@@ -21,7 +21,7 @@ from llamasup.profile_types import (
     ServerConfig,
     Source,
 )
-from llamasup.units import parse_duration, parse_size
+from llamasup.units import format_bytes, parse_duration, parse_size
 from llamasup.yamlsrc import KeyPath, YamlDoc, format_path
 
 
@@ -144,6 +144,7 @@ class _Builder:
         }
         self._check_aliases(models)
         self._check_agent_names(models, agents)
+        self._check_pinned(models, server)
         self._check_listen(server)
         if self.log.errors:
             return None
@@ -395,6 +396,29 @@ class _Builder:
                     f"agent {name!r} has the name of model {names[name]!r} (or its alias): as a "
                     f"request's model, {name!r} means that model; request "
                     f"{agent.model}@{name} or @{name} for the agent",
+                )
+
+    def _check_pinned(self, models: Mapping[str, ModelConfig], server: ServerConfig) -> None:
+        """Pinned models that cannot all run: the planner starts them in id order and
+        refuses the rest (nothing evicts a pinned one), so say which at validation."""
+        pinned = [model for model in models.values() if model.pinned]  # already in id order
+        held = 0
+        for count, model in enumerate(pinned, start=1):
+            held += model.memory or 0
+            at = self.sections["models"][model.id][0]
+            if server.max_sidecars is not None and count > server.max_sidecars:
+                self.log.warn(
+                    at.file,
+                    (*at.path, "pinned"),
+                    f"{count} pinned models but max_sidecars is {server.max_sidecars}: "
+                    f"{model.id!r} will be refused (pinned ones start in id order)",
+                )
+            elif server.memory_budget is not None and held > server.memory_budget:
+                self.log.warn(
+                    at.file,
+                    (*at.path, "pinned"),
+                    f"pinned models declare {format_bytes(held)} by now, over memory_budget "
+                    f"{format_bytes(server.memory_budget)}: {model.id!r} will be refused",
                 )
 
     def _check_listen(self, server: ServerConfig) -> None:

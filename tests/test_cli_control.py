@@ -111,7 +111,7 @@ async def test_apply_dry_run_prints_the_plan_and_changes_nothing(
         )
         assert code == 0, err
         assert "dry run: revision" in out
-        assert "models changed (sidecar restarts): beta" in out
+        assert "models changed (sidecar replaced): beta" in out
         plan = [line.split() for line in out.splitlines() if line.startswith(("stop ", "start "))]
         assert {(row[0], row[2]) for row in plan} == {("stop", "beta"), ("start", "beta")}
         assert (served / "p.yaml").read_text() == texts.text(BOTH)
@@ -139,7 +139,7 @@ async def test_apply_persists_and_restarts_only_the_changed_model(
         code, out, err = await cli(capsys, "apply", "-f", str(local), "--server", running.url)
         assert code == 0, err
         assert out.startswith("applied: revision")
-        assert "models changed (sidecar restarts): beta" in out
+        assert "models changed (sidecar replaced): beta" in out
         assert (served / "p.yaml").read_text() == texts.text(BETA_CHANGED)
         await wait_for(lambda: running.pids().get("beta") not in (None, before["beta"]))
         await wait_for(ready(running, "alpha", "beta"))
@@ -167,7 +167,7 @@ async def test_diff_exits_0_when_identical_and_1_on_a_change(
 
         code, out, _ = await cli(capsys, "diff", "-f", str(changed), "--server", running.url)
         assert code == 1
-        assert "models changed (sidecar restarts): beta" in out
+        assert "models changed (sidecar replaced): beta" in out
         assert (served / "p.yaml").read_text() == texts.text(BOTH)
 
 

@@ -32,7 +32,7 @@ from llamasup.profiles import profile_files
 #: plan actions that change what runs (a wait or a refusal is about requests, not the profiles)
 _CHANGING_ACTIONS = ("stop", "start")
 _CHANGE_LABELS = (
-    ("changed", "changed (sidecar restarts)"),
+    ("changed", "changed (sidecar replaced)"),
     ("updated", "updated (settings only)"),
     ("added", "added"),
     ("removed", "removed"),

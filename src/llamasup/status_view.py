@@ -71,7 +71,10 @@ def sidecar_dict(service: Service, status: SupervisedStatus, now: float) -> dict
         "port": sidecar.port,
         "started_at": sidecar.started_at,
         "ready_at": sidecar.ready_at,
-        "uptime": None if sidecar.ready_at is None else round(now - sidecar.ready_at, 3),
+        # time ready so far: none for a process that is not up (failed, stopping, starting)
+        "uptime": None
+        if sidecar.ready_at is None or sidecar.pid is None
+        else round(now - sidecar.ready_at, 3),
         "restarts": sidecar.restarts,
         "failures": status.failures,
         "gave_up": status.gave_up,

@@ -512,7 +512,12 @@ async def test_logs_of_an_agent_sidecar_by_its_name(tmp_path: Path, fake_server_
     async with running_service(setup.root, watch=False) as running:
         await chat(running.client, "alpha@long")
         [row] = (await running.status())["sidecars"]
-        by_key = (await running.client.get(f"/api/logs/{row['key']}?lines=3")).text
+        tail_url = f"/api/logs/{row['key']}?lines=3"
+        for _ in range(200):  # the request's last log line may follow its answer
+            by_key = (await running.client.get(tail_url)).text
+            if "stop processing" in by_key:
+                break
+            await asyncio.sleep(0.02)
         for name in ("alpha@long", "@long", "long"):
             reply = await running.client.get(f"/api/logs/{name}", params={"lines": "3"})
             assert (reply.status_code, reply.text) == (200, by_key), name

@@ -115,6 +115,10 @@ class Reconciler:
         """Ask for a pass; any number of triggers before it starts coalesce into one."""
         self._dirty.set()
 
+    def draining(self, key: str) -> bool:
+        """Whether ``key`` is being stopped: new requests go elsewhere, its own finish first."""
+        return self._executor.closing(key)
+
     def in_flight(self, key: str) -> int:
         return self._in_flight.get(key, 0)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from llamasup import __version__
 from llamasup.plan import Plan
 from llamasup.reconcile_status import action_dict
+from llamasup.sidecar_types import SidecarState
 
 if TYPE_CHECKING:
     from llamasup.app import Service
@@ -66,7 +67,9 @@ def sidecar_dict(service: Service, status: SupervisedStatus, now: float) -> dict
         "key": status.key,
         "model": sidecar.model,
         "agents": reconciler.agents(status.key),
-        "state": str(sidecar.state),
+        "state": "draining"
+        if sidecar.state is SidecarState.READY and reconciler.draining(status.key)
+        else str(sidecar.state),
         "pid": sidecar.pid,
         "port": sidecar.port,
         "started_at": sidecar.started_at,

@@ -129,6 +129,8 @@ async def test_edit_waits_for_the_stream_in_flight(
         await wait_for(lambda: drained_stop_of(running, old_key), what="a drained stop of alpha")
         assert not stream.done(), "the stream ended before the edit took effect; make it slower"
         draining.set()
+        rows = {row["key"]: row for row in (await running.status())["sidecars"]}
+        assert (rows[old_key]["state"], rows[old_key]["in_flight"]) == ("draining", 1)
         if max_sidecars is None:
             # no limit: the replacement starts beside the draining one and takes new requests
             answer = await chat(running.client, "alpha")

@@ -105,6 +105,15 @@ def sidecars(service: Service) -> list[dict[str, Any]]:
         if key not in known:
             spec = service.reconciler.spec_for(key)
             rows.append(_idle_row(service, key, "" if spec is None else spec.model, "waiting"))
+            known.add(key)
+    last = service.reconciler.status.last
+    for refusal in last.plan.refusals if last is not None else ():
+        # a pinned model the limits cannot hold: the planner refuses it on every pass
+        spec = service.reconciler.spec_for(refusal.key)
+        if refusal.key not in known and spec is not None:
+            row = _idle_row(service, refusal.key, spec.model, "refused")
+            row["last_error"] = refusal.reason
+            rows.append(row)
     rows.sort(key=lambda row: (row["model"], row["key"]))
     return rows
 

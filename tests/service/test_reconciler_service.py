@@ -371,3 +371,16 @@ async def test_a_reload_reaches_settings_of_a_running_sidecar(
         await wait_for(lambda: "a" not in running.pids(), what="a evicted for c")
         status = await running.status()
         assert status["limits"]["memory_estimated"] <= 4 * 2**30
+
+
+async def test_a_pinned_model_the_limits_cannot_hold_shows_as_refused(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    writer = writer_for(tmp_path, fake_server_bin, "memory_budget: 10GiB")
+    writer.write({"p": "pinned: true\nmemory: 4GiB", "r": "pinned: true\nmemory: 7GiB"})
+    async with running_service(writer.target.parent, watch=False) as running:
+        await wait_for(lambda: "p" in running.ready_pids(), what="p (first by id) ready")
+        rows = {row["model"]: row for row in (await running.status())["sidecars"]}
+        assert rows["r"]["state"] == "refused" and rows["r"]["pid"] is None
+        assert "budget" in rows["r"]["last_error"]
+        assert "r" not in running.pids()

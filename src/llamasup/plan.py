@@ -184,10 +184,11 @@ class _Planner:
         return self._desired_models
 
     def _ttl_expired(self, want: Want, have: Have) -> bool:
-        if want.pinned or want.ttl is None or want.demand is not None:
+        if want.pinned or want.ttl is None:
             return False
-        if have.in_flight > 0:
-            # the earliest it can expire is ttl after it becomes idle, which is not before now
+        if have.in_flight > 0 or want.demand is not None:
+            # busy or wanted right now: the earliest it can expire is ttl after it becomes idle,
+            # which is not before now (a waiting client may also leave without a request)
             self._wake(self.now + want.ttl)
             return False
         expires = have.last_used + want.ttl

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -105,6 +106,7 @@ class Reconciler:
             if spec is not None and spec.key == key:
                 # same process, maybe new settings (memory, pinned, ttl, group): keep them
                 self._specs[key] = spec
+                self._memory.request(spec, on_ready=self.trigger)
                 continue
             self._origins.pop(key, None)
             if key not in self._live_keys():
@@ -140,9 +142,10 @@ class Reconciler:
 
     def remember(self, spec: SidecarSpec, origin: Origin) -> None:
         """Record a spec a request resolved to, so the planner can want and start it."""
-        if spec.key not in self._specs:
-            self._memory.request(spec, on_ready=self.trigger)
-        self._specs[spec.key] = spec  # the latest: settings outside the key may have changed
+        # the latest spec: settings outside the key may have changed (a dropped memory
+        # override then needs an estimate; request() is a no-op when known or under way)
+        self._memory.request(spec, on_ready=self.trigger)
+        self._specs[spec.key] = spec
         self._origins.setdefault(spec.key, origin)
         if origin.agent is not None:
             self._agents.setdefault(spec.key, set()).add(origin.agent)
@@ -293,7 +296,23 @@ class Reconciler:
         """
         resolver = self._resolver if profiles is None else Resolver(profiles)
         wants = self._wants(resolver, record=False)
-        return plan(wants, self._haves(), self._limits(resolver.profiles), self._clock())
+        haves = self._haves()
+        if profiles is not None:
+            # a running sidecar whose key holds takes the candidate's settings (what
+            # set_profiles would give it), so a raised memory override shows its evictions
+            fresh = {want.key: want for want in wants}
+            haves = [
+                dataclasses.replace(
+                    have,
+                    memory=fresh[have.key].memory,
+                    pinned=fresh[have.key].pinned,
+                    group=fresh[have.key].group,
+                )
+                if have.key in fresh and have.state != "stopped"
+                else have
+                for have in haves
+            ]
+        return plan(wants, haves, self._limits(resolver.profiles), self._clock())
 
     def desired_keys(self, profiles: Profiles) -> dict[str, str]:
         """Model id -> the key of its profile sidecar (no agent) under ``profiles``."""

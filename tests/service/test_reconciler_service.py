@@ -384,3 +384,20 @@ async def test_a_pinned_model_the_limits_cannot_hold_shows_as_refused(
         assert rows["r"]["state"] == "refused" and rows["r"]["pid"] is None
         assert "budget" in rows["r"]["last_error"]
         assert "r" not in running.pids()
+
+
+async def test_a_dry_run_shows_what_a_raised_memory_override_will_evict(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    writer = writer_for(tmp_path, fake_server_bin, "memory_budget: 6GiB")
+    models = {"a": "preload: true\nmemory: 2GiB", "b": "preload: true\nmemory: 2GiB"}
+    writer.write(models)
+    async with running_service(writer.target.parent, watch=False) as running:
+        await wait_for(lambda: {"a", "b"} <= set(running.ready_pids()), what="a and b ready")
+        raised = writer.text({**models, "a": "preload: true\nmemory: 5GiB"})
+        reply = await running.client.post(
+            "/api/apply?dry_run=1", json={"files": {writer.target.name: raised}}
+        )
+        assert reply.status_code == 200, reply.text
+        actions = [(a["action"], a["reason"]) for a in reply.json()["plan"]["actions"]]
+        assert ("stop", "evicted-memory") in actions

@@ -477,7 +477,7 @@ def test_pinned_models_that_cannot_all_run_are_warned_about(tmp_path: Path) -> N
     )
     warned = [w for w in load(path).warnings if w.path.endswith(".pinned")]
     assert [w.path for w in warned] == ["models.b.pinned"]  # id order: a runs, b is refused
-    assert "max_sidecars is 1" in warned[0].message
+    assert "'b' will be refused: max_sidecars is 1" in warned[0].message
     budget = write(
         tmp_path / "q.yaml",
         "server: {memory_budget: 6GiB}\n"
@@ -487,3 +487,15 @@ def test_pinned_models_that_cannot_all_run_are_warned_about(tmp_path: Path) -> N
     )
     [over] = [w for w in load(budget).warnings if w.path.endswith(".pinned")]
     assert over.path == "models.b.pinned" and "over memory_budget 6.0 GiB" in over.message
+    # what the planner does: a refused one does not count, so a later small one still fits
+    mixed = write(
+        tmp_path / "m.yaml",
+        "server: {memory_budget: 10GiB}\n"
+        "models:\n"
+        "  a: {path: a.gguf, pinned: true, memory: 4GiB}\n"
+        "  b: {path: b.gguf, pinned: true, memory: 8GiB}\n"
+        "  c: {path: c.gguf, pinned: true, memory: 2GiB}\n",
+    )
+    assert [w.path for w in load(mixed).warnings if w.path.endswith(".pinned")] == [
+        "models.b.pinned"
+    ]

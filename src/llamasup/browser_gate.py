@@ -127,7 +127,12 @@ class BrowserGate:
             # a page llamasup itself served (a sidecar's UI through /upstream): no CORS needed
             await self._app(scope, receive, send)
             return
-        if text not in self._origins() or path.startswith(UPSTREAM_PREFIX):
+        if path.startswith(UPSTREAM_PREFIX):
+            await _refuse(
+                send, path, f"the /upstream passthrough does not answer web pages (Origin {text})"
+            )
+            return
+        if text not in self._origins():
             await _refuse(
                 send,
                 path,
@@ -150,8 +155,8 @@ class BrowserGate:
             return None
         shown = host.decode("latin-1")
         return (
-            f"Host {shown!r} is not a name this llamasup answers to (behind a reverse proxy on "
-            "this machine, list its host name in server.allowed_hosts)"
+            f"Host {shown!r} is not a name this llamasup answers to: list it in "
+            "server.allowed_hosts (a LAN name, a reverse proxy's), or use an address"
         )
 
 

@@ -402,24 +402,21 @@ class _Builder:
         """Pinned models that cannot all run: the planner starts them in id order and
         refuses the rest (nothing evicts a pinned one), so say which at validation."""
         pinned = [model for model in models.values() if model.pinned]  # already in id order
-        held = 0
-        for count, model in enumerate(pinned, start=1):
-            held += model.memory or 0
+        count, held = 0, 0
+        for model in pinned:
+            memory = model.memory or 0
             at = self.sections["models"][model.id][0]
-            if server.max_sidecars is not None and count > server.max_sidecars:
-                self.log.warn(
-                    at.file,
-                    (*at.path, "pinned"),
-                    f"{count} pinned models but max_sidecars is {server.max_sidecars}: "
-                    f"{model.id!r} will be refused (pinned ones start in id order)",
+            if server.max_sidecars is not None and count + 1 > server.max_sidecars:
+                why = f"max_sidecars is {server.max_sidecars} and {count} pinned models come first"
+            elif server.memory_budget is not None and held + memory > server.memory_budget:
+                why = (
+                    f"it declares {format_bytes(memory)} and pinned models before it "
+                    f"{format_bytes(held)}, over memory_budget {format_bytes(server.memory_budget)}"
                 )
-            elif server.memory_budget is not None and held > server.memory_budget:
-                self.log.warn(
-                    at.file,
-                    (*at.path, "pinned"),
-                    f"pinned models declare {format_bytes(held)} by now, over memory_budget "
-                    f"{format_bytes(server.memory_budget)}: {model.id!r} will be refused",
-                )
+            else:  # admitted, as the planner would (pinned ones start in id order)
+                count, held = count + 1, held + memory
+                continue
+            self.log.warn(at.file, (*at.path, "pinned"), f"{model.id!r} will be refused: {why}")
 
     def _check_listen(self, server: ServerConfig) -> None:
         listen_at = self.server.get("listen", (None, None))[0]

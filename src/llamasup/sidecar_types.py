@@ -7,7 +7,7 @@ and tests can import them without pulling in subprocess plumbing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +72,7 @@ class SidecarSettings:
     log_file_backups: int = 1
     #: a secret every llama-server sidecar requires (``LLAMA_API_KEY``): its port on loopback
     #: then serves nobody but llamasup (not another local user, not a web page); None: open
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         validate_port_range(*self.port_range)

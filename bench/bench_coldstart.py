@@ -102,7 +102,8 @@ async def measure(binary: Path, rounds: int) -> list[tuple[float, float, float]]
                 assert status.started_at is not None and status.ready_at is not None
                 spawn_to_ready = status.ready_at - status.started_at
                 direct = f"http://127.0.0.1:{status.port}/v1/chat/completions"
-                key = {"authorization": f"Bearer {service.supervisor.settings.api_key}"}
+                [sidecar] = service.supervisor.sidecars()
+                key = {k.decode(): v.decode() for k, v in sidecar.auth_headers}
                 warm = statistics.median([await _ttfb(client, direct, key) for _ in range(3)])
                 results.append((cold, spawn_to_ready, warm))
     finally:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +46,8 @@ def sidecar_settings(server: ServerConfig) -> SidecarSettings:
         unhealthy_threshold=server.unhealthy_after,
         stop_grace=server.stop_grace,
         drain_timeout=server.stop_grace,
-        # one per run: sidecar ports on loopback answer only llamasup
-        api_key=secrets.token_urlsafe(32),
+        # a key per sidecar start: their loopback ports answer only llamasup
+        keyed=True,
     )
 
 

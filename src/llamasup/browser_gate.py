@@ -18,7 +18,7 @@ program. So, before the key check:
 * a second ``Host`` or ``Origin`` header, and any WebSocket upgrade, are refused.
 
 A sidecar's own CORS headers are dropped by the relay, and every llama-server sidecar needs
-the per-run key only llamasup holds, so a page cannot go around the front either. Tools
+a key of its own start that only llamasup holds, so a page cannot go around the front either. Tools
 (curl, SDKs, the CLI) send no ``Origin`` and a loopback ``Host``: nothing changes for them.
 """
 

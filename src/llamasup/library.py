@@ -14,7 +14,7 @@ profiles, planner, limits and eviction as ``llamasup serve``::
 ``lease`` counts the block as a request in flight (nothing evicts the sidecar under it);
 ``request_defaults`` gives an agent's sampling defaults to merge into request bodies (the
 front does that merge for HTTP clients; here the program talks to llama-server directly).
-Each sidecar requires a key made for this run (so that its loopback port serves only this
+Each sidecar start requires a key of its own (so that its loopback port serves only this
 program); ``sidecar.headers`` carries it.
 """
 
@@ -46,7 +46,7 @@ class LocalSidecar:
     model: str
     #: the agent's request-time defaults (``temperature``, ``top_k``, ...) for request bodies
     defaults: Mapping[str, Any]
-    #: send these with every request (the sidecar's per-run key)
+    #: send these with every request (the key of the sidecar's current start)
     headers: Mapping[str, str]
 
 

@@ -28,8 +28,7 @@ from prometheus_client.samples import Sample
 from llamasup.plan import Stop
 from llamasup.proxy_hooks import RequestRecord
 from llamasup.reconcile_status import PassRecord
-from llamasup.sidecar_types import SidecarEventKind, SidecarState, sidecar_auth
-from llamasup.spec import SidecarSpec
+from llamasup.sidecar_types import SidecarEventKind, SidecarState
 from llamasup.supervisor import SupervisorEvent
 
 if TYPE_CHECKING:
@@ -236,9 +235,8 @@ class Metrics:
 
     async def _sidecar_metrics(self) -> bytes:
         supervisor = self._service.supervisor
-        settings = supervisor.settings
         targets = [
-            (status.sidecar.model, status.key, status.sidecar.port, sidecar.spec)
+            (status.sidecar.model, status.key, status.sidecar.port, sidecar.auth_headers)
             for status in supervisor.statuses()
             if status.sidecar.state is SidecarState.READY
             and status.sidecar.port is not None
@@ -251,15 +249,15 @@ class Metrics:
             self._client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, trust_env=False)
         client = self._client
 
-        async def fetch(port: int, spec: SidecarSpec) -> str | None:
-            headers = {k.decode(): v.decode() for k, v in sidecar_auth(settings, spec)}
+        async def fetch(port: int, auth: tuple[tuple[bytes, bytes], ...]) -> str | None:
+            headers = {k.decode(): v.decode() for k, v in auth}
             try:
                 response = await client.get(f"http://{host}:{port}/metrics", headers=headers)
             except httpx.HTTPError:
                 return None
             return response.text if response.status_code == 200 else None
 
-        texts = await asyncio.gather(*(fetch(port, spec) for _, _, port, spec in targets))
+        texts = await asyncio.gather(*(fetch(port, auth) for _, _, port, auth in targets))
         merged = merge_families(
             (model, key, text)
             for (model, key, _, _), text in zip(targets, texts, strict=True)

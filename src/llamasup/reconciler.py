@@ -36,7 +36,7 @@ from llamasup.plan_types import StopReason
 from llamasup.pool import Origin
 from llamasup.profiles import Profiles
 from llamasup.reconcile_status import PassRecord, ReconcileStatus
-from llamasup.sidecar_types import SidecarState, sidecar_auth
+from llamasup.sidecar_types import SidecarState
 from llamasup.spec import Resolver, SidecarSpec, missing_model_file
 from llamasup.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
 
@@ -185,8 +185,7 @@ class Reconciler:
             raise SidecarError(f"{spec.model}: sidecar {key} went away before the request")
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
-            settings = self.supervisor.settings
-            yield Lease(key, settings.host, port, sidecar_auth(settings, spec))
+            yield Lease(key, self.supervisor.settings.host, port, sidecar.auth_headers)
         finally:
             # the count is per key and outlives a sidecar stopped under it (a drain that ran
             # past stop_grace): a lease of the key's next sidecar is counted on top, and this

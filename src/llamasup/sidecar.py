@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 
@@ -83,6 +84,8 @@ class Sidecar:
         )
         self._state = SidecarState.STOPPED
         self._run: Run | None = None
+        #: the current start's key (``SidecarSettings.keyed``); never logged or shown
+        self._key: str | None = None
         self._start_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
@@ -105,6 +108,13 @@ class Sidecar:
     def port(self) -> int | None:
         """The current run's port (also while starting); None without a process."""
         return self._run.port if self._run is not None else None
+
+    @property
+    def auth_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """What every request to the current process must carry (its key), or nothing."""
+        if self._key is None:
+            return ()
+        return ((b"authorization", b"Bearer " + self._key.encode()),)
 
     @property
     def base_url(self) -> str | None:
@@ -254,8 +264,11 @@ class Sidecar:
             raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
         self.settings.config_home.mkdir(parents=True, exist_ok=True)
         env = child_environment(self._base_env, self.spec.env_map, self.settings.config_home)
-        if self.settings.api_key is not None and self.spec.kind == "llama-server":
-            env["LLAMA_API_KEY"] = self.settings.api_key  # not argv: `ps` shows argv to all
+        self._key = None
+        if self.settings.keyed and self.spec.kind == "llama-server":
+            # one per start: a key seen by whatever took this port after a crash opens nothing
+            self._key = secrets.token_urlsafe(32)
+            env["LLAMA_API_KEY"] = self._key  # not argv: `ps` shows argv to every user
         try:
             port = self._ports.acquire(avoid=avoid)
         except OSError as exc:

@@ -7,16 +7,12 @@ and tests can import them without pulling in subprocess plumbing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from llamasup.errors import SidecarError
 from llamasup.ports import validate_port_range
-
-if TYPE_CHECKING:
-    from llamasup.spec import SidecarSpec
 
 
 class SidecarState(StrEnum):
@@ -70,9 +66,10 @@ class SidecarSettings:
     log_tail_lines: int = 20
     log_file_max_bytes: int = 4 * 1024 * 1024
     log_file_backups: int = 1
-    #: a secret every llama-server sidecar requires (``LLAMA_API_KEY``): its port on loopback
-    #: then serves nobody but llamasup (not another local user, not a web page); None: open
-    api_key: str | None = field(default=None, repr=False)
+    #: every llama-server sidecar start gets a fresh secret it requires (``LLAMA_API_KEY``):
+    #: its port on loopback then serves nobody but llamasup (not another local user, not a
+    #: web page, not whoever binds the port after it); False: sidecars are open
+    keyed: bool = False
 
     def __post_init__(self) -> None:
         validate_port_range(*self.port_range)
@@ -140,11 +137,3 @@ StartGate = Callable[[], Awaitable[None]]
 EventListener = Callable[[SidecarEvent], None]
 #: awaited by ``stop(drain=...)``: returns once the caller's in-flight requests are done
 Drain = Callable[[], Awaitable[None]]
-
-
-def sidecar_auth(settings: SidecarSettings, spec: SidecarSpec) -> tuple[tuple[bytes, bytes], ...]:
-    """The header a request to ``spec``'s sidecar needs (llama-server ones only: a
-    ``command:`` upstream gets no key, it would not know what to do with it)."""
-    if settings.api_key is None or spec.kind != "llama-server":
-        return ()
-    return ((b"authorization", b"Bearer " + settings.api_key.encode()),)

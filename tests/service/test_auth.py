@@ -89,7 +89,8 @@ async def test_scopes_and_error_shapes(tmp_path: Path, fake_server_bin: Path) ->
         # gets the per-run key that only llamasup holds
         sent = reply["x_fake"]["headers"]["authorization"]
         assert INFERENCE not in sent
-        assert sent == f"Bearer {running.service.supervisor.settings.api_key}"
+        [sidecar] = running.service.supervisor.sidecars()
+        assert [(b"authorization", sent.encode())] == list(sidecar.auth_headers)
         messages = await client.post("/v1/messages", json=MESSAGES, headers=as_app)
         assert messages.status_code == 200, messages.text
         assert (await client.get("/v1/models", headers=as_app)).status_code == 200

@@ -146,3 +146,15 @@ async def test_a_restarted_key_does_not_inherit_an_old_last_use(
         assert last_used is not None and last_used >= released_at + 1.0  # not before READY
         await asyncio.sleep(0.3)
         assert (key, "idle-ttl") not in stops
+
+
+async def test_each_sidecar_start_has_its_own_key(tmp_path: Path, fake_server_bin: Path) -> None:
+    async with local_models(_profile(tmp_path, fake_server_bin)) as models:
+        async with models.lease("alpha") as first:
+            old = dict(first.headers)
+        assert await models.unload("alpha")
+        async with models.lease("alpha") as second, httpx.AsyncClient(trust_env=False) as client:
+            assert dict(second.headers) != old
+            url = f"{second.url}/v1/models"
+            assert (await client.get(url, headers=old)).status_code == 401  # the old key: no
+            assert (await client.get(url, headers=dict(second.headers))).status_code == 200

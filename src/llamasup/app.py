@@ -112,7 +112,7 @@ class Service:
         )
         self.asgi: ASGIApp = BrowserGate(
             AuthGate(self.proxy, lambda: self.keys),
-            loopback=lambda: is_loopback(self.listen_host),
+            loopback=is_loopback(self.listen_host),  # fixed for the process
             origins=lambda: self.profiles.server.cors_origins,
             hosts=lambda: self.profiles.server.allowed_hosts,
             keyed=lambda: bool(self.keys),

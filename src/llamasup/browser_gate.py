@@ -25,12 +25,13 @@ a key of its own start that only llamasup holds, so a page cannot go around the 
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Callable, Collection
+from functools import lru_cache
 
-from llamasup.asgi import ASGIApp, Message, Receive, Scope, Send
+from llamasup.asgi import ASGIApp, Message, Receive, Scope, Send, send_error
 from llamasup.auth import ADMIN_PREFIXES
-from llamasup.openai_errors import LLAMASUP_ERROR_HEADER
+from llamasup.openai_errors import Dialect, ProxyError
+from llamasup.profile_types import is_loopback
 from llamasup.proxy import UPSTREAM_PREFIX
 
 _PREFLIGHT_MAX_AGE = b"600"
@@ -47,20 +48,23 @@ def host_name(host_header: bytes) -> str:
     return host.rstrip(".")
 
 
-def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
 def loopback_host(host_header: bytes) -> bool:
     """Whether a ``Host`` header names this machine's loopback (any port)."""
-    host = host_name(host_header)
-    if host == "localhost":
+    return is_loopback(host_name(host_header))
+
+
+@lru_cache(maxsize=256)
+def _rebinding_safe(host_header: bytes, allowed: tuple[str, ...]) -> bool:
+    """Whether a ``Host`` cannot be a DNS-rebinding page's name: an address, ``localhost``,
+    or a listed name. Cached: a front sees a handful of Host values, parse each once."""
+    name = host_name(host_header)
+    if name == "localhost" or name in allowed:
         return True
-    address = _ip_literal(host)
-    return address is not None and address.is_loopback
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class BrowserGate:
@@ -70,9 +74,9 @@ class BrowserGate:
         self,
         app: ASGIApp,
         *,
-        loopback: Callable[[], bool],
+        loopback: bool,
         origins: Callable[[], Collection[str]],
-        hosts: Callable[[], Collection[str]] = tuple,
+        hosts: Callable[[], tuple[str, ...]] = tuple,
         keyed: Callable[[], bool] = bool,
     ) -> None:
         self._app = app
@@ -92,18 +96,16 @@ class BrowserGate:
         origin: bytes | None = None
         host: bytes | None = None
         site = b""
-        seen = 0
+        origins = hosts = 0
         for name, value in scope["headers"]:
             if name == b"origin":
-                origin = value
-                seen += 1 << 8
+                origin, origins = value, origins + 1
             elif name == b"host":
-                host = value
-                seen += 1
+                host, hosts = value, hosts + 1
             elif name == b"sec-fetch-site":
                 site = value.strip().lower()
         path: str = scope["path"]
-        if seen & 0xFF > 1 or seen >> 8 > 1:
+        if origins > 1 or hosts > 1:  # the last one would win, in one reader or another
             await _refuse(send, path, "more than one Host or Origin header")
             return
         problem = self._host_problem(host)
@@ -148,10 +150,9 @@ class BrowserGate:
     def _host_problem(self, host: bytes | None) -> str | None:
         """Why a ``Host`` is refused: on loopback, or with no key, only names that cannot be
         a DNS-rebinding page's (an address, ``localhost``, ``server.allowed_hosts``) pass."""
-        if host is None or not (self._loopback() or not self._keyed()):
+        if host is None or not (self._loopback or not self._keyed()):
             return None
-        name = host_name(host)
-        if name == "localhost" or _ip_literal(name) is not None or name in self._hosts():
+        if _rebinding_safe(host, self._hosts()):
             return None
         shown = host.decode("latin-1")
         return (
@@ -194,17 +195,6 @@ async def _preflight(scope: Scope, send: Send, origin: bytes) -> None:
 
 
 async def _refuse(send: Send, path: str, message: str) -> None:
-    payload: dict[str, object]
-    if path.startswith("/v1/messages"):  # Anthropic clients read their own error shape
-        payload = {"type": "error", "error": {"type": "permission_error", "message": message}}
-    else:
-        error = {"message": message, "type": "permission_error", "code": "forbidden_origin"}
-        payload = {"error": error}
-    body = json.dumps(payload).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        LLAMASUP_ERROR_HEADER,
-    ]
-    await send({"type": "http.response.start", "status": 403, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    anthropic = path.startswith("/v1/messages")  # Anthropic clients read their own shape
+    error = ProxyError(403, "forbidden_origin", message)
+    await send_error(send, error, Dialect.ANTHROPIC if anthropic else Dialect.OPENAI)

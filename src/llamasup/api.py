@@ -72,11 +72,11 @@ class ControlApi:
             await self._apply(scope, receive, send, dry_run=_flag(query, "dry_run"))
         elif path == "/api/reload" and method == "POST":
             result = await service.reload("api")
-            if result.result == "error":  # a rejected reload is llamasup's own error answer
-                answer = json.dumps(result.as_dict(), ensure_ascii=False).encode()
-                await send_bytes(send, 422, answer, "application/json", error=True)
-            else:
-                await send_json(send, 200, result.as_dict())
+            rejected = result.result == "error"  # then llamasup's own error answer (marked)
+            answer = json.dumps(result.as_dict(), ensure_ascii=False).encode()
+            await send_bytes(
+                send, 422 if rejected else 200, answer, "application/json", error=rejected
+            )
         elif path == "/api/unload" and method == "POST":
             body = await _json_body(scope, receive)
             await send_json(send, 200, await self._unload(body))

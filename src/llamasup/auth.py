@@ -32,7 +32,13 @@ OPEN_PATHS = frozenset({"/health"})
 
 
 class ApiKeyError(LlamasupError):
-    """A configured key whose value cannot be read."""
+    """A configured key whose value cannot be read (or clashes with another's)."""
+
+    def __init__(self, config: ApiKeyConfig, detail: str) -> None:
+        #: where the key is declared, and what is wrong with it
+        self.source = config.source
+        self.detail = detail
+        super().__init__(f"{config.source}: {detail}")
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ def load_keys(configs: Sequence[ApiKeyConfig], environ: Mapping[str, str]) -> tu
         if config.env is not None:
             where = f"environment variable {config.env}"
             if config.env not in environ:
-                raise ApiKeyError(f"{config.source}: api key {config.name!r}: {where} is not set")
+                raise ApiKeyError(config, f"api key {config.name!r}: {where} is not set")
             value = environ[config.env]
         elif config.file is not None:
             where = f"key file {config.file}"
@@ -61,20 +67,21 @@ def load_keys(configs: Sequence[ApiKeyConfig], environ: Mapping[str, str]) -> tu
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise ApiKeyError(
-                    f"{config.source}: api key {config.name!r}: cannot read {where}: {reason}"
+                    config, f"api key {config.name!r}: cannot read {where}: {reason}"
                 ) from exc
             value = text.splitlines()[0] if text else ""  # the key is the first line
         else:  # pragma: no cover - the schema requires one of the two
-            raise ApiKeyError(f"{config.source}: api key {config.name!r} has no env or file")
+            raise ApiKeyError(config, f"api key {config.name!r} has no env or file")
         lines = value.strip().splitlines()  # a key file holds the key on its first line
         secret = lines[0].strip() if lines else ""
         if not secret:
-            raise ApiKeyError(f"{config.source}: api key {config.name!r}: {where} is empty")
+            raise ApiKeyError(config, f"api key {config.name!r}: {where} is empty")
         for other in keys:
             if hmac.compare_digest(other.secret, secret.encode()):
                 raise ApiKeyError(
-                    f"{config.source}: api keys {other.name!r} and {config.name!r} have the same "
-                    "value; a request could not tell which key it presents: give each its own"
+                    config,
+                    f"api keys {other.name!r} and {config.name!r} have the same value; a "
+                    "request could not tell which key it presents: give each its own",
                 )
         keys.append(ApiKey(config.name, config.scope, secret.encode()))
     return tuple(keys)

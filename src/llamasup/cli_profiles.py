@@ -107,27 +107,23 @@ def run_validate(args: argparse.Namespace) -> int:
 def _key_warnings(profiles: Profiles) -> list[ProfileIssue]:
     """API keys whose value cannot be read in this environment: a warning, since validate
     often runs somewhere else than serve (CI), but `serve` here would refuse to start."""
-    found: list[ProfileIssue] = []
-    for config in profiles.server.api_keys:
+    configs = profiles.server.api_keys
+    errors: list[ApiKeyError] = []
+    for config in configs:
         try:
             load_keys([config], os.environ)
         except ApiKeyError as exc:
-            message = str(exc).removeprefix(f"{config.source}: ")
-            where = config.source
-            why = f"{message} (in this environment, serve would not start)"
-            found.append(ProfileIssue(where.file, where.line, "server.api_keys", why))
-    if not found:
+            errors.append(exc)
+    if configs and not errors:
         try:  # readable one by one; together they may still clash (one value, two keys)
-            load_keys(profiles.server.api_keys, os.environ)
+            load_keys(configs, os.environ)
         except ApiKeyError as exc:
-            where_text, _, message = str(exc).partition(": ")
-            at = next(
-                (k.source for k in profiles.server.api_keys if str(k.source) == where_text),
-                profiles.server.api_keys[0].source,
-            )
-            why = f"{message} (in this environment, serve would not start)"
-            found.append(ProfileIssue(at.file, at.line, "server.api_keys", why))
-    return found
+            errors.append(exc)
+    why = "(in this environment, serve would not start)"
+    return [
+        ProfileIssue(e.source.file, e.source.line, "server.api_keys", f"{e.detail} {why}")
+        for e in errors
+    ]
 
 
 def _report_invalid(

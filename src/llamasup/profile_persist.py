@@ -54,8 +54,9 @@ def write_set(
     try:
         for real, text in targets:
             journal.stage(real, text)
+        written = [real for real, _ in targets]
         for path in stale:
-            if not _same_entry_as_written(path, [real for real, _ in targets]):
+            if not _same_entry_as_written(path, written):
                 journal.plan_removal(path)
         journal.commit()
     except OSError as exc:

@@ -84,8 +84,9 @@ class Sidecar:
         )
         self._state = SidecarState.STOPPED
         self._run: Run | None = None
-        #: the current start's key (``SidecarSettings.keyed``); never logged or shown
-        self._key: str | None = None
+        #: the current start's key as the header requests carry (``SidecarSettings.keyed``);
+        #: made once per start, never logged or shown
+        self._auth: tuple[tuple[bytes, bytes], ...] = ()
         self._start_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
@@ -112,9 +113,7 @@ class Sidecar:
     @property
     def auth_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         """What every request to the current process must carry (its key), or nothing."""
-        if self._key is None:
-            return ()
-        return ((b"authorization", b"Bearer " + self._key.encode()),)
+        return self._auth
 
     @property
     def base_url(self) -> str | None:
@@ -264,11 +263,12 @@ class Sidecar:
             raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
         self.settings.config_home.mkdir(parents=True, exist_ok=True)
         env = child_environment(self._base_env, self.spec.env_map, self.settings.config_home)
-        self._key = None
+        self._auth = ()
         if self.settings.keyed and self.spec.kind == "llama-server":
             # one per start: a key seen by whatever took this port after a crash opens nothing
-            self._key = secrets.token_urlsafe(32)
-            env["LLAMA_API_KEY"] = self._key  # not argv: `ps` shows argv to every user
+            key = secrets.token_urlsafe(32)
+            env["LLAMA_API_KEY"] = key  # not argv: `ps` shows argv to every user
+            self._auth = ((b"authorization", b"Bearer " + key.encode()),)
         try:
             port = self._ports.acquire(avoid=avoid)
         except OSError as exc:

@@ -23,6 +23,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def _alpha_profile(tmp_path: Path, fake_bin: Path, server_extra: str = "") -> Path:
+    """One fake model, alpha, in ``p.yaml``."""
+    write_model_files(tmp_path, ["alpha"])
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        fake_profile(fake_bin, tmp_path / "state", {"alpha": ""}, server_extra=server_extra)
+    )
+    return profile
+
+
 def _refused(reply: httpx.Response, words: str) -> None:
     """A 403 from the browser gate, in the OpenAI envelope, with no CORS grant."""
     assert reply.status_code == 403, reply.text
@@ -34,10 +44,8 @@ def _refused(reply: httpx.Response, words: str) -> None:
 
 async def test_a_web_page_cannot_apply_or_infer(tmp_path: Path, fake_server_bin: Path) -> None:
     """The attack: a page POSTs text/plain (no preflight) to the keyless loopback front."""
-    write_model_files(tmp_path, ["alpha"])
-    profile = tmp_path / "p.yaml"
-    original = fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""})
-    profile.write_text(original)
+    profile = _alpha_profile(tmp_path, fake_server_bin)
+    original = profile.read_text()
     evil = original + "  evil:\n    command: [sh, -c, 'touch /tmp/pwned; sleep 60 ${PORT}']\n"
     page = {"origin": EVIL, "content-type": "text/plain"}
     async with running_service(profile, watch=False) as running:
@@ -64,12 +72,8 @@ async def test_a_web_page_cannot_apply_or_infer(tmp_path: Path, fake_server_bin:
 async def test_listed_origins_get_cors_on_inference_routes_only(
     tmp_path: Path, fake_server_bin: Path
 ) -> None:
-    write_model_files(tmp_path, ["alpha"])
-    profile = tmp_path / "p.yaml"
     extra = f"cors_origins: ['{APP}']\nallowed_hosts: [llm.example.org]\nallow_public_listen: true"
-    profile.write_text(
-        fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}, server_extra=extra)
-    )
+    profile = _alpha_profile(tmp_path, fake_server_bin, extra)
     async with running_service(profile, watch=False) as running:
         client = running.client
         # a reverse proxy on this machine passing its own name is listed, so it is let through
@@ -113,9 +117,7 @@ def test_loopback_host_names() -> None:
 async def test_what_browsers_send_without_an_origin_and_odd_headers(
     tmp_path: Path, fake_server_bin: Path
 ) -> None:
-    write_model_files(tmp_path, ["alpha"])
-    profile = tmp_path / "p.yaml"
-    profile.write_text(fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}))
+    profile = _alpha_profile(tmp_path, fake_server_bin)
     async with running_service(profile, watch=False) as running:
         client = running.client
         # <img src=".../upstream/alpha/health">: no Origin on a GET, but Sec-Fetch-Site says
@@ -136,9 +138,7 @@ async def test_what_browsers_send_without_an_origin_and_odd_headers(
 async def test_without_keys_a_public_front_still_refuses_rebinding_hosts(
     tmp_path: Path, fake_server_bin: Path
 ) -> None:
-    write_model_files(tmp_path, ["alpha"])
-    profile = tmp_path / "p.yaml"
-    profile.write_text(fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}))
+    profile = _alpha_profile(tmp_path, fake_server_bin)
     async with running_service(
         profile, watch=False, listen=("0.0.0.0", 8402), allow_public=True
     ) as running:

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import httpx
 
-from llamasup.app import Service
-from llamasup.profiles import load_profiles
-from llamasup.proxy_server import uvicorn_config
-from llamasup.runtime import resolve_binary
-from llamasup.serve import _Server
+from llamasup.profiles.load import load_profiles
+from llamasup.runtime.locate import resolve_binary
+from llamasup.service.app import Service
+from llamasup.service.serve import _Server
+from llamasup.service.uvicorn_settings import uvicorn_config
 from llamasup.testing.process import free_port
 from llamasup.testing.tiny_model import tiny_model_path
 

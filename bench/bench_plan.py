@@ -19,7 +19,7 @@ import random
 import statistics
 import time
 
-from llamasup.plan import Demand, Have, Limits, Want, plan
+from llamasup.planner.plan import Demand, Have, Limits, Want, plan
 
 GIB = 1 << 30
 MODELS = 500

@@ -16,7 +16,7 @@ as possible). On a 2-core machine they are pinned (``--layout``):
 "direct" and "proxy" runs use the same generator, upstream and placement, so the difference
 is what the proxy adds.
 
-``--clients`` picks the proxy's upstream client: ``lean`` (llamasup.upstream) and/or
+``--clients`` picks the proxy's upstream client: ``lean`` (llamasup.proxy.upstream) and/or
 ``httpx`` (an adapter over httpx.AsyncClient, to compare).
 """
 
@@ -42,12 +42,12 @@ import httpx
 import uvicorn
 import uvloop
 
-from llamasup.pool import UpstreamAddress
-from llamasup.profiles import load_profiles
-from llamasup.proxy import create_proxy_app
-from llamasup.proxy_server import uvicorn_config
-from llamasup.spec import Resolver
-from llamasup.upstream import UpstreamClient, UpstreamError
+from llamasup.profiles.load import load_profiles
+from llamasup.proxy.app import create_proxy_app
+from llamasup.proxy.upstream import UpstreamClient, UpstreamError
+from llamasup.reconcile.pool import UpstreamAddress
+from llamasup.service.uvicorn_settings import uvicorn_config
+from llamasup.spec.resolve import Resolver
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "proxy" / "fake_upstream.py"

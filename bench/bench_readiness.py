@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamasup.ports import PortAllocator, port_is_free
-from llamasup.sidecar import Sidecar, SidecarSettings
-from llamasup.spec import SidecarSpec
+from llamasup.sidecars.ports import PortAllocator, port_is_free
+from llamasup.sidecars.sidecar import Sidecar, SidecarSettings
+from llamasup.spec.resolve import SidecarSpec
 from llamasup.testing.tiny_model import tiny_model_path
 
 DEFAULT_BINARY = Path("/tmp/lsbuild/build/bin/llama-server")

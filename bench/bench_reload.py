@@ -31,13 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamasup.app import Service
-from llamasup.profile_store import ReloadResult
-from llamasup.profiles import load_profiles
-from llamasup.sidecar_types import SidecarEventKind
-from llamasup.supervisor import SupervisorEvent
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.store import ReloadResult
+from llamasup.service.app import Service
+from llamasup.service.watch import DEBOUNCE_MS, STEP_MS
+from llamasup.sidecars.supervisor import SupervisorEvent
+from llamasup.sidecars.types import SidecarEventKind
 from llamasup.testing import write_fake_binary
-from llamasup.watch import DEBOUNCE_MS, STEP_MS
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADING = "## Edit-to-action latency"
@@ -251,7 +251,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # the fake model files are not GGUF: every start would warn that memory is unknown
-    logging.getLogger("llamasup.memory_cache").setLevel(logging.ERROR)
+    logging.getLogger("llamasup.memory.cache").setLevel(logging.ERROR)
     results = {
         mode: asyncio.run(run(mode, args.rounds, args.warmup)) for mode in args.modes.split(",")
     }

@@ -1,4 +1,4 @@
-"""Compare ``llamasup.memory.estimate`` with what a real llama-server allocates and holds.
+"""Compare ``llamasup.memory.estimate.estimate`` with what a real llama-server allocates and holds.
 
 Run: ``python bench/validate_memory.py --server PATH [--model GGUF ...]``.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from llamasup.memory import estimate
+from llamasup.memory.estimate import estimate
 
 MIB = 1 << 20
 CONFIGS: list[list[str]] = [

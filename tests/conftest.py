@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from llamasup.errors import RuntimeNotFoundError
-from llamasup.runtime import install, resolve_binary
+from llamasup.runtime.install import install
+from llamasup.runtime.locate import resolve_binary
 from llamasup.testing import tiny_model_path, write_fake_binary
 
 

@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 from llamasup.errors import ProfileError, ProfileIssue
-from llamasup.profiles import Profiles, load_profiles
+from llamasup.profiles.load import Profiles, load_profiles
 
 
 def write(path: Path, text: str) -> Path:

@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from llamasup.app import Service
-from llamasup.profiles import load_profiles
-from llamasup.proxy_server import uvicorn_config
-from llamasup.serve import _Server
+from llamasup.profiles.load import load_profiles
+from llamasup.service.app import Service
+from llamasup.service.serve import _Server
+from llamasup.service.uvicorn_settings import uvicorn_config
 from llamasup.testing.process import free_port
 
 #: sidecar port slices private to these tests (below the ephemeral range, away from the

@@ -12,7 +12,7 @@ import pytest
 from profile_helpers import load, write
 
 from llamasup import doctor
-from llamasup.cli import main
+from llamasup.cli.main import main
 from llamasup.doctor import (
     check_binary,
     check_command,
@@ -24,10 +24,10 @@ from llamasup.doctor import (
     check_system_config,
     run_checks,
 )
-from llamasup.flag_table import TABLE
-from llamasup.flagdefs import Kind
-from llamasup.helptext import table_drift
-from llamasup.profiles import ModelConfig, ServerConfig, Source
+from llamasup.flags.helptext import table_drift
+from llamasup.flags.table import TABLE
+from llamasup.flags.vocabulary import Kind
+from llamasup.profiles.load import ModelConfig, ServerConfig, Source
 from llamasup.testing.process import free_port
 
 SOURCE = Source("profiles.yaml", 3)

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
-from llamasup.flag_table import TABLE
-from llamasup.helptext import TableDrift, parse_help, table_drift
-from llamasup.ports import port_is_free
-from llamasup.profiles import ModelConfig, Profiles, ServerConfig, load_profiles
-from llamasup.runtime import LLAMA_CPP_BUILD, binary_version, resolve_binary
-from llamasup.spec import resolve
+from llamasup.flags.helptext import TableDrift, parse_help, table_drift
+from llamasup.flags.table import TABLE
+from llamasup.profiles.load import ModelConfig, Profiles, ServerConfig, load_profiles
+from llamasup.runtime.locate import LLAMA_CPP_BUILD, binary_version, resolve_binary
+from llamasup.sidecars.ports import port_is_free
+from llamasup.spec.resolve import resolve
 
 Status = Literal["ok", "warn", "FAIL"]
 

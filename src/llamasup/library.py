@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamasup.app import restart_policy, sidecar_settings
-from llamasup.pool import Origin
-from llamasup.profiles import Profiles, load_profiles
-from llamasup.reconciler import Reconciler
-from llamasup.spec import Resolved, split_target
-from llamasup.supervisor import Supervisor
+from llamasup.profiles.load import Profiles, load_profiles
+from llamasup.reconcile.pool import Origin
+from llamasup.reconcile.reconciler import Reconciler
+from llamasup.service.app import restart_policy, sidecar_settings
+from llamasup.sidecars.supervisor import Supervisor
+from llamasup.spec.resolve import Resolved, split_target
 
 
 @dataclass(frozen=True)

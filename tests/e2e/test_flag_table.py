@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from llamasup.childenv import is_scrubbed
-from llamasup.flag_table import TABLE
-from llamasup.helptext import HelpEntry, parse_help
-from llamasup.runtime import LLAMA_CPP_BUILD, binary_version
+from llamasup.flags.helptext import HelpEntry, parse_help
+from llamasup.flags.table import TABLE
+from llamasup.runtime.locate import LLAMA_CPP_BUILD, binary_version
+from llamasup.spec.childenv import is_scrubbed
 
 pytestmark = pytest.mark.e2e
 

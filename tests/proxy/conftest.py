@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from llamasup.profiles import Profiles, load_profiles
-from llamasup.proxy import ASGIApp
-from llamasup.proxy_hooks import ProxyObserver
-from llamasup.spec import Resolver
+from llamasup.profiles.load import Profiles, load_profiles
+from llamasup.proxy.app import ASGIApp
+from llamasup.proxy.hooks import ProxyObserver
+from llamasup.spec.resolve import Resolver
 from proxy.pool_fixture import FakeSidecarPool, ProxyServer
 from proxy.proxy_profiles import PROFILE, ProfileLoader, ProxyFactory
 

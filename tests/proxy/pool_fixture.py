@@ -25,11 +25,11 @@ from typing import Any, TypeVar
 import uvicorn
 import uvloop
 
-from llamasup.pool import Origin, Upstream, UpstreamAddress
-from llamasup.proxy import ASGIApp, ProxyApp, create_proxy_app
-from llamasup.proxy_hooks import ProxyObserver
-from llamasup.spec import Resolver, SidecarSpec
-from llamasup.upstream import UpstreamClient, UpstreamError
+from llamasup.proxy.app import ASGIApp, ProxyApp, create_proxy_app
+from llamasup.proxy.hooks import ProxyObserver
+from llamasup.proxy.upstream import UpstreamClient, UpstreamError
+from llamasup.reconcile.pool import Origin, Upstream, UpstreamAddress
+from llamasup.spec.resolve import Resolver, SidecarSpec
 
 FAKE_UPSTREAM = Path(__file__).with_name("fake_upstream.py")
 T = TypeVar("T")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from llamasup.openai_errors import ProxyError
-from llamasup.proxy_body import SPLICE_FROM, edit_body, parse_body
-from llamasup.proxy_request import SYNONYMS
+from llamasup.proxy.body import SPLICE_FROM, edit_body, parse_body
+from llamasup.proxy.envelope import ProxyError
+from llamasup.proxy.request import SYNONYMS
 
 DEFAULTS = {"temperature": 0.2, "top_k": 20, "n_predict": 64, "stop": ["\n\n"]}
 FILLER = [{"role": "user", "content": "café ☕ " * 40}] * 40  # non-ASCII and large

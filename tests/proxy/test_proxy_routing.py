@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from llamasup.pool import Origin
-from llamasup.proxy import Receive, Scope, Send
-from llamasup.spec import Resolver
+from llamasup.proxy.app import Receive, Scope, Send
+from llamasup.reconcile.pool import Origin
+from llamasup.spec.resolve import Resolver
 from proxy.pool_fixture import ProxyServer
 from proxy.proxy_profiles import FLAGS_ENABLED, PROFILE, ProfileLoader, ProxyFactory
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llamasup.proxy_hooks import RequestRecord
+from llamasup.proxy.hooks import RequestRecord
 from proxy.pool_fixture import ProxyServer, wait_until
 from proxy.proxy_profiles import PROFILE, ProxyFactory
 

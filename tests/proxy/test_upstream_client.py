@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from llamasup.upstream import UpstreamClient, UpstreamError
+from llamasup.proxy.upstream import UpstreamClient, UpstreamError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -12,10 +12,17 @@ import httpx
 import pytest
 from service_helpers import chat, fake_profile, running_service, write_model_files
 
-from llamasup.auth import ApiKey, ApiKeyError, load_keys, match, presented_key, required_scope
-from llamasup.profile_types import ApiKeyConfig, Source
-from llamasup.profiles import load_profiles
-from llamasup.serve import ServeError, check_exposure, sd_notify
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.types import ApiKeyConfig, Source
+from llamasup.service.auth import (
+    ApiKey,
+    ApiKeyError,
+    load_keys,
+    match,
+    presented_key,
+    required_scope,
+)
+from llamasup.service.serve import ServeError, check_exposure, sd_notify
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from service_helpers import chat, fake_profile, running_service, write_model_files
 
-from llamasup.browser_gate import loopback_host
+from llamasup.service.browser_gate import loopback_host
 
 pytestmark = pytest.mark.anyio
 

@@ -25,11 +25,12 @@ from service_helpers import (
     write_model_files,
 )
 
-from llamasup import __version__, status_view
-from llamasup.cli_apply import apply_lines
-from llamasup.profile_persist import PersistError
-from llamasup.profile_store import ProfileStore
-from llamasup.profiles import load_profiles
+from llamasup import __version__
+from llamasup.cli.apply import apply_lines
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.persist import PersistError
+from llamasup.profiles.store import ProfileStore
+from llamasup.service import status_view
 
 pytestmark = pytest.mark.anyio
 
@@ -537,7 +538,7 @@ def test_serve_rolls_back_an_apply_a_crash_cut_short(tmp_path: Path, fake_server
     crash = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from llamasup.profile_persist import write_set\n"
+        "from llamasup.profiles.persist import write_set\n"
         "real = os.replace\n"
         "calls = []\n"
         "def crash(*args):\n"

@@ -22,7 +22,7 @@ from service_helpers import (
     wait_for,
 )
 
-from llamasup.profiles import load_profiles
+from llamasup.profiles.load import load_profiles
 
 pytestmark = pytest.mark.anyio
 

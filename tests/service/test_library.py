@@ -12,7 +12,7 @@ from service_helpers import fake_profile, pid_alive, port_range, wait_for, write
 
 from llamasup.errors import UnknownModelError
 from llamasup.library import local_models
-from llamasup.profiles import load_profiles
+from llamasup.profiles.load import load_profiles
 
 pytestmark = pytest.mark.anyio
 

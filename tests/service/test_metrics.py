@@ -18,7 +18,7 @@ from service_helpers import (
     write_model_files,
 )
 
-from llamasup.metrics import merge_families
+from llamasup.service.metrics import merge_families
 from llamasup.testing.fake_bodies import metrics_text
 
 pytestmark = pytest.mark.anyio

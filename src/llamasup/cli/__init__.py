@@ -1,0 +1,1 @@
+"""The ``llamasup`` command line: entry, lazy subcommands, control client, tables."""

@@ -1,0 +1,317 @@
+"""``llamasup status|plan|logs|unload|reload`` (and, via ``cli_apply``, ``apply|diff``):
+clients of a running llamasup's control API.
+
+Exit codes: 0 done, 1 the server said no for a reason about the request (unknown model,
+rejected reload), 2 the command could not be carried out (unreachable, key refused, usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from llamasup.cli import apply as cli_apply
+from llamasup.cli.client import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ControlClient,
+    add_connection_flags,
+    connected,
+    emit_json,
+    error_message,
+    fail,
+    unexpected,
+)
+from llamasup.cli.table import cell, issue_text, plan_lines, table
+from llamasup.core.units import format_bytes, format_duration
+
+WATCH_INTERVAL = 2.0
+ERROR_WIDTH = 40
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+#: ``status --watch`` sleeps with this (tests replace it to end the loop)
+sleep: Callable[[float], None] = time.sleep
+
+
+def register(commands: Any) -> None:
+    cli_apply.register(commands)
+
+    status = commands.add_parser(
+        "status",
+        help="show the running sidecars and the last reload",
+        description="Show llamasup's sidecars, limits and the last profile reload.",
+    )
+    status.add_argument(
+        "-w",
+        "--watch",
+        nargs="?",
+        type=_positive_seconds,
+        const=WATCH_INTERVAL,
+        metavar="SECONDS",
+        help=f"redraw every SECONDS (default {WATCH_INTERVAL:g}) until Ctrl-C",
+    )
+    add_connection_flags(status)
+    status.set_defaults(handler=connected(run_status))
+
+    plan = commands.add_parser(
+        "plan",
+        help="show what the reconciler would do now",
+        description="Show the actions the next reconcile pass would take (changes nothing).",
+    )
+    add_connection_flags(plan)
+    plan.set_defaults(handler=connected(run_plan))
+
+    logs = commands.add_parser(
+        "logs",
+        help="print a sidecar's output (a model's, or one sidecar's by key)",
+        description="Print the last lines of a sidecar's output; -f keeps following it.",
+    )
+    logs.add_argument("name", metavar="NAME", help="model id, alias or sidecar key")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "-n", "--lines", type=_count, default=100, metavar="LINES", help="lines of history"
+    )
+    add_connection_flags(logs, output=False)
+    logs.set_defaults(handler=connected(run_logs))
+
+    unload = commands.add_parser(
+        "unload",
+        help="stop a model's sidecars (they start again on demand)",
+        description="Stop the sidecars of MODEL, the one with --key, or all (--all skips "
+        "pinned models). Stopped sidecars start again when a request needs them.",
+    )
+    target = unload.add_mutually_exclusive_group(required=True)
+    target.add_argument("model", nargs="?", metavar="MODEL", help="model id or alias")
+    target.add_argument("--key", help="one sidecar, by key")
+    target.add_argument("--all", action="store_true", help="every sidecar except pinned ones")
+    add_connection_flags(unload)
+    unload.set_defaults(handler=connected(run_unload))
+
+    reload = commands.add_parser(
+        "reload",
+        help="re-read the profiles on the server (like SIGHUP)",
+        description="Ask llamasup to read its profile path again and adopt it if valid.",
+    )
+    add_connection_flags(reload)
+    reload.set_defaults(handler=connected(run_reload))
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of lines, got {value!r}")
+    return int(value)
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def run_status(args: argparse.Namespace, client: ControlClient) -> int:
+    if args.watch is None:
+        return _status_once(args, client, clear=False)
+    clear = sys.stdout.isatty()
+    try:
+        while True:
+            code = _status_once(args, client, clear=clear)
+            if code != EXIT_OK:
+                return code
+            if not clear:
+                print()
+            sys.stdout.flush()
+            sleep(args.watch)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _status_once(args: argparse.Namespace, client: ControlClient, *, clear: bool) -> int:
+    response = client.request("GET", "/api/status")
+    if response.status_code != 200:
+        return unexpected(args, response)
+    doc = response.json()
+    if args.output == "json":
+        emit_json(doc)
+        return EXIT_OK
+    lines = status_lines(doc, time.time())
+    print((CLEAR_SCREEN if clear else "") + "\n".join(lines))
+    return EXIT_OK
+
+
+def status_lines(doc: Mapping[str, Any], now: float) -> list[str]:
+    profiles = doc["profiles"]
+    reload = profiles["last_reload"]
+    lines = [
+        f"llamasup {doc['version']} at {doc['listen']}: profiles {profiles['source']} "
+        f"revision {profiles['revision']}",
+        f"last reload: {reload['result']} ({reload['trigger']}, "
+        f"{format_duration(max(0.0, now - reload['at']))} ago)",
+    ]
+    lines += [f"  error: {issue_text(issue)}" for issue in reload["errors"]]
+    lines += [f"warning: {issue_text(issue)}" for issue in profiles["warnings"]]
+    if profiles.get("auth_error"):
+        lines.append(f"api keys: {profiles['auth_error']}")
+    if profiles.get("restart_needed"):
+        names = ", ".join(profiles["restart_needed"])
+        lines.append(f"restart needed: server settings {names} changed")
+    lines.append(_limits_line(doc["limits"]))
+    rows = [_sidecar_row(row) for row in doc["sidecars"]]
+    lines.append("")
+    if not rows:
+        lines.append("no sidecars")
+    else:
+        lines += table(SIDECAR_HEADERS, rows)
+    return lines
+
+
+SIDECAR_HEADERS = (
+    "MODEL",
+    "AGENTS",
+    "KEY",
+    "STATE",
+    "PID",
+    "PORT",
+    "UPTIME",
+    "IN-FLIGHT",
+    "RESTARTS",
+    "MEMORY",
+    "LAST ERROR",
+)
+
+
+def _sidecar_row(row: Mapping[str, Any]) -> list[str]:
+    state = row["state"]
+    if row.get("pinned"):
+        state += " (pinned)"
+    if row.get("gave_up"):
+        state += " (gave up)"
+    memory = row.get("memory")
+    return [
+        cell(row["model"]),
+        cell(row.get("agents")),
+        cell(row["key"]),
+        state,
+        cell(row.get("pid")),
+        cell(row.get("port")),
+        format_duration(row.get("uptime")),
+        str(row.get("in_flight", 0)),
+        str(row.get("restarts", 0)),
+        cell(None if memory is None else format_bytes(memory)),
+        cell(row.get("last_error"), ERROR_WIDTH),
+    ]
+
+
+def _limits_line(limits: Mapping[str, Any]) -> str:
+    most = limits.get("max_sidecars")
+    running = f"{limits['running']} running" + ("" if most is None else f" of at most {most}")
+    memory = format_bytes(limits.get("memory_estimated") or 0)
+    budget = limits.get("memory_budget")
+    if budget is not None:
+        memory += f" of {format_bytes(budget)}"
+    return f"sidecars: {running}; estimated memory {memory}"
+
+
+# -- plan --------------------------------------------------------------------------------------
+
+
+def run_plan(args: argparse.Namespace, client: ControlClient) -> int:
+    response = client.request("GET", "/api/plan")
+    if response.status_code != 200:
+        return unexpected(args, response)
+    doc = response.json()
+    if args.output == "json":
+        emit_json(doc)
+        return EXIT_OK
+    print("\n".join(plan_lines(doc["actions"])))
+    return EXIT_OK
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+def run_logs(args: argparse.Namespace, client: ControlClient) -> int:
+    params = {"lines": str(args.lines)}
+    if args.follow:
+        params["follow"] = "1"
+    path = "/api/logs/" + _quote(args.name)
+    try:
+        # only a followed log may wait for output forever; a tail answers at once
+        with client.stream(path, params=params, follow=args.follow) as response:
+            if response.status_code == 404:
+                fail(args, error_message(response), EXIT_FAILED)
+                return EXIT_FAILED
+            if response.status_code != 200:
+                return unexpected(args, response)
+            for line in response.iter_lines():
+                print(line, flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote  # noqa: PLC0415 - only logs needs it
+
+    return quote(name, safe="")
+
+
+# -- unload ------------------------------------------------------------------------------------
+
+
+def run_unload(args: argparse.Namespace, client: ControlClient) -> int:
+    if args.all:
+        body: dict[str, object] = {"all": True}
+    elif args.key:
+        body = {"key": args.key}
+    else:
+        body = {"model": args.model}
+    response = client.request("POST", "/api/unload", json=body)
+    if response.status_code == 404:
+        fail(args, error_message(response), EXIT_FAILED)
+        return EXIT_FAILED
+    if response.status_code != 200:
+        return unexpected(args, response)
+    doc = response.json()
+    if args.output == "json":
+        emit_json(doc)
+        return EXIT_OK
+    for item in doc["stopped"]:
+        print(f"stopped {item['key']} ({item['model']})")
+    for item in doc["skipped"]:
+        print(f"skipped {item['key']} ({item['model']}): {item['reason']}")
+    if not doc["stopped"] and not doc["skipped"]:
+        print("nothing was running")
+    return EXIT_OK
+
+
+# -- reload ------------------------------------------------------------------------------------
+
+
+def run_reload(args: argparse.Namespace, client: ControlClient) -> int:
+    response = client.request("POST", "/api/reload")
+    if response.status_code not in (200, 422):
+        return unexpected(args, response)
+    doc = response.json()
+    ok = doc.get("result") in ("ok", "unchanged")
+    if args.output == "json":
+        emit_json(doc)
+        return EXIT_OK if ok else EXIT_FAILED
+    if doc.get("result") == "ok":
+        print(f"reloaded: now serving revision {doc['revision']}")
+    elif doc.get("result") == "unchanged":
+        print(f"unchanged: revision {doc['revision']}")
+    else:
+        for issue in doc.get("errors", []):
+            print(f"error: {issue_text(issue)}", file=sys.stderr)
+        print("reload rejected: the previous profiles keep serving", file=sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILED

@@ -1,0 +1,59 @@
+"""``llamasup doctor``: run the host checks of ``doctor.py`` and print them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from llamasup.cli.profiles import add_output_flag, default_profile_path
+from llamasup.doctor import CheckResult, run_checks
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def register(commands: Any) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this host against a profile set; exit 0 no failures, 1 failures",
+        description="Check the profiles, the llama-server binary and its flags, model files, "
+        "commands, ports, the listen address, the state directory and llama.cpp's "
+        "system config file. Each line: ok|warn|FAIL  CHECK: DETAIL, with a fix for problems.",
+    )
+    doctor.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        help="profile file or directory (default: $LLAMASUP_PROFILES or ./profiles)",
+    )
+    add_output_flag(doctor)
+    doctor.set_defaults(handler=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    path: Path = args.path if args.path is not None else default_profile_path()
+    results = run_checks(path, os.environ)
+    failed = any(result.status == "FAIL" for result in results)
+    if args.output == "json":
+        json.dump([result.as_dict() for result in results], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for result in results:
+            print(format_result(result))
+        print(summary(results))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def format_result(result: CheckResult) -> str:
+    line = f"{result.status:<4}  {result.check}: {result.detail}"
+    if result.fix and result.status != "ok":
+        line += f"\n      fix: {result.fix}"
+    return line
+
+
+def summary(results: list[CheckResult]) -> str:
+    counts = {status: sum(r.status == status for r in results) for status in ("ok", "warn", "FAIL")}
+    return f"doctor: {counts['ok']} ok, {counts['warn']} warning(s), {counts['FAIL']} failure(s)"

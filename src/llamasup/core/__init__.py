@@ -1,0 +1,1 @@
+"""Leaf helpers: sizes and durations, YAML with line numbers, ``${env.X}`` substitution."""

@@ -1,0 +1,1 @@
+"""Memory estimates from GGUF metadata: reader, model shape, estimate, cache."""

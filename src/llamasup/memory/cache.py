@@ -1,0 +1,104 @@
+"""Memory estimates per sidecar key, computed off the event loop and cached.
+
+The planner needs a number for every wanted sidecar; reading GGUF metadata is file I/O, so it
+happens in a worker thread when a spec is first seen, and the reconciler is poked when the
+number is in. A profile's ``memory`` override wins and needs no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from llamasup.errors import LlamasupError
+from llamasup.flags.flagset import FlagSet
+from llamasup.spec.resolve import SidecarSpec
+
+if TYPE_CHECKING:
+    from llamasup.memory.estimate import MemoryEstimate
+
+logger = logging.getLogger(__name__)
+
+Estimator = Callable[[SidecarSpec], int | None]
+
+
+def estimate_spec(spec: SidecarSpec) -> int | None:
+    """Bytes a llama-server spec will take, from its GGUF file and load flags."""
+    if spec.kind != "llama-server" or spec.model_path is None:
+        return None
+    return estimate_for_flags(spec.model_path, spec.load_flags).total
+
+
+def estimate_for_flags(gguf_path: str, flags: FlagSet) -> MemoryEstimate:
+    """``memory.estimate`` with its inputs read off a sidecar's merged load flags."""
+    from llamasup.memory.estimate import estimate  # noqa: PLC0415  (gguf and numpy import slowly)
+
+    def number(name: str, default: int) -> int:
+        value = flags.value(name)
+        return default if value is None else int(str(value))
+
+    ctx = flags.value("--ctx-size")
+    unified = flags.value("--kv-unified")
+    return estimate(
+        gguf_path,
+        ctx_size=None if ctx is None else int(str(ctx)),
+        n_parallel=number("--parallel", -1),
+        cache_type_k=str(flags.value("--cache-type-k") or "f16"),
+        cache_type_v=str(flags.value("--cache-type-v") or "f16"),
+        swa_full=flags.value("--swa-full") is True,
+        kv_unified=unified if isinstance(unified, bool) else None,
+        kv_unified_per_slot=number("--kv-unified-per-slot", 0),
+        n_ubatch=number("--ubatch-size", 512),
+        flash_attn=flags.value("--flash-attn") != "off",
+    )
+
+
+class MemoryEstimates:
+    def __init__(self, estimator: Estimator = estimate_spec) -> None:
+        self._estimator = estimator
+        self._values: dict[str, int | None] = {}
+        self._pending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, spec: SidecarSpec) -> int | None:
+        if spec.memory is not None:
+            return spec.memory
+        return self._values.get(spec.key)
+
+    def pending(self, spec: SidecarSpec) -> bool:
+        return spec.memory is None and spec.key in self._pending
+
+    def request(self, spec: SidecarSpec, on_ready: Callable[[], None]) -> None:
+        """Start estimating ``spec`` in a thread unless known, overridden or under way."""
+        key = spec.key
+        if spec.memory is not None or key in self._values or key in self._pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._values[key] = self._safe(spec)
+            return
+        self._pending.add(key)
+
+        async def work() -> None:
+            try:
+                self._values[key] = await asyncio.to_thread(self._safe, spec)
+            finally:
+                self._pending.discard(key)
+                on_ready()
+
+        task = loop.create_task(work(), name=f"memory-{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _safe(self, spec: SidecarSpec) -> int | None:
+        try:
+            return self._estimator(spec)
+        except (LlamasupError, OSError, ValueError) as exc:
+            logger.warning(
+                "%s: no memory estimate (%s); set models.%s.memory to budget it",
+                spec.model, exc, spec.model,
+            )  # fmt: skip
+            return None

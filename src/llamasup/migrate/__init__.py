@@ -1,0 +1,1 @@
+"""Importers: llama-swap configs and llama-sidecar environments into profile sets."""

@@ -1,0 +1,215 @@
+"""Room accounting for the planner: who holds what, and what would have to go to make room.
+
+Split out of ``plan.py`` so the rules there read as rules; everything here is pure too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from llamasup.core.units import format_bytes
+
+if TYPE_CHECKING:
+    from llamasup.planner.types import Limits
+
+EvictReason = Literal["evicted-lru", "evicted-memory", "group"]
+
+
+@dataclass(slots=True)
+class Occupant:
+    """A sidecar holding room: starting, ready, in backoff, stopping, or started by this plan.
+
+    ``demanded``: requests wait for it; ``fresh``: started by this plan; ``leaving``: it is
+    stopping (or being drained by this plan) and gives its room back once gone.
+    """
+
+    key: str
+    model: str
+    memory: int
+    group: str | None
+    pinned: bool
+    last_used: float
+    in_flight: int = 0
+    demanded: bool = False
+    fresh: bool = False
+    leaving: bool = False
+
+    @property
+    def protected(self) -> bool:
+        return self.in_flight > 0 or self.demanded or self.fresh
+
+    @property
+    def evictable(self) -> bool:
+        return not (self.pinned or self.protected or self.leaving)
+
+    @property
+    def drainable(self) -> bool:
+        """Busy only with requests in flight: it can be asked to finish them and go.
+
+        Waiting requests (or a start in this plan) came first, so it keeps its turn."""
+        return self.in_flight > 0 and not (self.demanded or self.fresh or self.pinned)
+
+
+class Ledger:
+    """Count, memory and group members held, plus room reserved by waiting candidates."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.count = 0
+        self.memory = 0
+        self.groups: dict[str, int] = {}
+        self.reserved_count = 0
+        self.reserved_memory = 0
+        self.reserved_groups: dict[str, int] = {}
+
+    def add(self, memory: int, group: str | None) -> None:
+        self.count += 1
+        self.memory += memory
+        if group is not None:
+            self.groups[group] = self.groups.get(group, 0) + 1
+
+    def remove(self, memory: int, group: str | None) -> None:
+        self.count -= 1
+        self.memory -= memory
+        if group is not None:
+            self.groups[group] -= 1
+
+    def reserve(self, memory: int, group: str | None) -> None:
+        self.reserved_count += 1
+        self.reserved_memory += memory
+        if group is not None:
+            self.reserved_groups[group] = self.reserved_groups.get(group, 0) + 1
+
+    def group_total(self, group: str) -> int:
+        return self.groups.get(group, 0) + self.reserved_groups.get(group, 0)
+
+
+@dataclass
+class Room:
+    """What making room takes: idle victims to stop now, busy group members to drain, and
+    why it cannot happen yet (empty ``blocked``: it fits once the victims are stopped)."""
+
+    victims: list[tuple[Occupant, EvictReason]] = field(default_factory=list)
+    drains: list[Occupant] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+
+def _lru(occupant: Occupant) -> tuple[float, str]:
+    return (occupant.last_used, occupant.key)
+
+
+def _group_order(occupant: Occupant) -> tuple[int, float, str]:
+    rank = 0 if occupant.evictable else 1 if occupant.drainable else 2
+    return (rank, occupant.last_used, occupant.key)
+
+
+def find_room(
+    ledger: Ledger,
+    occupants: Iterable[Occupant],
+    *,
+    group: str | None,
+    memory: int,
+    slots: int,
+) -> Room:
+    """Pick what to stop so that ``slots`` more sidecars using ``memory`` fit (in ``group``).
+
+    Group members go first (idle ones least recently used first, then busy ones to drain);
+    then least-recently-used idle sidecars until the count and the memory fit. Victims that
+    turn out unnecessary (a later, bigger one freed enough) are kept running.
+    """
+    search = _Search(ledger, list(occupants), memory, slots)
+    if group is not None:
+        search.make_group_room(group)
+    search.make_count_and_memory_room()
+    return search.room
+
+
+class _Search:
+    def __init__(self, ledger: Ledger, everyone: list[Occupant], memory: int, slots: int) -> None:
+        self.limits = ledger.limits
+        self.ledger = ledger
+        self.everyone = everyone
+        self.memory = memory
+        self.slots = slots
+        self.count = ledger.count + ledger.reserved_count
+        self.used = ledger.memory + ledger.reserved_memory
+        self.chosen: set[str] = set()
+        self.room = Room()
+
+    def _take(self, occupant: Occupant) -> None:
+        self.chosen.add(occupant.key)
+        self.count -= 1
+        self.used -= occupant.memory
+
+    def make_group_room(self, group: str) -> None:
+        allowed = self.limits.group_limit(group)
+        excess = self.ledger.group_total(group) + self.slots - allowed
+        if excess <= 0:
+            return
+        members = sorted(
+            (o for o in self.everyone if o.group == group and not (o.leaving or o.pinned)),
+            key=_group_order,
+        )
+        for occupant in members[:excess]:
+            if occupant.evictable:
+                self.room.victims.append((occupant, "group"))
+                self._take(occupant)
+                excess -= 1
+            elif occupant.drainable:
+                self.room.drains.append(occupant)
+                excess -= 1
+        if excess > 0:
+            self.room.blocked.append(
+                f"group {group} allows {allowed} running; waiting for a member to go"
+            )
+
+    def make_count_and_memory_room(self) -> None:
+        idle = iter(
+            sorted((o for o in self.everyone if o.evictable and o.key not in self.chosen), key=_lru)
+        )
+        victims: list[tuple[Occupant, EvictReason]] = []
+        max_sidecars, budget = self.limits.max_sidecars, self.limits.memory_budget
+        while max_sidecars is not None and self.count + self.slots > max_sidecars:
+            spare = next(idle, None)
+            if spare is None:
+                self.room.blocked.append(
+                    f"{self.count} of max {max_sidecars} sidecars are busy, stopping or reserved"
+                )
+                break
+            victims.append((spare, "evicted-lru"))
+            self._take(spare)
+        while budget is not None and self.used + self.memory > budget:
+            spare = next(idle, None)
+            if spare is None:
+                free = format_bytes(max(budget - self.used, 0))
+                self.room.blocked.append(
+                    f"needs {format_bytes(self.memory)}, only {free} of the "
+                    f"{format_bytes(budget)} budget can be made free now "
+                    "(the rest is busy, stopping or reserved)"
+                )
+                break
+            victims.append((spare, "evicted-memory"))
+            self._take(spare)
+        if not self.room.blocked:
+            victims = self._keep_unneeded(victims)
+        self.room.victims.extend(victims)
+
+    def _keep_unneeded(
+        self, victims: list[tuple[Occupant, EvictReason]]
+    ) -> list[tuple[Occupant, EvictReason]]:
+        """Give back victims, most recently used first, while everything still fits."""
+        max_sidecars, budget = self.limits.max_sidecars, self.limits.memory_budget
+        kept: list[tuple[Occupant, EvictReason]] = []
+        for victim in reversed(victims):
+            occupant = victim[0]
+            count_ok = max_sidecars is None or self.count + 1 + self.slots <= max_sidecars
+            memory_ok = budget is None or self.used + occupant.memory + self.memory <= budget
+            if count_ok and memory_ok:
+                self.count += 1
+                self.used += occupant.memory
+            else:
+                kept.append(victim)
+        kept.reverse()
+        return kept

@@ -1,0 +1,547 @@
+"""From parsed profile files to ``Profiles``: typed values, flags, and cross-file checks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llamasup.core.units import format_bytes, parse_duration, parse_size
+from llamasup.core.yamlsrc import KeyPath, YamlDoc, format_path
+from llamasup.errors import FlagError, ProfileIssue
+from llamasup.flags.flagset import FlagSet, env_owned_by_llamasup, lookup, parse, tokenize
+from llamasup.flags.vocabulary import Kind, Layer
+from llamasup.profiles.types import (
+    AgentConfig,
+    ApiKeyConfig,
+    GroupConfig,
+    ModelConfig,
+    Profiles,
+    RestartPolicy,
+    ServerConfig,
+    Source,
+)
+
+
+@dataclass
+class ParsedFile:
+    """One profile file after YAML, substitution and schema checks."""
+
+    name: str
+    directory: Path
+    doc: YamlDoc
+    data: dict[str, Any]
+
+
+class IssueLog:
+    """Collects issues; every one is located by file, line and key path."""
+
+    def __init__(self) -> None:
+        self.errors: list[ProfileIssue] = []
+        self.warnings: list[ProfileIssue] = []
+
+    def error(self, parsed: ParsedFile | str, path: KeyPath, message: str) -> None:
+        self.errors.append(_issue(parsed, path, message))
+
+    def warn(self, parsed: ParsedFile | str, path: KeyPath, message: str) -> None:
+        self.warnings.append(_issue(parsed, path, message))
+
+
+def _issue(parsed: ParsedFile | str, path: KeyPath, message: str) -> ProfileIssue:
+    if isinstance(parsed, str):
+        return ProfileIssue(parsed, None, format_path(path), message)
+    return ProfileIssue(parsed.name, parsed.doc.line_of(path), format_path(path), message)
+
+
+_SOURCE_FLAGS = frozenset(
+    {
+        "--hf-repo",
+        "--model-url",
+        "--docker-repo",
+        "--embd-gemma-default",
+        "--fim-qwen-1.5b-default",
+        "--fim-qwen-3b-default",
+        "--fim-qwen-7b-default",
+        "--fim-qwen-7b-spec",
+        "--fim-qwen-14b-spec",
+        "--fim-qwen-30b-default",
+        "--gpt-oss-20b-default",
+        "--gpt-oss-120b-default",
+        "--vision-gemma-4b-default",
+        "--vision-gemma-12b-default",
+    }
+)
+_SPAWN_PLACEHOLDER_RE = re.compile(r"\$\{(PORT|HOST|MODEL_ID)\}")
+
+
+@dataclass(frozen=True)
+class _At:
+    """Where a value was defined: its file and key path."""
+
+    file: ParsedFile
+    path: KeyPath
+
+
+class _Builder:
+    def __init__(self, log: IssueLog, environ: Mapping[str, str]) -> None:
+        self.log = log
+        self.environ = environ
+        self.server: dict[str, tuple[_At, Any]] = {}
+        self.sections: dict[str, dict[str, tuple[_At, Any]]] = {
+            "models": {},
+            "agents": {},
+            "groups": {},
+        }
+
+    def error(self, at: _At, message: str, *suffix: str | int) -> None:
+        self.log.error(at.file, (*at.path, *suffix), message)
+
+    # -- collecting ------------------------------------------------------------------------
+
+    def add_file(self, parsed: ParsedFile) -> None:
+        data: dict[str, Any] = parsed.data
+        for key, value in dict(data.get("server") or {}).items():
+            at = _At(parsed, ("server", key))
+            if key in self.server:
+                first = self.server[key][0]
+                self.error(at, f"server.{key} is also set in {_where(first)}; set it once")
+            else:
+                self.server[key] = (at, value)
+        for section, table in self.sections.items():
+            for name, value in dict(data.get(section) or {}).items():
+                at = _At(parsed, (section, name))
+                if name in table:
+                    first = table[name][0]
+                    kind = section[:-1]
+                    self.error(at, f"{kind} {name!r} is also defined in {_where(first)}")
+                else:
+                    table[name] = (at, value)
+
+    # -- building --------------------------------------------------------------------------
+
+    def finish(self, source: str, revision: str, files: Sequence[str]) -> Profiles | None:
+        server = self._server()
+        models = {
+            name: model
+            for name, (at, raw) in sorted(self.sections["models"].items())
+            if (model := self._model(name, at, raw, server)) is not None
+        }
+        agents = {
+            name: agent
+            for name, (at, raw) in sorted(self.sections["agents"].items())
+            if (agent := self._agent(name, at, raw, models)) is not None
+        }
+        groups = {
+            name: GroupConfig(
+                name=name,
+                max_running=int(raw.get("max_running", 1)),
+                description=str(raw.get("description", "")),
+                source=_source(at),
+            )
+            for name, (at, raw) in sorted(self.sections["groups"].items())
+        }
+        self._check_aliases(models)
+        self._check_agent_names(models, agents)
+        self._check_pinned(models, server)
+        self._check_listen(server)
+        if self.log.errors:
+            return None
+        return Profiles(
+            server=server,
+            models=models,
+            agents=agents,
+            groups=groups,
+            source=source,
+            files=tuple(files),
+            revision=revision,
+            warnings=tuple(self.log.warnings),
+        )
+
+    def _server(self) -> ServerConfig:
+        values: dict[str, Any] = {}
+        for key, (at, raw) in self.server.items():
+            try:
+                values.update(self._server_value(key, raw, at))
+            except ValueError as exc:
+                self.error(at, str(exc))
+        return ServerConfig(**values)
+
+    def _server_value(self, key: str, raw: Any, at: _At) -> dict[str, Any]:
+        directory = at.file.directory
+        if key == "listen":
+            host, port = parse_listen(str(raw))
+            return {"listen_host": host, "listen_port": port}
+        if key == "ports":
+            return {"ports": parse_port_range(str(raw))}
+        if key in ("health_timeout", "health_interval", "stop_grace", "start_timeout"):
+            return {key: parse_duration(raw)}
+        if key == "idle_ttl":
+            return {"idle_ttl": _ttl(raw)}
+        if key in ("memory_budget", "max_request_body"):
+            return {key: None if raw is None else parse_size(raw)}
+        if key == "base_args":
+            return {"base_args": self._flags(raw, at, Layer.BASE)}
+        if key == "env":
+            return {"env": self._env(raw, at)}
+        if key == "binary":
+            return {"binary": _binary(str(raw), directory)}
+        if key == "state_dir":
+            return {"state_dir": _path(str(raw), directory)}
+        if key == "api_keys":
+            return {"api_keys": tuple(self._api_key(item, at, i) for i, item in enumerate(raw))}
+        if key == "agent_flags":
+            allowed = self._allow_load(raw.get("allow_load_flags", []), at)
+            return {
+                "agent_flags_enabled": bool(raw.get("enabled", False)),
+                "agent_flags_allow_load": allowed,
+            }
+        if key == "restart":
+            return {"restart": _restart(raw)}
+        if key in ("cors_origins", "allowed_hosts"):
+            return {key: tuple(str(item).lower().rstrip(".") for item in raw)}
+        return {key: raw}
+
+    def _api_key(self, raw: Mapping[str, Any], at: _At, index: int) -> ApiKeyConfig:
+        file = raw.get("file")
+        return ApiKeyConfig(
+            name=str(raw["name"]),
+            scope=raw["scope"],
+            env=raw.get("env"),
+            file=None if file is None else _path(str(file), at.file.directory),
+            source=_source(_At(at.file, (*at.path, index))),
+        )
+
+    def _allow_load(self, names: Sequence[str], at: _At) -> frozenset[str]:
+        allowed: set[str] = set()
+        for i, name in enumerate(names):
+            definition = lookup(name)
+            if definition is None:
+                self.error(at, f"unknown llama-server flag {name!r}", "allow_load_flags", i)
+            elif definition.kind is not Kind.LOAD:
+                self.error(
+                    at,
+                    f"{name} is a {definition.kind.value} flag; only load-time flags can be "
+                    "allowed here (request-time flags are always allowed)",
+                    "allow_load_flags",
+                    i,
+                )
+            else:
+                allowed.add(definition.name)
+        return frozenset(allowed)
+
+    def _flags(self, raw: Any, at: _At, layer: Layer) -> FlagSet:
+        try:
+            tokens = tokenize(raw)
+        except FlagError as exc:
+            self.error(at, str(exc))
+            return FlagSet()
+        result = parse(tokens, layer)
+        for problem in result.errors:
+            index = _token_index(raw, problem.flag)
+            self.error(at, str(problem), *(() if index is None else (index,)))
+        return result.flags
+
+    def _env(self, raw: Mapping[str, Any], at: _At) -> tuple[tuple[str, str], ...]:
+        pairs: list[tuple[str, str]] = []
+        for name, value in raw.items():
+            owned = env_owned_by_llamasup(name)
+            if owned is not None:
+                self.error(
+                    at, f"{name} would set {owned.name}, which llamasup owns: {owned.why}", name
+                )
+                continue
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            pairs.append((name, text))
+        return tuple(sorted(pairs))
+
+    def _model(
+        self, name: str, at: _At, raw: Mapping[str, Any], server: ServerConfig
+    ) -> ModelConfig | None:
+        errors_before = len(self.log.errors)
+        directory = at.file.directory
+        command = raw.get("command")
+        path = raw.get("path")
+        args = self._flags(raw.get("args"), _At(at.file, (*at.path, "args")), Layer.MODEL)
+        if command is not None:
+            command = self._command(name, [str(part) for part in command], at)
+            if command:  # its program resolves like ``binary``: relative to this file
+                command[0] = _binary(command[0], directory)
+            if "args" in raw:
+                self.error(at, "a command model takes its arguments inside command", "args")
+            for key in ("binary",):
+                if key in raw:
+                    self.error(at, f"{key} applies to llama-server models only", key)
+        else:
+            if "health" in raw:
+                self.error(
+                    at,
+                    "health applies to command models; llama-server sidecars use /health",
+                    "health",
+                )
+            sources = sorted(_SOURCE_FLAGS.intersection(s.name for s in args.settings))
+            if path is None and not sources:
+                self.error(
+                    at,
+                    "a model needs path (a GGUF file), command, or a model source flag "
+                    "such as --hf-repo in args",
+                )
+            if path is not None and sources:
+                self.error(at, f"path and {sources[0]} both name the model; keep one", "args")
+        model_path = None if path is None else _path(str(path), directory)
+        if model_path is not None and not model_path.is_file():
+            self.log.warn(
+                at.file, (*at.path, "path"), f"model file {model_path} does not exist (yet)"
+            )
+        ttl = _ttl(raw["ttl"]) if "ttl" in raw else server.idle_ttl
+        try:
+            memory = None if raw.get("memory") is None else parse_size(raw["memory"])
+        except ValueError as exc:
+            self.error(at, str(exc), "memory")
+            memory = None
+        model = ModelConfig(
+            id=name,
+            source=_source(at),
+            path=model_path,
+            command=None if command is None else tuple(command),
+            health=str(raw.get("health", "/health")),
+            binary=None if raw.get("binary") is None else _binary(str(raw["binary"]), directory),
+            args=args,
+            aliases=tuple(raw.get("aliases", ())),
+            env=self._env(raw.get("env", {}), _At(at.file, (*at.path, "env"))),
+            pinned=bool(raw.get("pinned", False)),
+            preload=bool(raw.get("preload", False)),
+            ttl=None if raw.get("pinned") else ttl,
+            memory=memory,
+            group=raw.get("group"),
+            description=str(raw.get("description", "")),
+            concurrency=raw.get("concurrency"),
+            queue=int(raw.get("queue", 100)),
+            unlisted=bool(raw.get("unlisted", False)),
+            upstream_model=raw.get("upstream_model"),
+        )
+        return model if len(self.log.errors) == errors_before else None
+
+    def _command(self, name: str, command: list[str], at: _At) -> list[str]:
+        if not any("${PORT}" in part for part in command):
+            self.error(
+                at,
+                "command must contain ${PORT} so llamasup can give the upstream its port",
+                "command",
+            )
+        return [part.replace("${MODEL_ID}", name) for part in command]
+
+    def _agent(
+        self, name: str, at: _At, raw: Any, models: Mapping[str, ModelConfig]
+    ) -> AgentConfig | None:
+        if not isinstance(raw, dict):
+            raw = {"flags": raw}
+            flags_at = at
+        else:
+            flags_at = _At(at.file, (*at.path, "flags"))
+        errors_before = len(self.log.errors)
+        flags = self._flags(raw.get("flags"), flags_at, Layer.AGENT)
+        model_name = raw.get("model")
+        model_id = None
+        if model_name is not None:
+            target = _find(models, str(model_name))
+            if target is None and model_name not in self.sections["models"]:
+                self.error(
+                    at,
+                    f"unknown model {model_name!r}; defined models: "
+                    f"{', '.join(sorted(models)) or 'none'}",
+                    "model",
+                )
+            model_id = target.id if target is not None else str(model_name)
+        if len(self.log.errors) != errors_before:
+            return None
+        return AgentConfig(
+            name=name,
+            source=_source(at),
+            flags=flags,
+            model=model_id,
+            description=str(raw.get("description", "")),
+        )
+
+    def _check_aliases(self, models: Mapping[str, ModelConfig]) -> None:
+        owners: dict[str, str] = {}
+        for model in models.values():
+            at = self.sections["models"][model.id][0]
+            for i, alias in enumerate(model.aliases):
+                if alias in models:
+                    self.error(at, f"alias {alias!r} is the id of another model", "aliases", i)
+                elif alias in owners:
+                    self.error(
+                        at,
+                        f"alias {alias!r} is also an alias of model {owners[alias]!r}",
+                        "aliases",
+                        i,
+                    )
+                else:
+                    owners[alias] = model.id
+
+    def _check_agent_names(
+        self, models: Mapping[str, ModelConfig], agents: Mapping[str, AgentConfig]
+    ) -> None:
+        """An agent named like a model or alias cannot be requested by its bare name."""
+        names = {alias: model.id for model in models.values() for alias in model.aliases}
+        names.update({model_id: model_id for model_id in models})
+        for name, agent in agents.items():
+            if name in names and agent.model:
+                at = self.sections["agents"][name][0]
+                self.log.warn(
+                    at.file,
+                    at.path,
+                    f"agent {name!r} has the name of model {names[name]!r} (or its alias): as a "
+                    f"request's model, {name!r} means that model; request "
+                    f"{agent.model}@{name} or @{name} for the agent",
+                )
+
+    def _check_pinned(self, models: Mapping[str, ModelConfig], server: ServerConfig) -> None:
+        """Pinned models that cannot all run: the planner starts them in id order and
+        refuses the rest (nothing evicts a pinned one), so say which at validation."""
+        pinned = [model for model in models.values() if model.pinned]  # already in id order
+        count, held = 0, 0
+        for model in pinned:
+            memory = model.memory or 0
+            at = self.sections["models"][model.id][0]
+            if server.max_sidecars is not None and count + 1 > server.max_sidecars:
+                why = f"max_sidecars is {server.max_sidecars} and {count} pinned models come first"
+            elif server.memory_budget is not None and held + memory > server.memory_budget:
+                why = (
+                    f"it declares {format_bytes(memory)} and pinned models before it "
+                    f"{format_bytes(held)}, over memory_budget {format_bytes(server.memory_budget)}"
+                )
+            else:  # admitted, as the planner would (pinned ones start in id order)
+                count, held = count + 1, held + memory
+                continue
+            self.log.warn(at.file, (*at.path, "pinned"), f"{model.id!r} will be refused: {why}")
+
+    def _check_listen(self, server: ServerConfig) -> None:
+        listen_at = self.server.get("listen", (None, None))[0]
+        if not server.listen_is_loopback and not server.api_keys and not server.allow_public_listen:
+            where = listen_at or next(iter(self.server.values()))[0]
+            self.error(
+                where,
+                f"listening on non-loopback {server.listen_host} with no api_keys: add an "
+                "api_keys entry, or set allow_public_listen: true if the network is trusted",
+            )
+        hosts_at = self.server.get("allowed_hosts", (None, None))[0]
+        if server.allowed_hosts and not server.api_keys and not server.allow_public_listen:
+            assert hosts_at is not None
+            self.error(
+                hosts_at,
+                "allowed_hosts lets a reverse proxy expose llamasup beyond this machine: add an "
+                "api_keys entry, or set allow_public_listen: true if its network is trusted",
+            )
+        low, high = server.ports
+        if low <= server.listen_port <= high and listen_at is not None:
+            self.error(
+                listen_at,
+                f"listen port {server.listen_port} lies inside the sidecar port range {low}-{high}",
+            )
+
+
+def build_profiles(
+    files: Sequence[ParsedFile],
+    log: IssueLog,
+    *,
+    environ: Mapping[str, str],
+    source: str,
+    revision: str,
+) -> Profiles | None:
+    builder = _Builder(log, environ)
+    for parsed in files:
+        builder.add_file(parsed)
+    _check_spawn_placeholders(files, log)
+    return builder.finish(source, revision, [p.name for p in files])
+
+
+def _check_spawn_placeholders(files: Sequence[ParsedFile], log: IssueLog) -> None:
+    """${PORT}/${HOST}/${MODEL_ID} mean something only inside a model's command."""
+
+    def walk(value: Any, path: KeyPath, parsed: ParsedFile) -> None:
+        if len(path) == 3 and path[0] == "models" and path[2] == "command":
+            return
+        if isinstance(value, dict):
+            for key, child in value.items():
+                walk(child, (*path, key), parsed)
+        elif isinstance(value, list):
+            for i, child in enumerate(value):
+                walk(child, (*path, i), parsed)
+        elif isinstance(value, str) and (match := _SPAWN_PLACEHOLDER_RE.search(value)):
+            log.error(parsed, path, f"{match.group()} is only substituted inside a model's command")
+
+    for parsed in files:
+        walk(parsed.data, (), parsed)
+
+
+def _find(models: Mapping[str, ModelConfig], name: str) -> ModelConfig | None:
+    if name in models:
+        return models[name]
+    return next((m for m in models.values() if name in m.aliases), None)
+
+
+def _where(at: _At) -> str:
+    line = at.file.doc.line_of(at.path)
+    return at.file.name if line is None else f"{at.file.name}:{line}"
+
+
+def _source(at: _At) -> Source:
+    return Source(at.file.name, at.file.doc.line_of(at.path))
+
+
+def _token_index(raw: Any, flag: str) -> int | None:
+    if isinstance(raw, list):
+        for i, item in enumerate(raw):
+            if str(item) == flag or str(item).startswith(f"{flag}="):
+                return i
+    return None
+
+
+def _ttl(raw: Any) -> float | None:
+    seconds = parse_duration(raw)
+    return None if seconds == 0 else seconds
+
+
+def _path(value: str, directory: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (directory / path).resolve()
+
+
+def _binary(value: str, directory: Path) -> str:
+    """A bare name is looked up on PATH at spawn time; anything with a slash is a path."""
+    if "/" in value or value.startswith("~"):
+        return str(_path(value, directory))
+    return value
+
+
+def _restart(raw: Mapping[str, Any]) -> RestartPolicy:
+    defaults = RestartPolicy()
+    return RestartPolicy(
+        backoff=parse_duration(raw.get("backoff", defaults.backoff)),
+        backoff_max=parse_duration(raw.get("backoff_max", defaults.backoff_max)),
+        max_failures=int(raw.get("max_failures", defaults.max_failures)),
+        window=parse_duration(raw.get("window", defaults.window)),
+    )
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, _, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1-65535")
+    return host, port
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    low_text, _, high_text = text.partition("-")
+    low, high = int(low_text), int(high_text)
+    for port in (low, high):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is outside 1-65535")
+    if low > high:
+        raise ValueError(f"port range {low}-{high} is empty (start above end)")
+    return low, high

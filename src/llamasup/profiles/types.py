@@ -1,0 +1,173 @@
+"""The frozen records a loaded profile set consists of."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from llamasup.errors import ProfileIssue
+from llamasup.flags.flagset import FlagSet
+
+DEFAULT_LISTEN_HOST = "127.0.0.1"
+DEFAULT_LISTEN_PORT = 8402
+DEFAULT_PORTS = (8500, 8599)
+
+Scope = Literal["inference", "admin"]
+
+
+@dataclass(frozen=True)
+class Source:
+    file: str
+    line: int | None
+
+    def __str__(self) -> str:
+        return self.file if self.line is None else f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class ApiKeyConfig:
+    name: str
+    scope: Scope
+    env: str | None
+    file: Path | None
+    source: Source
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    backoff: float = 1.0
+    backoff_max: float = 60.0
+    max_failures: int = 5
+    window: float = 300.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen_host: str = DEFAULT_LISTEN_HOST
+    listen_port: int = DEFAULT_LISTEN_PORT
+    allow_public_listen: bool = False
+    #: web page origins that may call the inference routes from a browser
+    cors_origins: tuple[str, ...] = ()
+    #: Host names accepted besides loopback ones while listening on loopback
+    allowed_hosts: tuple[str, ...] = ()
+    binary: str | None = None
+    ports: tuple[int, int] = DEFAULT_PORTS
+    max_sidecars: int | None = None
+    memory_budget: int | None = None
+    base_args: FlagSet = field(default_factory=FlagSet)
+    env: tuple[tuple[str, str], ...] = ()
+    health_timeout: float = 60.0
+    health_interval: float = 30.0
+    unhealthy_after: int = 3
+    idle_ttl: float | None = None
+    stop_grace: float = 10.0
+    start_timeout: float = 300.0
+    state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
+    log_level: str = "info"
+    max_request_body: int = 64 * 2**20
+    api_keys: tuple[ApiKeyConfig, ...] = ()
+    agent_flags_enabled: bool = False
+    agent_flags_allow_load: frozenset[str] = frozenset()
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+
+    @property
+    def listen_url(self) -> str:
+        return http_url(self.listen_host, self.listen_port)
+
+    @property
+    def listen_is_loopback(self) -> bool:
+        return is_loopback(self.listen_host)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str
+    source: Source
+    path: Path | None = None
+    command: tuple[str, ...] | None = None
+    health: str = "/health"
+    binary: str | None = None
+    args: FlagSet = field(default_factory=FlagSet)
+    aliases: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    pinned: bool = False
+    preload: bool = False
+    ttl: float | None = None
+    memory: int | None = None
+    group: str | None = None
+    description: str = ""
+    concurrency: int | None = None
+    queue: int = 100
+    unlisted: bool = False
+    upstream_model: str | None = None
+
+    @property
+    def is_command(self) -> bool:
+        return self.command is not None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    source: Source
+    flags: FlagSet = field(default_factory=FlagSet)
+    model: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    name: str
+    max_running: int = 1
+    description: str = ""
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class Profiles:
+    server: ServerConfig
+    models: Mapping[str, ModelConfig]
+    agents: Mapping[str, AgentConfig]
+    groups: Mapping[str, GroupConfig]
+    source: str
+    files: tuple[str, ...]
+    revision: str
+    warnings: tuple[ProfileIssue, ...] = ()
+
+    def find_model(self, name: str) -> ModelConfig | None:
+        """A model by id or alias."""
+        model = self.models.get(name)
+        if model is not None:
+            return model
+        for candidate in self.models.values():
+            if name in candidate.aliases:
+                return candidate
+        return None
+
+    def group_limit(self, name: str) -> int:
+        group = self.groups.get(name)
+        return 1 if group is None else group.max_running
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://HOST:PORT``, an IPv6 host in brackets."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_state_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "llamasup"

@@ -1,0 +1,1 @@
+"""The OpenAI/Anthropic front: ASGI app, request, body, limits, relay, upstream, envelopes."""

@@ -1,0 +1,144 @@
+"""Relaying a sidecar's response to the client as it arrives, and the state of one exchange."""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+from llamasup.proxy.asgi import Send
+from llamasup.proxy.envelope import Dialect, stream_error_event
+from llamasup.proxy.upstream import UpstreamError, UpstreamResponse
+
+_SSE_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
+_DROPPED_RESPONSE_HEADERS = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date", b"trailer"}
+)
+_SSE_REPLACED = frozenset({b"cache-control", b"x-accel-buffering", b"content-length"})
+#: an event stream with no event boundary for this long is relayed anyway
+_MAX_HELD_BACK = 64 * 1024
+
+
+class UpstreamBrokeError(Exception):
+    """The sidecar broke a non-streamed response after its head was sent: nothing to repair,
+    so the client connection is dropped (the server closes it when this escapes)."""
+
+
+class Exchange:
+    """Mutable state of one forwarded request (what metrics and cancellation need)."""
+
+    __slots__ = (
+        "agent",
+        "client_gone",
+        "dialect",
+        "error",
+        "finished",
+        "model",
+        "observed",
+        "response_started",
+        "route",
+        "started",
+        "status",
+        "streamed",
+        "t0",
+        "ttfb",
+        "wait",
+    )
+
+    def __init__(self, route: str, dialect: Dialect, observed: bool) -> None:
+        self.route = route
+        self.dialect = dialect
+        self.observed = observed
+        #: timestamps are taken only when an observer will read them
+        self.t0 = perf_counter() if observed else 0.0
+        self.model = ""
+        self.agent = ""
+        self.status = 500
+        self.ttfb: float | None = None
+        self.wait = 0.0
+        self.streamed = False
+        self.error: str | None = None
+        self.started = False
+        self.response_started = False
+        #: set before the last body message, so the disconnect watcher does not fire on it
+        self.finished = False
+        self.client_gone = False
+
+
+async def relay(ex: Exchange, response: UpstreamResponse, send: Send) -> None:
+    """Send the sidecar's status, headers and body on, each chunk as soon as it arrives."""
+    headers: list[tuple[bytes, bytes]] = []
+    streamed = False
+    for name, value in response.headers:
+        lowered = name.lower()
+        if lowered in _DROPPED_RESPONSE_HEADERS or lowered.startswith(b"access-control-"):
+            continue  # CORS is llamasup's to grant (browser_gate), never the sidecar's
+        if lowered == b"content-type" and value.startswith(b"text/event-stream"):
+            streamed = True
+        headers.append((lowered, value))
+    if streamed:
+        headers = [h for h in headers if h[0] not in _SSE_REPLACED]
+        headers.extend(_SSE_HEADERS)
+    ex.status = response.status
+    ex.streamed = streamed
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    ex.response_started = True
+    if streamed:
+        await _relay_events(ex, response, send)
+        return
+    while True:
+        try:
+            chunk = await response.read()
+        except UpstreamError as exc:
+            ex.error = "upstream_broke"
+            raise UpstreamBrokeError(str(exc)) from exc
+        last = response.complete
+        if ex.ttfb is None and chunk and ex.observed:
+            ex.ttfb = perf_counter() - ex.t0
+        if last:
+            ex.finished = True
+        await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+        if last:
+            return
+
+
+async def _relay_events(ex: Exchange, response: UpstreamResponse, send: Send) -> None:
+    """Relay an event stream chunk by chunk, each cut at an event boundary.
+
+    Holding back a trailing partial event (rarely more than a few bytes) is what lets a
+    sidecar dying mid-stream end in a well-formed error event instead of a torn one.
+    """
+    held = b""
+    while True:
+        try:
+            chunk = await response.read()
+        except UpstreamError as exc:
+            ex.error = "upstream_disconnected"
+            ex.finished = True
+            event = stream_error_event(
+                ex.dialect,
+                f"sidecar for {ex.model!r} ended the stream early ({exc})",
+                "upstream_disconnected",
+            )
+            await send({"type": "http.response.body", "body": event, "more_body": False})
+            return
+        last = response.complete
+        if held:
+            chunk = held + chunk
+            held = b""
+        if not last and not chunk.endswith(b"\n\n"):
+            cut = chunk.rfind(b"\n\n")
+            if cut < 0 and b"\r\n\r\n" in chunk:
+                cut = chunk.rfind(b"\r\n\r\n") + 2
+            if cut < 0:
+                if len(chunk) < _MAX_HELD_BACK:
+                    held = chunk
+                    continue
+            else:
+                held = chunk[cut + 2 :]
+                chunk = chunk[: cut + 2]
+        if ex.observed and ex.ttfb is None and chunk:
+            ex.ttfb = perf_counter() - ex.t0
+        if last:
+            ex.finished = True
+        await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+        if last:
+            return

@@ -1,0 +1,1 @@
+"""The reconciler: pool contract, demand, leases, executor, the loop and its history."""

@@ -1,0 +1,1 @@
+"""The running llamasup: composition, serve, watch, auth, browser gate, metrics, control API."""

@@ -1,0 +1,207 @@
+"""The running llamasup: profiles, supervisor, reconciler, watcher, proxy and control API.
+
+``Service`` wires the parts together and owns their lifetimes; ``serve.py`` runs it under
+uvicorn with signals and systemd notification. Tests build a ``Service`` directly and serve
+its ``asgi`` app on a real socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llamasup.errors import ProfileIssue
+from llamasup.planner.restart import RestartPolicy
+from llamasup.profiles.store import ProfileStore, ReloadResult
+from llamasup.profiles.types import Profiles, ServerConfig, http_url, is_loopback
+from llamasup.proxy.app import ProxyApp, create_proxy_app
+from llamasup.proxy.asgi import ASGIApp
+from llamasup.reconcile.reconciler import Reconciler
+from llamasup.service.api import ControlApi
+from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
+from llamasup.service.browser_gate import BrowserGate
+from llamasup.service.metrics import Metrics
+from llamasup.service.watch import watch_profiles
+from llamasup.sidecars.sidecar import Sidecar
+from llamasup.sidecars.supervisor import Supervisor
+from llamasup.sidecars.types import SidecarSettings
+
+logger = logging.getLogger(__name__)
+
+#: server settings a running llamasup cannot change; a reload that changes them says so
+_RESTART_ONLY = ("listen_host", "listen_port", "ports", "state_dir", "restart")
+
+
+def sidecar_settings(server: ServerConfig) -> SidecarSettings:
+    return SidecarSettings(
+        state_dir=server.state_dir,
+        port_range=server.ports,
+        load_timeout=server.health_timeout,
+        health_interval=server.health_interval,
+        unhealthy_threshold=server.unhealthy_after,
+        stop_grace=server.stop_grace,
+        drain_timeout=server.stop_grace,
+        # a key per sidecar start: their loopback ports answer only llamasup
+        keyed=True,
+    )
+
+
+def restart_policy(server: ServerConfig) -> RestartPolicy:
+    policy = server.restart
+    return RestartPolicy(
+        backoff_initial=policy.backoff,
+        backoff_max=max(policy.backoff, policy.backoff_max),
+        start_limit=policy.max_failures,
+        start_window=policy.window,
+    )
+
+
+@dataclass
+class ServiceEvents:
+    """Notes for status: problems with the last reload that did not reject it."""
+
+    auth_error: str | None = None
+    restart_needed: list[str] = field(default_factory=list)
+
+
+class Service:
+    def __init__(
+        self,
+        path: Path,
+        profiles: Profiles,
+        *,
+        environ: Mapping[str, str] | None = None,
+        watch: bool = True,
+        listen: tuple[str, int] | None = None,
+        allow_public: bool = False,
+    ) -> None:
+        self.path = path
+        #: where this process listens (``--listen`` may override the profile's ``listen``)
+        host, port = listen or (profiles.server.listen_host, profiles.server.listen_port)
+        self.listen_host = host
+        self.listen_url = http_url(host, port)
+        self._allow_public = allow_public
+        self.environ = os.environ if environ is None else environ
+        self.started_with = profiles.server
+        self.events = ServiceEvents()
+        self.keys: tuple[ApiKey, ...] = load_keys(profiles.server.api_keys, self.environ)
+        self.supervisor = Supervisor(
+            sidecar_settings(profiles.server), policy=restart_policy(profiles.server)
+        )
+        self.reconciler = Reconciler(profiles, self.supervisor)
+        self.store = ProfileStore(
+            path,
+            profiles,
+            self._adopt,
+            environ=self.environ,
+            vet=self._exposure_issues,
+            on_unchanged=self._refresh_keys,
+        )
+        self.metrics = Metrics(self)
+        self.control = ControlApi(self)
+        self.proxy: ProxyApp = create_proxy_app(
+            lambda: self.reconciler.resolver,
+            self.reconciler,
+            observer=self.metrics.observer,
+            fallback=self.control,
+        )
+        self.asgi: ASGIApp = BrowserGate(
+            AuthGate(self.proxy, lambda: self.keys),
+            loopback=is_loopback(self.listen_host),  # fixed for the process
+            origins=lambda: self.profiles.server.cors_origins,
+            hosts=lambda: self.profiles.server.allowed_hosts,
+            keyed=lambda: bool(self.keys),
+        )
+        self._watch = watch
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sidecars_at_shutdown: list[Sidecar] = []
+
+    @property
+    def profiles(self) -> Profiles:
+        return self.store.current
+
+    def _exposure_issues(self, candidate: Profiles) -> list[ProfileIssue]:
+        """A running front on a non-loopback address never loses its last key to a reload or
+        an apply (the check ``serve`` makes at startup, kept for the life of the process)."""
+        server = candidate.server
+        if is_loopback(self.listen_host) or server.api_keys or not self.keys:
+            return []
+        if self._allow_public or server.allow_public_listen:
+            return []
+        return [
+            ProfileIssue(
+                candidate.source,
+                None,
+                "server.api_keys",
+                f"llamasup listens on {self.listen_host} and this change removes every API key, "
+                "which would open it to the network: keep a key, or set allow_public_listen: "
+                "true if the network is trusted",
+            )
+        ]
+
+    def _refresh_keys(self, profiles: Profiles) -> None:
+        """Read the keys' values again (a rotated key file takes effect on the next reload or
+        apply, even one whose profile text is unchanged)."""
+        try:
+            self.keys = load_keys(profiles.server.api_keys, self.environ)
+            self.events.auth_error = None
+        except ApiKeyError as exc:
+            self.events.auth_error = f"{exc} (the previous keys stay in force)"
+            logger.error("%s", self.events.auth_error)
+
+    def restart_needed(self, profiles: Profiles) -> list[str]:
+        """Server settings of ``profiles`` that differ from what this process started with
+        and only take effect when llamasup restarts."""
+        return [
+            name
+            for name in _RESTART_ONLY
+            if getattr(profiles.server, name) != getattr(self.started_with, name)
+        ]
+
+    def _adopt(self, profiles: Profiles) -> None:
+        self._refresh_keys(profiles)
+        self.events.restart_needed = self.restart_needed(profiles)
+        if self.events.restart_needed:
+            logger.warning(
+                "server settings %s changed: they take effect when llamasup restarts",
+                ", ".join(self.events.restart_needed),
+            )
+        self.reconciler.set_profiles(profiles)
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin reconciling (pinned and preload sidecars start now) and watching profiles."""
+        self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
+        if self._watch:
+            self._tasks.append(
+                asyncio.create_task(watch_profiles(self.path, self.reload), name="watcher")
+            )
+        self.reconciler.trigger()
+
+    async def reload(self, trigger: str) -> ReloadResult:
+        return await self.store.reload(trigger)
+
+    async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a budget
+        """Stop watching and reconciling, then stop every sidecar in parallel within ``timeout``."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._sidecars_at_shutdown = self.supervisor.sidecars()
+        await self.supervisor.stop_all(timeout)
+        await self.metrics.aclose()
+        await self.proxy.aclose()
+
+    def force_stop(self) -> None:
+        """A second signal: SIGKILL every sidecar now (the shutdown then ends quickly)."""
+        sidecars = self._sidecars_at_shutdown or self.supervisor.sidecars()
+        for sidecar in sidecars:
+            sidecar.abandon()

@@ -1,0 +1,306 @@
+"""``GET /metrics``: llamasup's own series, plus every ready sidecar's llama-server metrics.
+
+Own series (prefix ``llamasup_``) live in a private prometheus-client registry and are fed
+by events: the proxy's observer (requests, latency, time to first byte), the supervisor's
+events (starts, failures, cold-start time), the reconciler's passes (duration) and stops (by
+reason) and the profile store (reload results). Sidecar states, in-flight requests and
+memory estimates are read at scrape time.
+
+Sidecars started with ``--metrics`` answer ``/metrics`` themselves (``llamacpp:*`` series);
+at scrape time each ready sidecar is asked (concurrently, bounded by ``SCRAPE_TIMEOUT``) and
+its samples are re-exposed with ``model`` and ``sidecar`` labels added, one family per name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from llamasup.planner.plan import Stop
+from llamasup.proxy.hooks import RequestRecord
+from llamasup.reconcile.history import PassRecord
+from llamasup.sidecars.supervisor import SupervisorEvent
+from llamasup.sidecars.types import SidecarEventKind, SidecarState
+
+if TYPE_CHECKING:
+    from llamasup.profiles.store import ReloadResult
+    from llamasup.service.app import Service
+
+SCRAPE_TIMEOUT = 2.0
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+class RequestObserver:
+    """The proxy's :class:`~llamasup.proxy.hooks.ProxyObserver`: counters and histograms."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("model", "agent", "route")
+        self.requests = Counter(
+            "llamasup_requests",
+            "Requests through the proxy by model, agent, route and status",
+            (*labels, "status"),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "llamasup_request_duration_seconds",
+            "Request duration from arrival to the end of the response",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttfb = Histogram(
+            "llamasup_time_to_first_byte_seconds",
+            "Time from a request's arrival to the first response byte",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.wait = Histogram(
+            "llamasup_request_wait_seconds",
+            "Time a request waited for a ready sidecar and a concurrency slot",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "llamasup_requests_in_flight",
+            "Requests being forwarded right now",
+            ("model", "agent"),
+            registry=registry,
+        )
+
+    def request_started(self, route: str, model: str, agent: str) -> None:
+        self.in_flight.labels(model, agent).inc()
+
+    def request_finished(self, record: RequestRecord) -> None:
+        if record.started:
+            self.in_flight.labels(record.model, record.agent).dec()
+        labels = (record.model, record.agent, record.route)
+        self.requests.labels(*labels, str(record.status)).inc()
+        self.latency.labels(*labels).observe(record.duration)
+        if record.ttfb is not None:
+            self.ttfb.labels(*labels).observe(record.ttfb)
+        if record.started:
+            self.wait.labels(*labels).observe(record.wait)
+
+
+class _LiveCollector(Collector):
+    """What is true at scrape time: sidecars by state, in flight, memory estimates."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self._service
+        states = GaugeMetricFamily(
+            "llamasup_sidecars", "Sidecars by model and state", labels=("model", "state")
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for model in service.profiles.models:
+            for each in SidecarState:
+                counts[(model, str(each))] = 0
+        in_flight = GaugeMetricFamily(
+            "llamasup_sidecar_in_flight",
+            "Requests in flight per sidecar",
+            labels=("model", "sidecar"),
+        )
+        memory = GaugeMetricFamily(
+            "llamasup_sidecar_memory_estimate_bytes",
+            "Estimated memory of each sidecar (weights + KV cache + compute)",
+            labels=("model", "sidecar"),
+        )
+        reconciler = service.reconciler
+        for status in service.supervisor.statuses():
+            sidecar = status.sidecar
+            state = "failed" if status.gave_up else str(sidecar.state)
+            counts[(sidecar.model, state)] = counts.get((sidecar.model, state), 0) + 1
+            in_flight.add_metric((sidecar.model, status.key), reconciler.in_flight(status.key))
+            spec = reconciler.spec_for(status.key)
+            estimate = None if spec is None else reconciler.memory_estimate(spec)
+            if estimate is not None:
+                memory.add_metric((sidecar.model, status.key), estimate)
+        for (model, state), count in sorted(counts.items()):
+            states.add_metric((model, state), count)
+        waiting = GaugeMetricFamily(
+            "llamasup_demands_waiting", "Requests waiting for a sidecar to start"
+        )
+        waiting.add_metric(
+            (), sum(reconciler.demands.waiting_count(k) for k in reconciler.waiting_keys())
+        )
+        yield from (states, in_flight, memory, waiting)
+
+
+class Metrics:
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.observer = RequestObserver(registry)
+        self.starts = Counter(
+            "llamasup_sidecar_starts", "Sidecars that became ready", ("model",), registry=registry
+        )
+        self.failures = Counter(
+            "llamasup_sidecar_failures",
+            "Sidecar runs that failed: start_failed, exited, unhealthy",
+            ("model", "kind"),
+            registry=registry,
+        )
+        self.restarts = Counter(
+            "llamasup_sidecar_restarts",
+            "Restarts scheduled by the restart policy after a failure",
+            ("model",),
+            registry=registry,
+        )
+        self.cold_start = Histogram(
+            "llamasup_cold_start_seconds",
+            "Time from spawning a sidecar to its first successful health check",
+            ("model",),
+            buckets=_START_BUCKETS,
+            registry=registry,
+        )
+        self.stops = Counter(
+            "llamasup_sidecar_stops",
+            "Running sidecars stopped by the reconciler or an operator, by reason "
+            "(evicted-lru, evicted-memory, idle-ttl, changed, removed, group, unloaded)",
+            ("reason",),
+            registry=registry,
+        )
+        self.passes = Counter(
+            "llamasup_reconcile_passes", "Reconciler passes by result", ("result",),
+            registry=registry,
+        )  # fmt: skip
+        self.pass_duration = Histogram(
+            "llamasup_reconcile_duration_seconds",
+            "Duration of one reconciler pass (plan and stops; starts are not awaited)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "llamasup_profile_reloads",
+            "Profile reloads and applies by trigger and result",
+            ("trigger", "result"),
+            registry=registry,
+        )
+        registry.register(_LiveCollector(service))
+        service.supervisor.subscribe(self._on_sidecar)
+        service.reconciler.status.listeners.append(self._on_pass)
+        service.reconciler.stop_listeners.append(self._on_stop)
+        service.store.listeners.append(self._on_reload)
+        self._client: httpx.AsyncClient | None = None
+
+    # -- event feeds -----------------------------------------------------------------------
+
+    def _on_sidecar(self, event: SupervisorEvent) -> None:
+        model = event.status.model
+        if event.kind is SidecarEventKind.READY:
+            self.starts.labels(model).inc()
+            status = event.status
+            if status.started_at is not None and status.ready_at is not None:
+                self.cold_start.labels(model).observe(max(0.0, status.ready_at - status.started_at))
+        elif event.kind in (
+            SidecarEventKind.START_FAILED,
+            SidecarEventKind.EXITED,
+            SidecarEventKind.UNHEALTHY,
+        ):
+            self.failures.labels(model, str(event.kind)).inc()
+            if event.decision is not None and not event.decision.give_up:
+                self.restarts.labels(model).inc()
+
+    def _on_pass(self, record: PassRecord) -> None:
+        self.passes.labels("error" if record.error else "ok").inc()
+        self.pass_duration.observe(record.duration)
+
+    def _on_reload(self, result: ReloadResult) -> None:
+        self.reloads.labels(result.trigger, result.result).inc()
+
+    def _on_stop(self, stop: Stop) -> None:
+        self.stops.labels(stop.reason).inc()
+
+    # -- exposition --------------------------------------------------------------------------
+
+    async def render(self) -> tuple[bytes, str]:
+        own = generate_latest(self.registry)
+        sidecar_text = await self._sidecar_metrics()
+        return own + sidecar_text, CONTENT_TYPE_LATEST
+
+    async def _sidecar_metrics(self) -> bytes:
+        supervisor = self._service.supervisor
+        targets = [
+            (status.sidecar.model, status.key, status.sidecar.port, sidecar.auth_headers)
+            for status in supervisor.statuses()
+            if status.sidecar.state is SidecarState.READY
+            and status.sidecar.port is not None
+            and (sidecar := supervisor.get(status.key)) is not None
+        ]
+        if not targets:
+            return b""
+        host = self._service.supervisor.settings.host
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, trust_env=False)
+        client = self._client
+
+        async def fetch(port: int, auth: tuple[tuple[bytes, bytes], ...]) -> str | None:
+            headers = {k.decode(): v.decode() for k, v in auth}
+            try:
+                response = await client.get(f"http://{host}:{port}/metrics", headers=headers)
+            except httpx.HTTPError:
+                return None
+            return response.text if response.status_code == 200 else None
+
+        texts = await asyncio.gather(*(fetch(port, auth) for _, _, port, auth in targets))
+        merged = merge_families(
+            (model, key, text)
+            for (model, key, _, _), text in zip(targets, texts, strict=True)
+            if text is not None
+        )
+        if not merged:
+            return b""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Static(merged))
+        return generate_latest(registry)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class _Static(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def merge_families(sources: Iterable[tuple[str, str, str]]) -> list[Metric]:
+    """Parse each (model, sidecar key, exposition text) and merge families by name, adding
+    ``model`` and ``sidecar`` labels to every sample. Unparseable text is skipped."""
+    families: dict[str, Metric] = {}
+    for model, key, text in sources:
+        try:
+            parsed = list(text_string_to_metric_families(text))
+        except ValueError:
+            continue
+        for family in parsed:
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            for sample in family.samples:
+                labels = {**sample.labels, "model": model, "sidecar": key}
+                merged.samples.append(
+                    Sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
+                )
+    return list(families.values())

@@ -1,0 +1,1 @@
+"""OS processes: spawn, logs, ports, probes, ``Sidecar`` and ``Supervisor``."""

@@ -1,0 +1,150 @@
+"""``Run``: one incarnation of a sidecar's process, from spawn to reaped.
+
+The ``Sidecar`` decides; a ``Run`` only reports and obeys. It receives the child's output as
+protocol callbacks (so reading never waits on anyone and a chatty child never blocks on a
+full pipe), feeds it into the sidecar's ``ProcessLog``, spots the few log lines that matter
+(readiness markers, bind failure), notices the exit the moment the child watcher reaps it,
+and knows how to end the process group: SIGTERM, grace, SIGKILL, always reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable
+from typing import cast
+
+from llamasup.sidecars.process import kill_group, sweep_group, terminate_group
+from llamasup.sidecars.proclog import LogLine, ProcessLog, Stream
+
+#: lines after which /health is likely to answer 200: poll at once instead of waiting
+READY_MARKERS = ("model loaded", "listening on", "server is listening")
+#: llama-server prints this and exits 1 when its port is taken
+BIND_FAILED_MARKER = "couldn't bind HTTP server socket"
+#: how long to wait, after the exit, for output still in the pipes (for the error's log tail)
+PIPE_DRAIN_TIMEOUT = 1.0
+
+_STREAMS: dict[int, Stream] = {1: "stdout", 2: "stderr"}
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` seconds for ``event``; True if it is set."""
+    if event.is_set():
+        return True
+    if seconds <= 0:
+        return False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
+
+
+async def bounded(awaitable: Awaitable[None], seconds: float) -> bool:
+    """Await ``awaitable`` for at most ``seconds``; False if it did not finish."""
+    try:
+        async with asyncio.timeout(seconds):
+            await awaitable
+    except TimeoutError:
+        return False
+    return True
+
+
+def retrieve(task: asyncio.Task[None]) -> None:
+    """Done-callback for tasks whose errors are reported elsewhere: mark them as seen."""
+    if not task.cancelled():
+        task.exception()
+
+
+class Run(asyncio.SubprocessProtocol):
+    """Protocol for one child; ``attach`` once the transport exists."""
+
+    def __init__(self, port: int, log: ProcessLog) -> None:
+        self.port = port
+        self.log = log
+        self.started = time.monotonic()
+        self.pid = 0
+        self.returncode: int | None = None
+        self.bind_failed = False
+        self.ready_marker_seen = False
+        #: set on a readiness marker, a bind failure or the exit: whoever polls, look now
+        self.wake = asyncio.Event()
+        #: set on a bind failure or the exit: any probe in flight is pointless
+        self.doomed = asyncio.Event()
+        #: set once the process was reaped and its pipes drained: the run is over
+        self.exited = asyncio.Event()
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._open_pipes = {1, 2}
+        self._pipes_closed = asyncio.Event()
+        self._finisher: asyncio.Task[None] | None = None
+        self._terminator: asyncio.Task[None] | None = None
+
+    # -- protocol callbacks (event-loop thread) ------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transport implements the interface without subclassing it
+        self._transport = cast(asyncio.SubprocessTransport, transport)
+        self.pid = self._transport.get_pid()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        lines = self.log.feed(_STREAMS.get(fd, "stdout"), raw)
+        self._inspect(lines)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._inspect(self.log.flush(_STREAMS.get(fd, "stdout")))
+        self._open_pipes.discard(fd)
+        if not self._open_pipes:
+            self._pipes_closed.set()
+
+    def process_exited(self) -> None:
+        assert self._transport is not None
+        self.returncode = self._transport.get_returncode()
+        # stragglers in the group would keep the pipes open (and the GPU busy)
+        sweep_group(self.pid)
+        self._finisher = asyncio.get_running_loop().create_task(self._finish())
+
+    def _inspect(self, lines: list[LogLine]) -> None:
+        for line in lines:
+            text = line.text
+            if BIND_FAILED_MARKER in text:
+                self.bind_failed = True
+                self.wake.set()
+                self.doomed.set()
+            elif any(marker in text for marker in READY_MARKERS):
+                self.ready_marker_seen = True
+                self.wake.set()
+
+    async def _finish(self) -> None:
+        await wait_event(self._pipes_closed, PIPE_DRAIN_TIMEOUT)
+        if self._transport is not None:
+            self._transport.close()
+        self.exited.set()
+        self.wake.set()
+        self.doomed.set()
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def terminate(self, grace: float) -> None:
+        """End the process group and wait until reaped; concurrent callers share one ending."""
+        if self._terminator is None:
+            self._terminator = asyncio.get_running_loop().create_task(self._terminate(grace))
+        await asyncio.shield(self._terminator)
+
+    async def _terminate(self, grace: float) -> None:
+        transport = self._transport
+        if self.exited.is_set() or transport is None:
+            return
+        if grace > 0:
+            self.log.note(f"SIGTERM to process group {self.pid}")
+            terminate_group(transport)
+            if await wait_event(self.exited, grace):
+                return
+            self.log.note(f"still running after {grace:g}s grace: SIGKILL")
+        kill_group(transport)
+        await self.exited.wait()
+
+    def abandon(self) -> None:
+        """Synchronous last resort (loop shutting down): SIGKILL the group, don't wait."""
+        if self._transport is not None and not self.exited.is_set():
+            kill_group(self._transport)

@@ -1,0 +1,1 @@
+"""Sidecar identity: ``SidecarSpec``, its key, the ``Resolver`` and the child environment."""

@@ -1,0 +1,215 @@
+"""Property tests of the planner's invariants over random worlds."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llamasup.planner.plan import (
+    RUNNING_STATES,
+    Demand,
+    Have,
+    Limits,
+    Plan,
+    Refuse,
+    SidecarState,
+    Start,
+    Stop,
+    Wait,
+    Want,
+    plan,
+)
+
+GIB = 1 << 30
+KEYS = [f"k{i}" for i in range(8)]
+MODELS = ["m0", "m1", "m2", "m3"]
+GROUPS = [None, None, "g", "h"]
+STATES: list[SidecarState] = [
+    "starting",
+    "ready",
+    "ready",
+    "backoff",
+    "stopping",
+    "stopped",
+    "failed",
+]
+
+memories = st.one_of(st.none(), st.integers(0, 6).map(lambda n: n * GIB))
+demands = st.one_of(
+    st.none(),
+    st.builds(Demand, waiting=st.integers(1, 3), since=st.integers(0, 50).map(float)),
+)
+
+
+@st.composite
+def wants(draw: st.DrawFn) -> list[Want]:
+    keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=len(KEYS)))
+    return [
+        Want(
+            key=key,
+            model=draw(st.sampled_from(MODELS)),
+            memory=draw(memories),
+            pinned=draw(st.sampled_from([False, False, False, True])),
+            preload=draw(st.booleans()),
+            ttl=draw(st.one_of(st.none(), st.integers(1, 100).map(float))),
+            group=draw(st.sampled_from(GROUPS)),
+            demand=draw(demands),
+        )
+        for key in keys
+    ]
+
+
+@st.composite
+def haves(draw: st.DrawFn) -> list[Have]:
+    keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=len(KEYS)))
+    return [
+        Have(
+            key=key,
+            model=draw(st.sampled_from(MODELS)),
+            state=draw(st.sampled_from(STATES)),
+            in_flight=draw(st.sampled_from([0, 0, 1, 2])),
+            last_used=float(draw(st.integers(0, 100))),
+            memory=draw(memories),
+            pinned=draw(st.booleans()),
+            group=draw(st.sampled_from(GROUPS)),
+            failure="start limit reached",
+        )
+        for key in keys
+    ]
+
+
+limits_st = st.builds(
+    Limits,
+    max_sidecars=st.one_of(st.none(), st.integers(0, 5)),
+    memory_budget=st.one_of(st.none(), st.integers(0, 14).map(lambda n: n * GIB)),
+    groups=st.fixed_dictionaries({"g": st.integers(1, 2)}),
+)
+nows = st.integers(0, 200).map(float)
+
+
+def _memory(have: Have, want: Want | None) -> int:
+    if have.memory is not None:
+        return have.memory
+    return (want.memory if want is not None else None) or 0
+
+
+def _after(
+    result: Plan, desired: list[Want], observed: list[Have]
+) -> tuple[int, int, dict[str, int]]:
+    """Count, memory and group members held once the plan is carried out."""
+    wanted = {w.key: w for w in desired}
+    freed = {s.key for s in result.stops if s.in_flight == 0}
+    count, memory = 0, 0
+    groups: dict[str, int] = {}
+    for have in observed:
+        if have.key in freed or (have.state not in RUNNING_STATES and have.state != "stopping"):
+            continue
+        want = wanted.get(have.key)
+        group = want.group if want is not None else have.group
+        count += 1
+        memory += _memory(have, want)
+        if group is not None:
+            groups[group] = groups.get(group, 0) + 1
+    for start in result.starts:
+        want = wanted[start.key]
+        count += 1
+        memory += want.memory or 0
+        if want.group is not None:
+            groups[want.group] = groups.get(want.group, 0) + 1
+    return count, memory, groups
+
+
+@settings(max_examples=400, deadline=None)
+@given(wants(), haves(), limits_st, nows)
+def test_invariants(desired: list[Want], observed: list[Have], limits: Limits, now: float) -> None:
+    result = plan(desired, observed, limits, now)
+    wanted = {w.key: w for w in desired}
+    seen = {h.key: h for h in observed}
+
+    order = [0 if isinstance(a, Stop) else 1 if isinstance(a, Start) else 2 for a in result.actions]
+    assert order == sorted(order), "stops, then starts, then waits and refusals"
+    keys = [a.key for a in result.actions]
+    assert len(keys) == len(set(keys)), "one action per key"
+
+    for stop in result.stops:
+        want = wanted.get(stop.key)
+        assert want is None or not want.pinned, "a desired pinned sidecar is never stopped"
+        if stop.reason in ("evicted-lru", "evicted-memory", "idle-ttl"):
+            assert seen[stop.key].in_flight == 0, "never evicts a busy sidecar"
+            assert want is not None and want.demand is None, "never evicts a demanded one"
+        if stop.reason == "group":
+            assert want is not None and want.demand is None and stop.drain
+
+    for start in result.starts:
+        want = wanted[start.key]
+        have = seen.get(start.key)
+        assert have is None or have.state == "stopped"
+        assert want.pinned or want.demand is not None or (want.preload and have is None)
+
+    if result.starts:
+        count, memory, groups = _after(result, desired, observed)
+        if limits.max_sidecars is not None:
+            assert count <= limits.max_sidecars
+        if limits.memory_budget is not None:
+            assert memory <= limits.memory_budget
+        for start in result.starts:
+            group = wanted[start.key].group
+            if group is not None:
+                assert groups[group] <= limits.group_limit(group)
+
+    for action in result.actions:
+        if isinstance(action, Wait | Refuse):
+            assert action.key in wanted
+
+
+@settings(max_examples=150, deadline=None)
+@given(wants(), haves(), limits_st, nows, st.randoms(use_true_random=False))
+def test_same_world_in_any_order_gives_the_same_plan(
+    desired: list[Want],
+    observed: list[Have],
+    limits: Limits,
+    now: float,
+    rng: random.Random,
+) -> None:
+    reference = plan(desired, observed, limits, now)
+    rng.shuffle(desired)
+    rng.shuffle(observed)
+    assert plan(desired, observed, limits, now) == reference
+
+
+def _apply(result: Plan, observed: list[Have], now: float) -> list[Have]:
+    """The world once the executor has carried the plan out (busy drains still stopping)."""
+    stopped = {s.key: s for s in result.stops}
+    world: list[Have] = []
+    for have in observed:
+        stop = stopped.get(have.key)
+        if stop is None:
+            world.append(have)
+        elif have.state in RUNNING_STATES and stop.in_flight > 0:
+            world.append(replace(have, state="stopping"))
+        elif have.key in {w.key for w in result.waits} or stop.reason != "removed":
+            world.append(replace(have, state="stopped", in_flight=0))
+    for start in result.starts:
+        world = [h for h in world if h.key != start.key]
+        world.append(Have(start.key, f"model-of-{start.key}", "starting", last_used=now))
+    return world
+
+
+@settings(max_examples=300, deadline=None)
+@given(wants(), haves(), limits_st, nows)
+def test_a_second_pass_does_not_undo_the_first(
+    desired: list[Want], observed: list[Have], limits: Limits, now: float
+) -> None:
+    first = plan(desired, observed, limits, now)
+    wanted = {w.key: w for w in desired}
+    world = [
+        replace(h, model=wanted[h.key].model) if h.key in wanted else h
+        for h in _apply(first, observed, now)
+    ]
+    second = plan(desired, world, limits, now)
+    started = {s.key for s in first.starts}
+    assert not started & {s.key for s in second.stops}, "a fresh start is stopped again"
+    assert not started & {s.key for s in second.starts}, "started twice"

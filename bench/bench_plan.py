@@ -19,7 +19,8 @@ import random
 import statistics
 import time
 
-from llamasup.planner.plan import Demand, Have, Limits, Want, plan
+from llamasup.planner.plan import plan
+from llamasup.planner.types import Demand, Have, Limits, Want
 
 GIB = 1 << 30
 MODELS = 500

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamasup.sidecars.ports import PortAllocator, port_is_free
-from llamasup.sidecars.sidecar import Sidecar, SidecarSettings
+from llamasup.sidecars.sidecar import Sidecar
+from llamasup.sidecars.types import SidecarSettings
 from llamasup.spec.resolve import SidecarSpec
 from llamasup.testing.tiny_model import tiny_model_path
 

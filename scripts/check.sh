@@ -19,4 +19,6 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# the layers of the house (pyproject.toml [tool.importlinter]): a wrong-way import fails here
+.venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"

@@ -6,7 +6,8 @@ import textwrap
 from pathlib import Path
 
 from llamasup.errors import ProfileError, ProfileIssue
-from llamasup.profiles.load import Profiles, load_profiles
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.types import Profiles
 
 
 def write(path: Path, text: str) -> Path:

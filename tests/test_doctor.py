@@ -27,7 +27,7 @@ from llamasup.doctor import (
 from llamasup.flags.helptext import table_drift
 from llamasup.flags.table import TABLE
 from llamasup.flags.vocabulary import Kind
-from llamasup.profiles.load import ModelConfig, ServerConfig, Source
+from llamasup.profiles.types import ModelConfig, ServerConfig, Source
 from llamasup.testing.process import free_port
 
 SOURCE = Source("profiles.yaml", 3)

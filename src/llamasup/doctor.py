@@ -22,7 +22,8 @@ from typing import Literal
 from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
 from llamasup.flags.helptext import TableDrift, parse_help, table_drift
 from llamasup.flags.table import TABLE
-from llamasup.profiles.load import ModelConfig, Profiles, ServerConfig, load_profiles
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.types import ModelConfig, Profiles, ServerConfig
 from llamasup.runtime.locate import LLAMA_CPP_BUILD, binary_version, resolve_binary
 from llamasup.sidecars.ports import port_is_free
 from llamasup.spec.resolve import resolve

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamasup.profiles.load import Profiles, load_profiles
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.types import Profiles
 from llamasup.reconcile.pool import Origin
 from llamasup.reconcile.reconciler import Reconciler
-from llamasup.service.app import restart_policy, sidecar_settings
 from llamasup.sidecars.supervisor import Supervisor
 from llamasup.spec.resolve import Resolved, split_target
 
@@ -105,7 +105,7 @@ async def local_models(
     if not isinstance(profiles, Profiles):
         profiles = load_profiles(Path(profiles), os.environ if environ is None else environ)
     server = profiles.server
-    supervisor = Supervisor(sidecar_settings(server), policy=restart_policy(server))
+    supervisor = Supervisor.for_server(server)
     reconciler = Reconciler(profiles, supervisor)
     loop = asyncio.create_task(reconciler.run(), name="llamasup-reconciler")
     reconciler.trigger()  # pinned and preload models start now

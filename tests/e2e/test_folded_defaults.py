@@ -71,6 +71,9 @@ async def test_folded_and_load_time_greedy_agree(
         for status in statuses:
             by_model.setdefault(status.sidecar.model, []).append(status.key)
         assert len(by_model["fold"]) == 1
-        assert running.service.reconciler.agents(by_model["fold"][0]) == ["creative", "greedy"]
+        assert running.service.reconciler.registry.agents(by_model["fold"][0]) == [
+            "creative",
+            "greedy",
+        ]
         assert len(by_model["loaded"]) == 1
         await client.close()

@@ -14,7 +14,7 @@ from e2e.serve_process import serving
 from llamasup.migrate.draft import Draft
 from llamasup.migrate.emit import render_directory, render_single, validate
 from llamasup.migrate.llama_swap.convert import import_swap
-from llamasup.profiles.load import Profiles
+from llamasup.profiles.types import Profiles
 from llamasup.spec.resolve import resolve
 
 SWAP_FIXTURES = Path(__file__).parents[1] / "fixtures" / "llama-swap"

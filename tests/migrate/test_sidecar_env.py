@@ -11,7 +11,8 @@ from llamasup.cli.main import main
 from llamasup.migrate.draft import InputError
 from llamasup.migrate.emit import render_single, validate
 from llamasup.migrate.sidecar_env import import_sidecar_env
-from llamasup.profiles.load import Profiles, load_profiles
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.types import Profiles
 from llamasup.spec.resolve import resolve
 
 BIN = "/opt/llama.cpp/llama-server"

@@ -7,19 +7,19 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from llamasup.planner.plan import (
+from llamasup.planner.plan import plan
+from llamasup.planner.types import (
     Action,
     Demand,
     Have,
+    HaveState,
     Limits,
     Plan,
     Refuse,
-    SidecarState,
     Start,
     Stop,
     Wait,
     Want,
-    plan,
 )
 
 GIB = 1 << 30
@@ -32,7 +32,7 @@ def want(key: str, **kw: object) -> Want:
     return Want(key=key, **kw)  # type: ignore[arg-type]
 
 
-def have(key: str, state: SidecarState = "ready", **kw: object) -> Have:
+def have(key: str, state: HaveState = "ready", **kw: object) -> Have:
     kw.setdefault("model", f"m-{key}")
     kw.setdefault("memory", GIB)
     return Have(key=key, state=state, **kw)  # type: ignore[arg-type]

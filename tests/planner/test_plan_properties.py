@@ -8,26 +8,26 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llamasup.planner.plan import (
+from llamasup.planner.plan import plan
+from llamasup.planner.types import (
     RUNNING_STATES,
     Demand,
     Have,
+    HaveState,
     Limits,
     Plan,
     Refuse,
-    SidecarState,
     Start,
     Stop,
     Wait,
     Want,
-    plan,
 )
 
 GIB = 1 << 30
 KEYS = [f"k{i}" for i in range(8)]
 MODELS = ["m0", "m1", "m2", "m3"]
 GROUPS = [None, None, "g", "h"]
-STATES: list[SidecarState] = [
+STATES: list[HaveState] = [
     "starting",
     "ready",
     "ready",

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llamasup.profiles.load import Profiles, load_profiles
-from llamasup.proxy.app import ASGIApp
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.types import Profiles
+from llamasup.proxy.asgi import ASGIApp
 from llamasup.proxy.hooks import ProxyObserver
 from llamasup.spec.resolve import Resolver
 from proxy.pool_fixture import FakeSidecarPool, ProxyServer

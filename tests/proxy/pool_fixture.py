@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 import uvicorn
 import uvloop
 
-from llamasup.proxy.app import ASGIApp, ProxyApp, create_proxy_app
+from llamasup.proxy.app import ProxyApp, create_proxy_app
+from llamasup.proxy.asgi import ASGIApp
 from llamasup.proxy.hooks import ProxyObserver
 from llamasup.proxy.upstream import UpstreamClient, UpstreamError
 from llamasup.reconcile.pool import Origin, Upstream, UpstreamAddress

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llamasup.profiles.load import Profiles
+from llamasup.profiles.types import Profiles
 from proxy.pool_fixture import ProxyServer
 
 PROFILE = """

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llamasup.proxy.app import Receive, Scope, Send
+from llamasup.proxy.asgi import Receive, Scope, Send
 from llamasup.reconcile.pool import Origin
 from llamasup.spec.resolve import Resolver
 from proxy.pool_fixture import ProxyServer

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from llamasup.core.paths import cache_root
 from llamasup.errors import RuntimeInstallError, RuntimeNotFoundError
 from llamasup.runtime import sdist_build as runtime_build
 from llamasup.runtime.install import install, install_lock_path
 from llamasup.runtime.locate import (
     LLAMA_CPP_BUILD,
     binary_version,
-    cache_root,
     cached_binary_path,
     parse_version_output,
     platform_tag,

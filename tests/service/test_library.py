@@ -91,10 +91,10 @@ async def test_a_lease_outliving_its_stopped_sidecar_keeps_counts_exact(
         assert reconciler.supervisor.get(old.key) is None
         async with models.lease("alpha") as new:
             assert new.key == old.key
-            assert reconciler.in_flight(new.key) == 2  # the old request has not ended yet
+            assert reconciler.leases.in_flight(new.key) == 2  # the old request has not ended yet
             await old_lease.__aexit__(None, None, None)
-            assert reconciler.in_flight(new.key) == 1
-        assert reconciler.in_flight(new.key) == 0
+            assert reconciler.leases.in_flight(new.key) == 1
+        assert reconciler.leases.in_flight(new.key) == 0
 
 
 @pytest.mark.parametrize("released", ["before-the-restart", "while-it-loads"])
@@ -142,7 +142,7 @@ async def test_a_restarted_key_does_not_inherit_an_old_last_use(
             return sidecar is not None and str(sidecar.state) == "ready"
 
         await wait_for(ready, what="alpha back")
-        last_used = reconciler.last_used(key)
+        last_used = reconciler.leases.last_used(key)
         assert last_used is not None and last_used >= released_at + 1.0  # not before READY
         await asyncio.sleep(0.3)
         assert (key, "idle-ttl") not in stops

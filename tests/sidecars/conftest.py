@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from llamasup.sidecars.ports import PortAllocator
-from llamasup.sidecars.sidecar import Sidecar, SidecarSettings
-from llamasup.sidecars.types import EventListener
+from llamasup.sidecars.sidecar import Sidecar
+from llamasup.sidecars.types import EventListener, SidecarSettings
 from llamasup.testing import write_fake_binary
 
 from .sidecar_helpers import fake_spec

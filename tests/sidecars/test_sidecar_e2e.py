@@ -11,7 +11,8 @@ import pytest
 
 from llamasup.errors import SidecarStartError
 from llamasup.sidecars.ports import PortAllocator
-from llamasup.sidecars.sidecar import Sidecar, SidecarSettings, SidecarState
+from llamasup.sidecars.sidecar import Sidecar
+from llamasup.sidecars.types import SidecarSettings, SidecarState
 from llamasup.spec.resolve import SidecarSpec
 from llamasup.testing.tiny_model import tiny_model_path
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llamasup.sidecars.sidecar import SidecarSettings
+from llamasup.sidecars.types import SidecarSettings
 
 from .sidecar_helpers import pid_alive
 

@@ -13,7 +13,8 @@ import pytest
 from llamasup.errors import SidecarError, SidecarStartError, SidecarTimeoutError
 from llamasup.sidecars.health import http_status
 from llamasup.sidecars.ports import PortAllocator
-from llamasup.sidecars.sidecar import Sidecar, SidecarEventKind, SidecarSettings, SidecarState
+from llamasup.sidecars.sidecar import Sidecar
+from llamasup.sidecars.types import SidecarEventKind, SidecarSettings, SidecarState
 
 from .sidecar_helpers import pid_alive, poll_until, squat
 

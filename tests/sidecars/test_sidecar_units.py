@@ -9,7 +9,7 @@ import pytest
 from llamasup.planner.restart import RestartPolicy, RestartTracker
 from llamasup.sidecars.ports import PortAllocator, PortsExhaustedError, validate_port_range
 from llamasup.sidecars.proclog import ProcessLog
-from llamasup.sidecars.sidecar import SidecarSettings
+from llamasup.sidecars.types import SidecarSettings
 
 from .sidecar_helpers import squat
 

@@ -13,8 +13,8 @@ import pytest
 
 from llamasup.errors import SidecarError, SidecarFailedError, SidecarStartError
 from llamasup.planner.restart import RestartPolicy
-from llamasup.sidecars.sidecar import SidecarEventKind, SidecarSettings, SidecarState
 from llamasup.sidecars.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
+from llamasup.sidecars.types import SidecarEventKind, SidecarSettings, SidecarState
 from llamasup.spec.resolve import SidecarSpec
 
 from .sidecar_helpers import fake_spec, pid_alive, poll_until

@@ -9,7 +9,7 @@ from profile_helpers import load, write
 
 from llamasup.errors import ResolveError, UnknownAgentError, UnknownModelError
 from llamasup.flags.flagset import parse_header
-from llamasup.profiles.load import Profiles
+from llamasup.profiles.types import Profiles
 from llamasup.spec.resolve import Resolver, SidecarSpec, resolve, split_target
 
 PROFILE = """

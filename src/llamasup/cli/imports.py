@@ -22,7 +22,7 @@ from llamasup.migrate.draft import Draft, InputError
 from llamasup.migrate.emit import render_directory, render_single, validate
 from llamasup.migrate.llama_swap.convert import import_swap
 from llamasup.migrate.sidecar_env import import_sidecar_env
-from llamasup.profiles.load import Profiles
+from llamasup.profiles.types import Profiles
 from llamasup.spec.resolve import resolve
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
-from llamasup.profiles.load import Profiles, load_profiles
+from llamasup.profiles.load import load_profiles
+from llamasup.profiles.types import Profiles
 from llamasup.service.auth import ApiKeyError, load_keys
 from llamasup.spec.resolve import Resolved, resolve, split_target
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llamasup.core.paths import cache_root
 from llamasup.errors import RuntimeInstallError, RuntimeNotFoundError
 from llamasup.runtime import install as runtime_install
 from llamasup.runtime import locate
@@ -83,7 +84,7 @@ def run_install(args: argparse.Namespace) -> int:
     except OSError as exc:  # an unwritable cache directory, a full disk
         print(
             f"llamasup: runtime install failed: {exc} "
-            f"(cache: {locate.cache_root()}; set LLAMASUP_CACHE_DIR to use another place)",
+            f"(cache: {cache_root()}; set LLAMASUP_CACHE_DIR to use another place)",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import yaml
 
 from llamasup.migrate.draft import Draft, Entry
-from llamasup.profiles.load import Profiles, load_texts
+from llamasup.profiles.load import load_texts
+from llamasup.profiles.types import Profiles
 from llamasup.spec.resolve import resolve
 
 Mode = Literal["strict", "args", "command"]

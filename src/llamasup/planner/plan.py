@@ -51,13 +51,10 @@ from llamasup.core.units import format_bytes
 from llamasup.planner.ledger import Ledger, Occupant, find_room
 from llamasup.planner.types import (
     RUNNING_STATES,
-    Action,
-    Demand,
     Have,
     Limits,
     Plan,
     Refuse,
-    SidecarState,
     Start,
     StartReason,
     Stop,
@@ -66,25 +63,6 @@ from llamasup.planner.types import (
     Wait,
     Want,
 )
-
-__all__ = [
-    "RUNNING_STATES",
-    "Action",
-    "Demand",
-    "Have",
-    "Limits",
-    "Plan",
-    "Refuse",
-    "SidecarState",
-    "Start",
-    "StartReason",
-    "Stop",
-    "StopReason",
-    "Usage",
-    "Wait",
-    "Want",
-    "plan",
-]
 
 
 def plan(

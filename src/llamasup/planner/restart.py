@@ -11,16 +11,18 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from llamasup.core import defaults
+
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    backoff_initial: float = 1.0
+    backoff_initial: float = defaults.RESTART_BACKOFF
     backoff_factor: float = 2.0
-    backoff_max: float = 60.0
+    backoff_max: float = defaults.RESTART_BACKOFF_MAX
     #: each delay is scaled by a factor drawn from [1 - jitter, 1 + jitter]
     jitter: float = 0.2
-    start_limit: int = 5
-    start_window: float = 300.0
+    start_limit: int = defaults.RESTART_MAX_FAILURES
+    start_window: float = defaults.RESTART_WINDOW
 
     def __post_init__(self) -> None:
         if self.backoff_initial < 0 or self.backoff_max < self.backoff_initial:

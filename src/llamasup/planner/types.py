@@ -6,10 +6,10 @@ Frozen records only; the rules that connect them live in ``plan.py``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-SidecarState = Literal["starting", "ready", "backoff", "stopping", "stopped", "failed"]
+HaveState = Literal["starting", "ready", "backoff", "stopping", "stopped", "failed"]
 StopReason = Literal[
     "removed", "changed", "evicted-lru", "evicted-memory", "group", "idle-ttl", "unloaded"
 ]
@@ -52,13 +52,17 @@ class Have:
 
     key: str
     model: str
-    state: SidecarState
+    state: HaveState
     in_flight: int = 0
     last_used: float = 0.0
     memory: int | None = None
     pinned: bool = False
     group: str | None = None
     failure: str = ""
+
+    def with_settings(self, want: Want) -> Have:
+        """This sidecar under ``want``'s settings outside the key (memory, pinned, group)."""
+        return replace(self, memory=want.memory, pinned=want.pinned, group=want.group)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from llamasup.profiles.types import (
     GroupConfig,
     ModelConfig,
     Profiles,
-    RestartPolicy,
+    RestartConfig,
     ServerConfig,
     Source,
 )
@@ -517,9 +517,9 @@ def _binary(value: str, directory: Path) -> str:
     return value
 
 
-def _restart(raw: Mapping[str, Any]) -> RestartPolicy:
-    defaults = RestartPolicy()
-    return RestartPolicy(
+def _restart(raw: Mapping[str, Any]) -> RestartConfig:
+    defaults = RestartConfig()
+    return RestartConfig(
         backoff=parse_duration(raw.get("backoff", defaults.backoff)),
         backoff_max=parse_duration(raw.get("backoff_max", defaults.backoff_max)),
         max_failures=int(raw.get("max_failures", defaults.max_failures)),

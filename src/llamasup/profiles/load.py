@@ -19,30 +19,8 @@ from llamasup.errors import ProfileError, ProfileIssue
 from llamasup.profiles.build import IssueLog, ParsedFile, build_profiles
 from llamasup.profiles.schema import schema_issues
 from llamasup.profiles.types import (
-    AgentConfig,
-    ApiKeyConfig,
-    GroupConfig,
-    ModelConfig,
     Profiles,
-    RestartPolicy,
-    ServerConfig,
-    Source,
 )
-
-__all__ = [
-    "PROFILE_SUFFIXES",
-    "AgentConfig",
-    "ApiKeyConfig",
-    "GroupConfig",
-    "ModelConfig",
-    "Profiles",
-    "RestartPolicy",
-    "ServerConfig",
-    "Source",
-    "load_profiles",
-    "load_texts",
-    "profile_files",
-]
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
 

@@ -19,14 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
-from llamasup.profiles.load import (
-    PROFILE_SUFFIXES,
-    Profiles,
-    load_profiles,
-    load_texts,
-    profile_files,
-)
+from llamasup.profiles.load import PROFILE_SUFFIXES, load_profiles, load_texts, profile_files
 from llamasup.profiles.persist import write_set
+from llamasup.profiles.types import Profiles
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from llamasup.core import defaults
+from llamasup.core.paths import default_state_dir
 from llamasup.errors import ProfileIssue
 from llamasup.flags.flagset import FlagSet
 
-DEFAULT_LISTEN_HOST = "127.0.0.1"
-DEFAULT_LISTEN_PORT = 8402
-DEFAULT_PORTS = (8500, 8599)
-
-Scope = Literal["inference", "admin"]
+#: what an API key may call: the inference routes, or everything
+KeyScope = Literal["inference", "admin"]
 
 
 @dataclass(frozen=True)
@@ -31,48 +30,50 @@ class Source:
 @dataclass(frozen=True)
 class ApiKeyConfig:
     name: str
-    scope: Scope
+    scope: KeyScope
     env: str | None
     file: Path | None
     source: Source
 
 
 @dataclass(frozen=True)
-class RestartPolicy:
-    backoff: float = 1.0
-    backoff_max: float = 60.0
-    max_failures: int = 5
-    window: float = 300.0
+class RestartConfig:
+    """``server.restart`` as written; the supervisor's ``RestartPolicy`` is made from it."""
+
+    backoff: float = defaults.RESTART_BACKOFF
+    backoff_max: float = defaults.RESTART_BACKOFF_MAX
+    max_failures: int = defaults.RESTART_MAX_FAILURES
+    window: float = defaults.RESTART_WINDOW
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    listen_host: str = DEFAULT_LISTEN_HOST
-    listen_port: int = DEFAULT_LISTEN_PORT
+    listen_host: str = defaults.LISTEN_HOST
+    listen_port: int = defaults.LISTEN_PORT
     allow_public_listen: bool = False
     #: web page origins that may call the inference routes from a browser
     cors_origins: tuple[str, ...] = ()
     #: Host names accepted besides loopback ones while listening on loopback
     allowed_hosts: tuple[str, ...] = ()
     binary: str | None = None
-    ports: tuple[int, int] = DEFAULT_PORTS
+    ports: tuple[int, int] = defaults.PORTS
     max_sidecars: int | None = None
     memory_budget: int | None = None
     base_args: FlagSet = field(default_factory=FlagSet)
     env: tuple[tuple[str, str], ...] = ()
-    health_timeout: float = 60.0
-    health_interval: float = 30.0
-    unhealthy_after: int = 3
+    health_timeout: float = defaults.HEALTH_TIMEOUT
+    health_interval: float = defaults.HEALTH_INTERVAL
+    unhealthy_after: int = defaults.UNHEALTHY_AFTER
     idle_ttl: float | None = None
-    stop_grace: float = 10.0
-    start_timeout: float = 300.0
+    stop_grace: float = defaults.STOP_GRACE
+    start_timeout: float = defaults.START_TIMEOUT
     state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
     log_level: str = "info"
     max_request_body: int = 64 * 2**20
     api_keys: tuple[ApiKeyConfig, ...] = ()
     agent_flags_enabled: bool = False
     agent_flags_allow_load: frozenset[str] = frozenset()
-    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    restart: RestartConfig = field(default_factory=RestartConfig)
 
     @property
     def listen_url(self) -> str:
@@ -166,8 +167,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def default_state_dir(environ: Mapping[str, str]) -> Path:
-    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "llamasup"

@@ -12,24 +12,25 @@ share one listener.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from time import perf_counter
 from urllib.parse import unquote
 
 from llamasup.errors import CapacityError, LlamasupError
 from llamasup.proxy.asgi import (
     ASGIApp,
+    BodyTooLargeError,
     ClientGoneError,
     Receive,
     Scope,
     Send,
     read_body,
-    send_error,
     send_json,
 )
 from llamasup.proxy.body import parse_body
-from llamasup.proxy.envelope import Dialect, ProxyError
+from llamasup.proxy.envelope import Dialect, ProxyError, send_error, too_large
 from llamasup.proxy.hooks import ProxyObserver, RequestRecord
-from llamasup.proxy.limits import Limits
+from llamasup.proxy.limits import ConcurrencyGates
 from llamasup.proxy.models import model_listing
 from llamasup.proxy.relay import Exchange, relay
 from llamasup.proxy.request import (
@@ -87,7 +88,7 @@ class ProxyApp:
         self._fallback = fallback
         self.client = client or UpstreamClient()
         self._targets = TargetResolver()
-        self._limits = Limits()
+        self._limits = ConcurrencyGates()
 
     async def aclose(self) -> None:
         """Close idle sidecar connections (call on shutdown)."""
@@ -154,55 +155,62 @@ class ProxyApp:
     async def _inference(
         self, route: RouteInfo, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        dialect = route.dialect
-        ex = Exchange(route.path, dialect, self._observer is not None)
-        try:
-            resolver = self._resolver()
-            server = resolver.profiles.server
-            headers = scan_headers(scope["headers"])
-            raw = await read_body(receive, headers.content_length, server.max_request_body)
-            body = parse_body(raw)
-            model, agent = pick_target(body.get("model"), headers.model, headers.agent)
-            resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
-            check_route_enabled(route, resolved)
-            payload = prepare_body(body, resolved, route)
-            target = route.path.encode()
-            if scope.get("query_string"):
-                target += b"?" + scope["query_string"]
-            out = _Outbound("POST", target, headers.forward, payload, server.start_timeout)
-            out.origin = _origin(resolved, headers.agent_flags)
-            await self._forward(ex, receive, send, resolved, out)
-        except ProxyError as exc:
-            await self._refuse(ex, send, exc, dialect)
-        except ClientGoneError:
-            ex.status, ex.error = 499, "client_disconnected"
-        finally:
-            self._observe(ex)
+        ex = Exchange(route.path, route.dialect, self._observer is not None)
+        await self._answer(ex, send, self._forward_inference(ex, route, scope, receive, send))
+
+    async def _forward_inference(
+        self, ex: Exchange, route: RouteInfo, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        resolver = self._resolver()
+        server = resolver.profiles.server
+        headers = scan_headers(scope["headers"])
+        raw = await read_body(receive, headers.content_length, server.max_request_body)
+        body = parse_body(raw)
+        model, agent = pick_target(body.get("model"), headers.model, headers.agent)
+        resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
+        check_route_enabled(route, resolved)
+        payload = prepare_body(body, resolved, route)
+        target = route.path.encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        out = _Outbound("POST", target, headers.forward, payload, server.start_timeout)
+        out.origin = _origin(resolved, headers.agent_flags)
+        await self._forward(ex, receive, send, resolved, out)
 
     async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/upstream/{model}/{path}``: any method, body and path untouched."""
-        dialect = Dialect.OPENAI
-        ex = Exchange("/upstream", dialect, self._observer is not None)
+        ex = Exchange("/upstream", Dialect.OPENAI, self._observer is not None)
+        await self._answer(ex, send, self._forward_passthrough(ex, scope, receive, send))
+
+    async def _forward_passthrough(
+        self, ex: Exchange, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        parts = raw_path.split(b"/", 3)
+        name = unquote(parts[2].decode("latin-1")) if len(parts) > 2 else ""
+        if not name:
+            raise ProxyError(404, "not_found", "use /upstream/{model}/{path}")
+        target = b"/" + (parts[3] if len(parts) > 3 else b"")
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        resolver = self._resolver()
+        server = resolver.profiles.server
+        headers = scan_headers(scope["headers"])
+        raw = await read_body(receive, headers.content_length, server.max_request_body)
+        model, agent = pick_target(None, name, headers.agent)
+        resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
+        out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
+        out.origin = _origin(resolved, headers.agent_flags)
+        await self._forward(ex, receive, send, resolved, out)
+
+    async def _answer(self, ex: Exchange, send: Send, work: Awaitable[None]) -> None:
+        """Run one exchange: llamasup's own refusals in the route's envelope, always observed."""
         try:
-            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-            parts = raw_path.split(b"/", 3)
-            name = unquote(parts[2].decode("latin-1")) if len(parts) > 2 else ""
-            if not name:
-                raise ProxyError(404, "not_found", "use /upstream/{model}/{path}")
-            target = b"/" + (parts[3] if len(parts) > 3 else b"")
-            if scope.get("query_string"):
-                target += b"?" + scope["query_string"]
-            resolver = self._resolver()
-            server = resolver.profiles.server
-            headers = scan_headers(scope["headers"])
-            raw = await read_body(receive, headers.content_length, server.max_request_body)
-            model, agent = pick_target(None, name, headers.agent)
-            resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
-            out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
-            out.origin = _origin(resolved, headers.agent_flags)
-            await self._forward(ex, receive, send, resolved, out)
+            await work
         except ProxyError as exc:
-            await self._refuse(ex, send, exc, dialect)
+            await self._refuse(ex, send, exc, ex.dialect)
+        except BodyTooLargeError as exc:
+            await self._refuse(ex, send, too_large(exc), ex.dialect)
         except ClientGoneError:
             ex.status, ex.error = 499, "client_disconnected"
         finally:
@@ -360,6 +368,3 @@ def _lease_error(exc: Exception, resolved: Resolved, timeout: float) -> ProxyErr
         "sidecar_start_timeout",
         f"model {model!r} was not ready within {timeout:g} s (server.start_timeout)",
     )
-
-
-__all__ = ["ASGIApp", "ProxyApp", "Receive", "Scope", "Send", "create_proxy_app"]

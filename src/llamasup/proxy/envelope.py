@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from enum import Enum
 
+from llamasup.proxy.asgi import BodyTooLargeError, Send
+
 LLAMASUP_ERROR_HEADER = (b"x-llamasup-error", b"1")
 
 
@@ -117,3 +119,16 @@ def stream_error_event(dialect: Dialect, message: str, code: str) -> bytes:
         return b"event: error\ndata: " + data + b"\n\n"
     payload2 = {"error": {"message": text, "type": "server_error", "code": code}}
     return b"data: " + json.dumps(payload2, ensure_ascii=False).encode() + b"\n\n"
+
+
+def too_large(exc: BodyTooLargeError) -> ProxyError:
+    """413 for a body over its limit."""
+    return ProxyError(413, "request_too_large", str(exc))
+
+
+async def send_error(send: Send, exc: ProxyError, dialect: Dialect) -> None:
+    body = exc.body(dialect)
+    await send(
+        {"type": "http.response.start", "status": exc.status, "headers": exc.headers(len(body))}
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -68,7 +68,7 @@ class Gate:
         return False
 
 
-class Limits:
+class ConcurrencyGates:
     """Gates by model id; a profile reload that changes the numbers applies from then on."""
 
     def __init__(self) -> None:

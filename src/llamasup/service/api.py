@@ -11,21 +11,26 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from llamasup.errors import ProfileError
 from llamasup.profiles.persist import PersistError
 from llamasup.profiles.store import ApplyError
-from llamasup.proxy.asgi import ClientGoneError, Receive, Scope, Send, read_body, send_json
-from llamasup.proxy.envelope import ProxyError
+from llamasup.proxy.asgi import (
+    BodyTooLargeError,
+    ClientGoneError,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    send_json,
+)
 from llamasup.service import status_view
 from llamasup.service.api_apply import apply_request, parse_files
 from llamasup.service.api_errors import ApiError, send_api_error, send_bytes
 from llamasup.service.api_logs import send_logs
-
-if TYPE_CHECKING:
-    from llamasup.service.app import Service
+from llamasup.service.host import ControlHost
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +38,8 @@ MAX_APPLY_BODY = 8 * 2**20
 
 
 class ControlApi:
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, host: ControlHost) -> None:
+        self._host = host
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -46,8 +51,8 @@ class ControlApi:
             await self._route(scope, receive, send)
         except ApiError as exc:
             await send_api_error(send, exc)
-        except ProxyError as exc:
-            await send_api_error(send, ApiError(exc.status, exc.code, exc.message))
+        except BodyTooLargeError as exc:
+            await send_api_error(send, ApiError(413, "request_too_large", str(exc)))
         except ClientGoneError:
             return
         except Exception:
@@ -62,16 +67,16 @@ class ControlApi:
         method: str = scope["method"]
         path: str = scope["path"]
         query = _query(scope)
-        service = self._service
+        host = self._host
         if path == "/api/status" and method == "GET":
-            await send_json(send, 200, status_view.status(service))
+            await send_json(send, 200, status_view.status(host))
         elif path == "/api/plan" and method == "GET":
-            plan = service.reconciler.preview()
-            await send_json(send, 200, status_view.plan_dict(plan, status_view.key_models(service)))
+            plan = host.reconciler.preview()
+            await send_json(send, 200, status_view.plan_dict(plan, status_view.key_models(host)))
         elif path == "/api/apply" and method == "POST":
             await self._apply(scope, receive, send, dry_run=_flag(query, "dry_run"))
         elif path == "/api/reload" and method == "POST":
-            result = await service.reload("api")
+            result = await host.reload("api")
             rejected = result.result == "error"  # then llamasup's own error answer (marked)
             answer = json.dumps(result.as_dict(), ensure_ascii=False).encode()
             await send_bytes(
@@ -82,14 +87,14 @@ class ControlApi:
             await send_json(send, 200, await self._unload(body))
         elif path.startswith("/api/logs/") and method == "GET":
             name = unquote(path[len("/api/logs/") :])
-            await send_logs(service, name, query, receive, send)
+            await send_logs(host, name, query, receive, send)
         elif path == "/sidecars" and method == "GET":
-            await send_json(send, 200, status_view.sidecars(service))
+            await send_json(send, 200, status_view.sidecars(host))
         elif path.startswith("/sidecars/") and method == "DELETE":
             key = unquote(path[len("/sidecars/") :])
             await send_json(send, 200, await self._unload({"key": key}))
         elif path == "/metrics" and method == "GET":
-            exposition, content_type = await service.metrics.render()
+            exposition, content_type = await host.render_metrics()
             await send_bytes(send, 200, exposition, content_type)
         elif allowed := _allowed_methods(path):
             raise ApiError(
@@ -104,8 +109,8 @@ class ControlApi:
     async def _apply(self, scope: Scope, receive: Receive, send: Send, *, dry_run: bool) -> None:
         body = await read_body(receive, _content_length(scope), MAX_APPLY_BODY)
         try:
-            files = parse_files(body, _header(scope, b"content-type"), self._service.store)
-            result = await apply_request(self._service, files, dry_run=dry_run)
+            files = parse_files(body, _header(scope, b"content-type"), self._host.store)
+            result = await apply_request(self._host, files, dry_run=dry_run)
         except ProfileError as exc:
             raise ApiError(
                 422,
@@ -121,8 +126,8 @@ class ControlApi:
         await send_json(send, 200, result)
 
     async def _unload(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        reconciler = self._service.reconciler
-        statuses = self._service.supervisor.statuses()
+        reconciler = self._host.reconciler
+        statuses = self._host.reconciler.supervisor.statuses()
         if body.get("all") is True:
             targets = [(s.key, s.sidecar.model) for s in statuses]
         elif isinstance(key := body.get("key"), str):
@@ -130,7 +135,7 @@ class ControlApi:
             if not targets:
                 raise ApiError(404, "unknown_sidecar", f"no running sidecar with key {key!r}")
         elif isinstance(name := body.get("model"), str):
-            model = self._service.profiles.find_model(name)
+            model = self._host.profiles.find_model(name)
             if model is None:
                 raise ApiError(404, "unknown_model", f"no model or alias {name!r}")
             targets = [(s.key, s.sidecar.model) for s in statuses if s.sidecar.model == model.id]
@@ -139,7 +144,7 @@ class ControlApi:
         stopped: list[dict[str, str]] = []
         skipped: list[dict[str, str]] = []
         for key, model_id in targets:
-            config = self._service.profiles.models.get(model_id)
+            config = self._host.profiles.models.get(model_id)
             if config is not None and config.pinned and body.get("all") is True:
                 skipped.append({"key": key, "model": model_id, "reason": "pinned"})
                 continue

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llamasup.profiles.store import ApplyError, ProfileStore
 from llamasup.profiles.types import ModelConfig, Profiles, Source
+from llamasup.service.host import ControlHost
 from llamasup.service.status_view import key_models, plan_dict
-
-if TYPE_CHECKING:
-    from llamasup.service.app import Service
 
 _NO_SOURCE = Source("", None)
 
@@ -74,10 +72,10 @@ def _settings(model: ModelConfig) -> ModelConfig:
 
 
 async def apply_request(
-    service: Service, files: dict[str, str], *, dry_run: bool
+    host: ControlHost, files: dict[str, str], *, dry_run: bool
 ) -> dict[str, Any]:
-    store = service.store
-    reconciler = service.reconciler
+    store = host.store
+    reconciler = host.reconciler
     old = store.current
     candidate = store.candidate(files)
     old_keys = reconciler.desired_keys(old)
@@ -89,15 +87,15 @@ async def apply_request(
         "changed": candidate.revision != old.revision,
         "models": model_changes(old_keys, new_keys, old, candidate),
         "warnings": [issue.as_dict() for issue in candidate.warnings],
-        "restart_needed": service.restart_needed(candidate),
+        "restart_needed": host.restart_needed(candidate),
     }
     if dry_run:
         result["result"] = "dry-run"
         plan = reconciler.preview(candidate)
-        result["plan"] = plan_dict(plan, key_models(service, old, candidate))
+        result["plan"] = plan_dict(plan, key_models(host, old, candidate))
         return result
     _adopted, reload = await store.apply(files)
     result["result"] = reload.result
     plan = await reconciler.reconcile_once()
-    result["plan"] = plan_dict(plan, key_models(service, old, candidate))
+    result["plan"] = plan_dict(plan, key_models(host, old, candidate))
     return result

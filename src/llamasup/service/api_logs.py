@@ -15,17 +15,14 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from llamasup.errors import ResolveError
 from llamasup.proxy.asgi import Receive, Send
 from llamasup.service.api_errors import ApiError
+from llamasup.service.host import ControlHost
 from llamasup.sidecars.proclog import LogLine
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.spec.resolve import split_target
-
-if TYPE_CHECKING:
-    from llamasup.service.app import Service
 
 DEFAULT_LINES = 100
 MAX_LINES = 10_000
@@ -36,28 +33,28 @@ def _format(line: LogLine, prefix: str) -> bytes:
     return f"{prefix}{stamp} {line.text}\n".encode(errors="replace")
 
 
-def _targets(service: Service, name: str) -> tuple[list[Sidecar], list[Path]] | None:
+def _targets(host: ControlHost, name: str) -> tuple[list[Sidecar], list[Path]] | None:
     """Running sidecars named by ``name``, else log files on disk; None: unknown name."""
-    supervisor = service.supervisor
+    supervisor = host.reconciler.supervisor
     sidecar = supervisor.get(name)
     if sidecar is not None:
         return [sidecar], []
     log_dir = supervisor.settings.log_dir
-    if "@" in name or name in service.profiles.agents:  # model@agent, @agent, a bare agent
+    if "@" in name or name in host.profiles.agents:  # model@agent, @agent, a bare agent
         try:
-            agent_key = service.reconciler.resolver.resolve(*split_target(name)).spec.key
+            agent_key = host.reconciler.resolver.resolve(*split_target(name)).spec.key
         except ResolveError:
             return None
         found = supervisor.get(agent_key)
         return ([found], []) if found is not None else ([], [log_dir / f"{agent_key}.log"])
-    model = service.profiles.find_model(name)
+    model = host.profiles.find_model(name)
     if model is None:
         path = log_dir / f"{name}.log"
         return ([], [path]) if name.isalnum() and path.is_file() else None
     running = [s for s in supervisor.sidecars() if s.spec.model == model.id]
     if running:
         return running, []
-    keys = service.reconciler.desired_keys(service.profiles)
+    keys = host.reconciler.desired_keys(host.profiles)
     key = keys.get(model.id)
     return [], ([log_dir / f"{key}.log"] if key else [])
 
@@ -71,9 +68,9 @@ def _tail_file(path: Path, lines: int) -> list[bytes]:
 
 
 async def send_logs(
-    service: Service, name: str, query: Mapping[str, list[str]], receive: Receive, send: Send
+    host: ControlHost, name: str, query: Mapping[str, list[str]], receive: Receive, send: Send
 ) -> None:
-    found = _targets(service, name)
+    found = _targets(host, name)
     if found is None:
         raise ApiError(
             404, "unknown_sidecar", f"no model, alias, model@agent or sidecar key {name!r}"

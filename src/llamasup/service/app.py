@@ -12,61 +12,27 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamasup.errors import ProfileIssue
-from llamasup.planner.restart import RestartPolicy
 from llamasup.profiles.store import ProfileStore, ReloadResult
-from llamasup.profiles.types import Profiles, ServerConfig, http_url, is_loopback
+from llamasup.profiles.types import Profiles, http_url, is_loopback
 from llamasup.proxy.app import ProxyApp, create_proxy_app
 from llamasup.proxy.asgi import ASGIApp
 from llamasup.reconcile.reconciler import Reconciler
 from llamasup.service.api import ControlApi
 from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
 from llamasup.service.browser_gate import BrowserGate
+from llamasup.service.host import HostEvents
 from llamasup.service.metrics import Metrics
 from llamasup.service.watch import watch_profiles
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.supervisor import Supervisor
-from llamasup.sidecars.types import SidecarSettings
 
 logger = logging.getLogger(__name__)
 
 #: server settings a running llamasup cannot change; a reload that changes them says so
 _RESTART_ONLY = ("listen_host", "listen_port", "ports", "state_dir", "restart")
-
-
-def sidecar_settings(server: ServerConfig) -> SidecarSettings:
-    return SidecarSettings(
-        state_dir=server.state_dir,
-        port_range=server.ports,
-        load_timeout=server.health_timeout,
-        health_interval=server.health_interval,
-        unhealthy_threshold=server.unhealthy_after,
-        stop_grace=server.stop_grace,
-        drain_timeout=server.stop_grace,
-        # a key per sidecar start: their loopback ports answer only llamasup
-        keyed=True,
-    )
-
-
-def restart_policy(server: ServerConfig) -> RestartPolicy:
-    policy = server.restart
-    return RestartPolicy(
-        backoff_initial=policy.backoff,
-        backoff_max=max(policy.backoff, policy.backoff_max),
-        start_limit=policy.max_failures,
-        start_window=policy.window,
-    )
-
-
-@dataclass
-class ServiceEvents:
-    """Notes for status: problems with the last reload that did not reject it."""
-
-    auth_error: str | None = None
-    restart_needed: list[str] = field(default_factory=list)
 
 
 class Service:
@@ -88,11 +54,9 @@ class Service:
         self._allow_public = allow_public
         self.environ = os.environ if environ is None else environ
         self.started_with = profiles.server
-        self.events = ServiceEvents()
+        self.events = HostEvents()
         self.keys: tuple[ApiKey, ...] = load_keys(profiles.server.api_keys, self.environ)
-        self.supervisor = Supervisor(
-            sidecar_settings(profiles.server), policy=restart_policy(profiles.server)
-        )
+        self.supervisor = Supervisor.for_server(profiles.server)
         self.reconciler = Reconciler(profiles, self.supervisor)
         self.store = ProfileStore(
             path,
@@ -102,7 +66,7 @@ class Service:
             vet=self._exposure_issues,
             on_unchanged=self._refresh_keys,
         )
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self.supervisor, self.reconciler, self.store)
         self.control = ControlApi(self)
         self.proxy: ProxyApp = create_proxy_app(
             lambda: self.reconciler.resolver,
@@ -186,6 +150,9 @@ class Service:
 
     async def reload(self, trigger: str) -> ReloadResult:
         return await self.store.reload(trigger)
+
+    async def render_metrics(self) -> tuple[bytes, str]:
+        return await self.metrics.render()
 
     async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a budget
         """Stop watching and reconciling, then stop every sidecar in parallel within ``timeout``."""

@@ -30,8 +30,8 @@ from functools import lru_cache
 
 from llamasup.profiles.types import is_loopback
 from llamasup.proxy.app import UPSTREAM_PREFIX
-from llamasup.proxy.asgi import ASGIApp, Message, Receive, Scope, Send, send_error
-from llamasup.proxy.envelope import Dialect, ProxyError
+from llamasup.proxy.asgi import ASGIApp, Message, Receive, Scope, Send
+from llamasup.proxy.envelope import Dialect, ProxyError, send_error
 from llamasup.service.auth import ADMIN_PREFIXES
 
 _PREFLIGHT_MAX_AGE = b"600"

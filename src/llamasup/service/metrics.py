@@ -25,15 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from llamasup.planner.plan import Stop
+from llamasup.planner.types import Stop
 from llamasup.proxy.hooks import RequestRecord
 from llamasup.reconcile.history import PassRecord
 from llamasup.sidecars.supervisor import SupervisorEvent
 from llamasup.sidecars.types import SidecarEventKind, SidecarState
 
 if TYPE_CHECKING:
-    from llamasup.profiles.store import ReloadResult
-    from llamasup.service.app import Service
+    from llamasup.profiles.store import ProfileStore, ReloadResult
+    from llamasup.reconcile.reconciler import Reconciler
+    from llamasup.sidecars.supervisor import Supervisor
 
 SCRAPE_TIMEOUT = 2.0
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -97,16 +98,16 @@ class RequestObserver:
 class _LiveCollector(Collector):
     """What is true at scrape time: sidecars by state, in flight, memory estimates."""
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, reconciler: Reconciler) -> None:
+        self._reconciler = reconciler
 
     def collect(self) -> Iterator[Metric]:
-        service = self._service
+        reconciler = self._reconciler
         states = GaugeMetricFamily(
             "llamasup_sidecars", "Sidecars by model and state", labels=("model", "state")
         )
         counts: dict[tuple[str, str], int] = {}
-        for model in service.profiles.models:
+        for model in reconciler.profiles.models:
             for each in SidecarState:
                 counts[(model, str(each))] = 0
         in_flight = GaugeMetricFamily(
@@ -119,30 +120,32 @@ class _LiveCollector(Collector):
             "Estimated memory of each sidecar (weights + KV cache + compute)",
             labels=("model", "sidecar"),
         )
-        reconciler = service.reconciler
-        for status in service.supervisor.statuses():
-            sidecar = status.sidecar
-            state = "failed" if status.gave_up else str(sidecar.state)
-            counts[(sidecar.model, state)] = counts.get((sidecar.model, state), 0) + 1
-            in_flight.add_metric((sidecar.model, status.key), reconciler.in_flight(status.key))
-            spec = reconciler.spec_for(status.key)
-            estimate = None if spec is None else reconciler.memory_estimate(spec)
-            if estimate is not None:
-                memory.add_metric((sidecar.model, status.key), estimate)
+        waiting_total = 0
+        for view in reconciler.snapshot():
+            waiting_total += view.waiting
+            if not view.supervised:
+                continue
+            # a process's own state: a draining sidecar is still a ready one here
+            state = "failed" if view.gave_up else _PROCESS_STATE.get(view.state, view.state)
+            counts[(view.model, state)] = counts.get((view.model, state), 0) + 1
+            in_flight.add_metric((view.model, view.key), view.in_flight)
+            if view.memory is not None:
+                memory.add_metric((view.model, view.key), view.memory)
         for (model, state), count in sorted(counts.items()):
             states.add_metric((model, state), count)
         waiting = GaugeMetricFamily(
             "llamasup_demands_waiting", "Requests waiting for a sidecar to start"
         )
-        waiting.add_metric(
-            (), sum(reconciler.demands.waiting_count(k) for k in reconciler.waiting_keys())
-        )
+        waiting.add_metric((), waiting_total)
         yield from (states, in_flight, memory, waiting)
 
 
+_PROCESS_STATE = {"draining": "ready"}
+
+
 class Metrics:
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, supervisor: Supervisor, reconciler: Reconciler, store: ProfileStore) -> None:
+        self._supervisor = supervisor
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.observer = RequestObserver(registry)
@@ -191,11 +194,11 @@ class Metrics:
             ("trigger", "result"),
             registry=registry,
         )
-        registry.register(_LiveCollector(service))
-        service.supervisor.subscribe(self._on_sidecar)
-        service.reconciler.status.listeners.append(self._on_pass)
-        service.reconciler.stop_listeners.append(self._on_stop)
-        service.store.listeners.append(self._on_reload)
+        registry.register(_LiveCollector(reconciler))
+        supervisor.subscribe(self._on_sidecar)
+        reconciler.status.listeners.append(self._on_pass)
+        reconciler.stop_listeners.append(self._on_stop)
+        store.listeners.append(self._on_reload)
         self._client: httpx.AsyncClient | None = None
 
     # -- event feeds -----------------------------------------------------------------------
@@ -234,7 +237,7 @@ class Metrics:
         return own + sidecar_text, CONTENT_TYPE_LATEST
 
     async def _sidecar_metrics(self) -> bytes:
-        supervisor = self._service.supervisor
+        supervisor = self._supervisor
         targets = [
             (status.sidecar.model, status.key, status.sidecar.port, sidecar.auth_headers)
             for status in supervisor.statuses()
@@ -244,7 +247,7 @@ class Metrics:
         ]
         if not targets:
             return b""
-        host = self._service.supervisor.settings.host
+        host = supervisor.settings.host
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, trust_env=False)
         client = self._client

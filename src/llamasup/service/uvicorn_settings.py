@@ -6,15 +6,15 @@ from typing import Any
 
 import uvicorn
 
-from llamasup.profiles.types import DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT
+from llamasup.core import defaults
 from llamasup.proxy.asgi import ASGIApp
 
 
 def uvicorn_config(
     app: ASGIApp,
     *,
-    host: str = DEFAULT_LISTEN_HOST,
-    port: int = DEFAULT_LISTEN_PORT,
+    host: str = defaults.LISTEN_HOST,
+    port: int = defaults.LISTEN_PORT,
     **overrides: Any,
 ) -> uvicorn.Config:
     """A uvicorn config for the proxy (and whatever it falls through to).

@@ -26,15 +26,18 @@ from dataclasses import dataclass
 
 from llamasup.errors import SidecarFailedError
 from llamasup.planner.restart import RestartDecision, RestartPolicy, RestartTracker
+from llamasup.profiles.types import ServerConfig
 from llamasup.runtime.locate import resolve_binary
 from llamasup.sidecars.ports import PortAllocator
-from llamasup.sidecars.sidecar import Drain, Sidecar, StartGate
+from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.types import (
+    Drain,
     SidecarEvent,
     SidecarEventKind,
     SidecarSettings,
     SidecarState,
     SidecarStatus,
+    StartGate,
 )
 from llamasup.spec.resolve import SidecarSpec
 
@@ -123,6 +126,18 @@ class Supervisor:
         self._base_env = base_env
         self._entries: dict[str, _Entry] = {}
         self._listeners: list[Listener] = []
+
+    @classmethod
+    def for_server(cls, server: ServerConfig) -> Supervisor:
+        """A supervisor with the sidecar settings and restart policy of a profile's ``server``."""
+        restart = server.restart
+        policy = RestartPolicy(
+            backoff_initial=restart.backoff,
+            backoff_max=max(restart.backoff, restart.backoff_max),
+            start_limit=restart.max_failures,
+            start_window=restart.window,
+        )
+        return cls(SidecarSettings.from_server(server), policy=policy)
 
     # -- the planner's actions -----------------------------------------------------------
 

@@ -10,9 +10,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from llamasup.core import defaults
 from llamasup.errors import SidecarError
 from llamasup.sidecars.ports import validate_port_range
+
+if TYPE_CHECKING:
+    from llamasup.profiles.types import ServerConfig
 
 
 class SidecarState(StrEnum):
@@ -51,16 +56,16 @@ class SidecarSettings:
     host: str = "127.0.0.1"
     #: below the usual ephemeral ranges (Linux 32768-60999, Windows/macOS 49152-65535), so
     #: outgoing connections of any program on the host do not keep taking sidecar ports
-    port_range: tuple[int, int] = (21100, 21899)
-    load_timeout: float = 120.0
+    port_range: tuple[int, int] = defaults.PORTS
+    load_timeout: float = defaults.HEALTH_TIMEOUT
     ready_poll_min: float = 0.005
     ready_poll_max: float = 0.2
     probe_timeout: float = 0.5
-    health_interval: float = 10.0
+    health_interval: float = defaults.HEALTH_INTERVAL
     health_timeout: float = 5.0
-    unhealthy_threshold: int = 3
-    stop_grace: float = 3.0
-    drain_timeout: float = 30.0
+    unhealthy_threshold: int = defaults.UNHEALTHY_AFTER
+    stop_grace: float = defaults.STOP_GRACE
+    drain_timeout: float = defaults.STOP_GRACE
     bind_retries: int = 3
     log_ring_lines: int = 1000
     log_tail_lines: int = 20
@@ -87,6 +92,21 @@ class SidecarSettings:
             raise ValueError("SidecarSettings.unhealthy_threshold must be >= 1")
         if self.stop_grace < 0 or self.bind_retries < 0:
             raise ValueError("SidecarSettings.stop_grace and bind_retries must be >= 0")
+
+    @classmethod
+    def from_server(cls, server: ServerConfig) -> SidecarSettings:
+        """The settings a profile's ``server`` section asks for."""
+        return cls(
+            state_dir=server.state_dir,
+            port_range=server.ports,
+            load_timeout=server.health_timeout,
+            health_interval=server.health_interval,
+            unhealthy_threshold=server.unhealthy_after,
+            stop_grace=server.stop_grace,
+            drain_timeout=server.stop_grace,
+            # a key per sidecar start: their loopback ports answer only llamasup
+            keyed=True,
+        )
 
     @property
     def log_dir(self) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from llamasup.runtime.locate import cache_root
+from llamasup.core.paths import cache_root
 
 #: bump when the generated file changes, so a stale cached copy is never reused
 TINY_MODEL_VERSION = 1

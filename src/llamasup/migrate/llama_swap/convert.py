@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from llamasup.core import defaults
 from llamasup.core.yamlsrc import YamlSyntaxError, load_yaml
 from llamasup.errors import ProfileError
 from llamasup.migrate.draft import (
@@ -55,7 +56,6 @@ _TOP_NO_EQUIVALENT = {
     "peers": "no equivalent; llamasup serves only local sidecars",
 }
 PORT_SPAN = 100
-DEFAULT_LISTEN_PORT = 8402
 
 
 def import_swap(
@@ -199,7 +199,7 @@ def _ttls(draft: Draft, imports: list[ModelImport], data: Mapping[str, Any]) -> 
 
 def _server(draft: Draft, data: Mapping[str, Any], listen: str | None, n_models: int) -> None:
     keys = _api_keys(draft, data.get("apiKeys") or [])
-    listen_port = DEFAULT_LISTEN_PORT
+    listen_port = defaults.LISTEN_PORT
     if listen:
         draft.set_server("listen", listen, "from --listen (llama-swap's own -listen flag)")
         host, _, port = listen.rpartition(":")

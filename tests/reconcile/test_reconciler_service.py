@@ -22,7 +22,7 @@ from service_helpers import (
     wait_for,
 )
 
-from llamasup.planner.plan import Stop
+from llamasup.planner.types import Stop
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,57 @@
+"""A read model of the pool: one frozen row per sidecar key, as status and metrics show them.
+
+Readers (the control API, metrics, the CLI through the API) take a snapshot instead of reaching
+into the reconciler, the supervisor and the demand book one call at a time. Rows hold no
+secrets: a sidecar's key stays with the leases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llamasup.spec.resolve import SidecarSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarView:
+    """One sidecar key.
+
+    ``state`` is what status shows: a process's state (``starting``, ``ready``, ``stopping``,
+    ``stopped``, ``failed``), ``draining`` for a ready one being stopped after its requests,
+    or, for a key without a process, ``stopped`` (a preload sidecar left stopped), ``waiting``
+    (requests wait for it to start) or ``refused`` (the last pass refused it; ``last_error``
+    says why). ``supervised`` is true when the supervisor has a process record for it.
+    """
+
+    key: str
+    model: str
+    agents: tuple[str, ...]
+    state: str
+    supervised: bool
+    pid: int | None
+    port: int | None
+    started_at: float | None
+    ready_at: float | None
+    restarts: int
+    failures: int
+    gave_up: bool
+    retry_in: float | None
+    last_used: float | None
+    in_flight: int
+    waiting: int
+    memory: int | None
+    pinned: bool
+    last_error: str | None
+    exit_code: int | None
+    argv: tuple[str, ...] | None
+
+    @property
+    def running(self) -> bool:
+        """A process exists (it holds memory and a slot)."""
+        return self.pid is not None
+
+
+def argv_of(spec: SidecarSpec | None) -> tuple[str, ...] | None:
+    if spec is None:
+        return None
+    return (spec.binary or "llama-server", *spec.args)

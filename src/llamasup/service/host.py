@@ -1,0 +1,50 @@
+"""What the control API, status and metrics may see and ask of a running llamasup.
+
+They depend on this small protocol, not on :class:`~llamasup.service.app.Service` (which
+implements it): reads go through the reconciler's snapshot, writes through the reconciler's
+``unload`` and the profile store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from llamasup.profiles.store import ProfileStore, ReloadResult
+from llamasup.profiles.types import Profiles
+from llamasup.reconcile.reconciler import Reconciler
+
+
+@dataclass
+class HostEvents:
+    """Notes for status: problems with the last reload that did not reject it."""
+
+    auth_error: str | None = None
+    restart_needed: list[str] = field(default_factory=list)
+
+
+class ControlHost(Protocol):
+    @property
+    def listen_url(self) -> str: ...
+
+    @property
+    def events(self) -> HostEvents: ...
+
+    @property
+    def store(self) -> ProfileStore: ...
+
+    @property
+    def reconciler(self) -> Reconciler: ...
+
+    @property
+    def profiles(self) -> Profiles: ...
+
+    def restart_needed(self, profiles: Profiles) -> list[str]:
+        """Server settings of ``profiles`` that take effect only when llamasup restarts."""
+        ...
+
+    async def reload(self, trigger: str) -> ReloadResult: ...
+
+    async def render_metrics(self) -> tuple[bytes, str]:
+        """The ``/metrics`` exposition and its content type."""
+        ...

@@ -1,6 +1,6 @@
 """Parse the flag listing of ``llama-server --help``.
 
-llamasup keeps its own curated flag table (``flag_table.py``); this parser exists so the test
+llamasup keeps its own curated flag table (``table.py``); this parser exists so the test
 suite and ``llamasup doctor`` can compare that table with the ``--help`` of the binary actually
 installed, and catch a llama.cpp upgrade that adds, renames or removes flags.
 

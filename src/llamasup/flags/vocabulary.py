@@ -1,6 +1,6 @@
 """The vocabulary of the flag model: what a llama-server flag is, and the kinds llamasup assigns.
 
-The table itself is in ``flag_table.py``; parsing and merging is in ``flags.py``.
+The table itself is in ``table.py``; parsing and merging is in ``flagset.py``.
 """
 
 from __future__ import annotations

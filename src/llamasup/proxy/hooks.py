@@ -1,4 +1,4 @@
-"""Observation points of the proxy, for metrics (``metrics.py`` plugs in here).
+"""Observation points of the proxy, for metrics (``service/metrics.py`` plugs in here).
 
 The proxy calls a :class:`ProxyObserver` twice per forwarded request; with no observer set
 it skips even taking the timestamps. Labels are bounded: ``model`` is the canonical model id

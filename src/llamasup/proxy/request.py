@@ -1,6 +1,6 @@
 """From an incoming request to a resolved sidecar and the body to send it.
 
-Pure functions and one small cache; no I/O. The ASGI layer (``proxy.py``) calls them in order:
+Pure functions and one small cache; no I/O. The ASGI layer (``app.py``) calls them in order:
 :func:`scan_headers`, :func:`~llamasup.proxy.body.parse_body`, :func:`pick_target`,
 :meth:`TargetResolver.resolve`, :func:`prepare_body`.
 """

@@ -64,7 +64,7 @@ class StaticPool:
         self.address = UpstreamAddress("bench", HOST, port)
         self.in_flight = 0
 
-    def lease(self, spec: Any, *, timeout: float, origin: Any = None) -> Any:
+    def lease(self, spec: Any, *, timeout: float, origin: Any = None, terms: Any = None) -> Any:
         return _Lease(self)
 
     def state(self, key: str) -> str | None:

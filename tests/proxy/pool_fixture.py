@@ -29,7 +29,7 @@ from llamasup.proxy.app import ProxyApp, create_proxy_app
 from llamasup.proxy.asgi import ASGIApp
 from llamasup.proxy.hooks import ProxyObserver
 from llamasup.proxy.upstream import UpstreamClient, UpstreamError
-from llamasup.reconcile.pool import Origin, Upstream, UpstreamAddress
+from llamasup.reconcile.pool import DEFAULT_TERMS, Origin, Terms, Upstream, UpstreamAddress
 from llamasup.spec.resolve import Resolver, SidecarSpec
 
 FAKE_UPSTREAM = Path(__file__).with_name("fake_upstream.py")
@@ -62,6 +62,7 @@ class FakeSidecarPool:
         self.max_in_flight: Counter[str] = Counter()
         self.last_used: dict[str, float] = {}
         self.origins: dict[str, Origin | None] = {}
+        self.terms: dict[str, Terms] = {}
         self._sidecars: dict[str, _Sidecar] = {}
         self._starting: dict[str, asyncio.Task[_Sidecar]] = {}
         self._idle: asyncio.Condition | None = None
@@ -69,9 +70,15 @@ class FakeSidecarPool:
 
     # -- the SidecarPool protocol ----------------------------------------------------------
     def lease(
-        self, spec: SidecarSpec, *, timeout: float, origin: Origin | None = None
+        self,
+        spec: SidecarSpec,
+        *,
+        timeout: float,
+        origin: Origin | None = None,
+        terms: Terms = DEFAULT_TERMS,
     ) -> contextlib.AbstractAsyncContextManager[Upstream]:
         self.origins[spec.key] = origin
+        self.terms[spec.key] = terms
         return self._lease(spec, timeout)
 
     def state(self, key: str) -> str | None:

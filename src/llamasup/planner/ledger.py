@@ -5,7 +5,7 @@ Split out of ``plan.py`` so the rules there read as rules; everything here is pu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -22,7 +22,9 @@ class Occupant:
     """A sidecar holding room: starting, ready, in backoff, stopping, or started by this plan.
 
     ``demanded``: requests wait for it; ``fresh``: started by this plan; ``leaving``: it is
-    stopping (or being drained by this plan) and gives its room back once gone.
+    stopping (or being drained by this plan) and gives its room back once gone; ``kept``: a
+    request asked to keep it (``keep_alive``), so only a drain takes it, never an eviction.
+    ``resident_until``: it may not be drained for another before then (minimum residency).
     """
 
     key: str
@@ -35,10 +37,13 @@ class Occupant:
     demanded: bool = False
     fresh: bool = False
     leaving: bool = False
+    kept: bool = False
+    priority: int = 0
+    resident_until: float = 0.0
 
     @property
     def protected(self) -> bool:
-        return self.in_flight > 0 or self.demanded or self.fresh
+        return self.in_flight > 0 or self.demanded or self.fresh or self.kept
 
     @property
     def evictable(self) -> bool:
@@ -46,10 +51,12 @@ class Occupant:
 
     @property
     def drainable(self) -> bool:
-        """Busy only with requests in flight: it can be asked to finish them and go.
+        """Busy only with requests in flight (or kept): it can be asked to finish them and go.
 
         Waiting requests (or a start in this plan) came first, so it keeps its turn."""
-        return self.in_flight > 0 and not (self.demanded or self.fresh or self.pinned)
+        return (self.in_flight > 0 or self.kept) and not (
+            self.demanded or self.fresh or self.pinned or self.leaving
+        )
 
 
 class Ledger:
@@ -88,12 +95,19 @@ class Ledger:
 
 @dataclass
 class Room:
-    """What making room takes: idle victims to stop now, busy group members to drain, and
-    why it cannot happen yet (empty ``blocked``: it fits once the victims are stopped)."""
+    """What making room takes, and why it cannot happen yet (empty ``blocked``: it fits once
+    the victims, drains and displaced sidecars are gone).
+
+    ``victims``: idle sidecars to stop now; ``drains``: busy group members to drain;
+    ``displaced``: busy sidecars drained for count or memory room (contention); ``held``:
+    busy sidecars that would make room if the demand could drain them (it has not waited
+    long enough, they are not resident long enough, or they outrank it)."""
 
     victims: list[tuple[Occupant, EvictReason]] = field(default_factory=list)
     drains: list[Occupant] = field(default_factory=list)
+    displaced: list[Occupant] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    held: list[Occupant] = field(default_factory=list)
 
 
 def _lru(occupant: Occupant) -> tuple[float, str]:
@@ -105,6 +119,15 @@ def _group_order(occupant: Occupant) -> tuple[int, float, str]:
     return (rank, occupant.last_used, occupant.key)
 
 
+def _drain_order(occupant: Occupant) -> tuple[int, float, str]:
+    """Lowest priority first, then least recently used."""
+    return (occupant.priority, occupant.last_used, occupant.key)
+
+
+#: which busy sidecars a demand may drain for count and memory room (None: none of them)
+DrainFilter = Callable[[Occupant], bool]
+
+
 def find_room(
     ledger: Ledger,
     occupants: Iterable[Occupant],
@@ -112,14 +135,17 @@ def find_room(
     group: str | None,
     memory: int,
     slots: int,
+    may_drain: DrainFilter | None = None,
 ) -> Room:
     """Pick what to stop so that ``slots`` more sidecars using ``memory`` fit (in ``group``).
 
     Group members go first (idle ones least recently used first, then busy ones to drain);
-    then least-recently-used idle sidecars until the count and the memory fit. Victims that
-    turn out unnecessary (a later, bigger one freed enough) are kept running.
+    then least-recently-used idle sidecars until the count and the memory fit; then, if idle
+    ones are not enough, busy ones that ``may_drain`` allows (lowest priority, then least
+    recently used, first). Victims that turn out unnecessary (a later, bigger one freed
+    enough) are kept running.
     """
-    search = _Search(ledger, list(occupants), memory, slots)
+    search = _Search(ledger, list(occupants), memory, slots, may_drain)
     if group is not None:
         search.make_group_room(group)
     search.make_count_and_memory_room()
@@ -127,12 +153,20 @@ def find_room(
 
 
 class _Search:
-    def __init__(self, ledger: Ledger, everyone: list[Occupant], memory: int, slots: int) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        everyone: list[Occupant],
+        memory: int,
+        slots: int,
+        may_drain: DrainFilter | None,
+    ) -> None:
         self.limits = ledger.limits
         self.ledger = ledger
         self.everyone = everyone
         self.memory = memory
         self.slots = slots
+        self.may_drain = may_drain
         self.count = ledger.count + ledger.reserved_count
         self.used = ledger.memory + ledger.reserved_memory
         self.chosen: set[str] = set()
@@ -166,22 +200,43 @@ class _Search:
             )
 
     def make_count_and_memory_room(self) -> None:
-        idle = iter(
-            sorted((o for o in self.everyone if o.evictable and o.key not in self.chosen), key=_lru)
+        idle = sorted(
+            (o for o in self.everyone if o.evictable and o.key not in self.chosen), key=_lru
+        )
+        busy = sorted(
+            (o for o in self.everyone if o.drainable and o.key not in self.chosen),
+            key=_drain_order,
         )
         victims: list[tuple[Occupant, EvictReason]] = []
+        drains: list[Occupant] = []
+        held: list[Occupant] = []
+        spares = iter(idle)
+        drainable = iter(busy)
+
+        def next_spare() -> Occupant | None:
+            spare = next(spares, None)
+            if spare is not None:
+                return spare
+            for candidate in drainable:
+                if self.may_drain is not None and self.may_drain(candidate):
+                    drains.append(candidate)
+                    return candidate
+                held.append(candidate)
+            return None
+
         max_sidecars, budget = self.limits.max_sidecars, self.limits.memory_budget
         while max_sidecars is not None and self.count + self.slots > max_sidecars:
-            spare = next(idle, None)
+            spare = next_spare()
             if spare is None:
                 self.room.blocked.append(
                     f"{self.count} of max {max_sidecars} sidecars are busy, stopping or reserved"
                 )
                 break
-            victims.append((spare, "evicted-lru"))
+            if spare not in drains:
+                victims.append((spare, "evicted-lru"))
             self._take(spare)
         while budget is not None and self.used + self.memory > budget:
-            spare = next(idle, None)
+            spare = next_spare()
             if spare is None:
                 free = format_bytes(max(budget - self.used, 0))
                 self.room.blocked.append(
@@ -190,10 +245,16 @@ class _Search:
                     "(the rest is busy, stopping or reserved)"
                 )
                 break
-            victims.append((spare, "evicted-memory"))
+            if spare not in drains:
+                victims.append((spare, "evicted-memory"))
             self._take(spare)
         if not self.room.blocked:
             victims = self._keep_unneeded(victims)
+            self.room.displaced.extend(drains)
+        else:
+            # what would have freed room had the demand been allowed to drain it
+            held.extend(o for o in drainable)
+            self.room.held.extend(held)
         self.room.victims.extend(victims)
 
     def _keep_unneeded(

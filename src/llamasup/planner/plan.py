@@ -48,9 +48,10 @@ from operator import attrgetter
 from typing import TypeVar
 
 from llamasup.core.units import format_bytes
-from llamasup.planner.ledger import Ledger, Occupant, find_room
+from llamasup.planner.ledger import DrainFilter, Ledger, Occupant, Room, find_room
 from llamasup.planner.types import (
     RUNNING_STATES,
+    Demand,
     Have,
     Limits,
     Plan,
@@ -136,9 +137,11 @@ class _Planner:
         if have.state not in RUNNING_STATES and have.state != "stopping":
             return
         if have.state == "ready" and self._ttl_expired(want, have):
-            self.stops.append(
-                Stop(have.key, "idle-ttl", False, 0, f"{want.model}: idle past its ttl")
-            )
+            if have.keep_until is not None:
+                stop = Stop(have.key, "keep-alive", False, 0, f"{want.model}: past its keep_alive")
+            else:
+                stop = Stop(have.key, "idle-ttl", False, 0, f"{want.model}: idle past its ttl")
+            self.stops.append(stop)
             return
         self._occupy(have, want.pinned, want.group, want, leaving=have.state == "stopping")
 
@@ -162,14 +165,20 @@ class _Planner:
         return self._desired_models
 
     def _ttl_expired(self, want: Want, have: Have) -> bool:
-        if want.pinned or want.ttl is None:
+        if want.pinned:
+            return False
+        if have.keep_until is not None:  # a request's keep_alive overrides the profile's ttl
+            idle_for = max(0.0, have.keep_until - have.last_used)
+        elif want.ttl is not None:
+            idle_for = want.ttl
+        else:
             return False
         if have.in_flight > 0 or want.demand is not None:
             # busy or wanted right now: the earliest it can expire is ttl after it becomes idle,
             # which is not before now (a waiting client may also leave without a request)
-            self._wake(self.now + want.ttl)
+            self._wake(self.now + idle_for)
             return False
-        expires = have.last_used + want.ttl
+        expires = have.last_used + idle_for
         if self.now >= expires:
             return True
         self._wake(expires)
@@ -188,6 +197,7 @@ class _Planner:
         if memory is None:
             self.notes.append(f"{have.model} ({have.key}): memory unknown, counted as 0")
             memory = 0
+        residency = self.limits.scheduling.residency(have.load_time)
         occupant = Occupant(
             key=have.key,
             model=have.model,
@@ -198,6 +208,9 @@ class _Planner:
             in_flight=have.in_flight,
             demanded=want is not None and want.demand is not None,
             leaving=leaving,
+            kept=have.keep_until is not None and have.keep_until > self.now,
+            priority=0 if want is None else want.priority,
+            resident_until=(have.ready_at + residency) if have.ready_at is not None else self.now,
         )
         self.occupants[have.key] = occupant
         self.ledger.add(occupant.memory, occupant.group)
@@ -250,7 +263,7 @@ class _Planner:
             elif want.preload and want.key not in self.haves:
                 preload.append(want)
         pinned.sort(key=lambda w: (w.model, w.key))  # profile (id) order, not hash order
-        demanded.sort(key=_fifo)
+        demanded.sort(key=self._demand_order)
         preload.sort(key=lambda w: (w.model, w.key))
         return [
             *((w, "pinned") for w in pinned),
@@ -280,32 +293,22 @@ class _Planner:
             self.later.append(Refuse(want.key, f"{want.model}: {never}"))
             return
         room = find_room(
-            self.ledger, self.occupants.values(), group=want.group, memory=memory, slots=1
+            self.ledger,
+            self.occupants.values(),
+            group=want.group,
+            memory=memory,
+            slots=1,
+            may_drain=self._drain_filter(want) if reason == "demand" else None,
         )
         if reason == "preload":
-            if room.victims or room.drains or room.blocked:
+            if room.victims or room.drains or room.displaced or room.blocked:
                 self.notes.append(f"preload of {want.model} ({want.key}) deferred: no free room")
                 return
-        elif not room.blocked and not room.drains:
+        elif not room.blocked and not room.drains and not room.displaced:
             for occupant, stop_reason in room.victims:
                 self._evict(occupant, stop_reason, f"to make room for {want.model}")
         else:
-            for occupant in room.drains:
-                occupant.leaving = True
-                self.stops.append(
-                    Stop(
-                        occupant.key,
-                        "group",
-                        True,
-                        occupant.in_flight,
-                        f"{occupant.model}: group {want.group} makes room for {want.model}",
-                    )
-                )
-            self.ledger.reserve(memory, want.group)
-            blockers = [*room.blocked]
-            if room.drains:
-                blockers.append("draining " + ", ".join(o.model for o in room.drains))
-            self.later.append(Wait(want.key, f"{want.model}: " + "; ".join(blockers)))
+            self._wait_for_room(want, room, memory)
             return
         started = Occupant(
             key=want.key,
@@ -321,6 +324,96 @@ class _Planner:
         if want.pinned:
             self.permanent.add(memory, want.group)
         self.starts.append(Start(want.key, reason, _start_detail(want, reason, want.memory)))
+
+    def _wait_for_room(self, want: Want, room: Room, memory: int) -> None:
+        """The demand waits: busy group members and displaced sidecars drain (finishing their
+        requests in flight, admitting no new ones), its room is reserved so later candidates
+        cannot take it, and a pass is asked for when a held sidecar may be drained."""
+        for occupant in room.drains:
+            occupant.leaving = True
+            self.stops.append(
+                Stop(
+                    occupant.key,
+                    "group",
+                    True,
+                    occupant.in_flight,
+                    f"{occupant.model}: group {want.group} makes room for {want.model}",
+                )
+            )
+        if room.displaced and not room.blocked:
+            for occupant, stop_reason in room.victims:
+                self._evict(occupant, stop_reason, f"to make room for {want.model}")
+            why = self._drain_reason(want)
+            for occupant in room.displaced:
+                occupant.leaving = True
+                self.stops.append(
+                    Stop(
+                        occupant.key,
+                        "contention",
+                        True,
+                        occupant.in_flight,
+                        f"{occupant.model}: drained for {want.model} ({why})",
+                    )
+                )
+        self.ledger.reserve(memory, want.group)
+        blockers = [*room.blocked]
+        if room.drains or room.displaced:
+            draining = [o.model for o in (*room.drains, *room.displaced)]
+            blockers.append("draining " + ", ".join(draining))
+        if room.blocked and room.held:
+            self._wake_for_held(want, room.held)
+        self.later.append(Wait(want.key, f"{want.model}: " + "; ".join(blockers)))
+
+    def _drain_filter(self, want: Want) -> DrainFilter | None:
+        """Which busy sidecars ``want``'s demand may drain now: none before it has waited
+        ``max_wait``; then those past their minimum residency that it does not rank below."""
+        scheduling = self.limits.scheduling
+        demand = want.demand
+        if scheduling.max_wait is None or demand is None:
+            return None
+        if self.now - demand.since < scheduling.max_wait:
+            return lambda occupant: False
+        rank = self._effective_priority(demand)
+        now = self.now
+        return lambda occupant: now >= occupant.resident_until and rank >= occupant.priority
+
+    def _wake_for_held(self, want: Want, held: list[Occupant]) -> None:
+        """Ask for a pass when the first held sidecar becomes drainable for ``want``."""
+        scheduling = self.limits.scheduling
+        demand = want.demand
+        if scheduling.max_wait is None or demand is None:
+            return
+        earliest: float | None = None
+        for occupant in held:
+            at = max(demand.since + scheduling.max_wait, occupant.resident_until)
+            gap = occupant.priority - demand.priority
+            if gap > 0:
+                if scheduling.aging is None:
+                    continue  # it outranks the demand for good
+                at = max(at, demand.since + gap * scheduling.aging)
+            if earliest is None or at < earliest:
+                earliest = at
+        if earliest is not None and earliest > self.now:
+            self._wake(earliest)
+
+    def _drain_reason(self, want: Want) -> str:
+        demand = want.demand
+        assert demand is not None
+        return (
+            f"it waited {self.now - demand.since:.1f}s; "
+            f"max_wait {self.limits.scheduling.max_wait:g}s"
+        )
+
+    def _effective_priority(self, demand: Demand) -> int:
+        aging = self.limits.scheduling.aging
+        if not aging:
+            return demand.priority
+        return demand.priority + int(max(0.0, self.now - demand.since) // aging)
+
+    def _demand_order(self, want: Want) -> tuple[int, float, str]:
+        """Highest effective priority first, then first come first served."""
+        assert want.demand is not None
+        return (-self._effective_priority(want.demand), want.demand.since, want.key)
 
     def _never_fits(self, want: Want, memory: int) -> str:
         limits, held = self.limits, self.permanent
@@ -346,11 +439,6 @@ class _Planner:
         self.ledger.remove(occupant.memory, occupant.group)
         drain = reason == "group"
         self.stops.append(Stop(occupant.key, reason, drain, 0, f"{occupant.model}: evicted {why}"))
-
-
-def _fifo(want: Want) -> tuple[float, str]:
-    assert want.demand is not None
-    return (want.demand.since, want.key)
 
 
 def _start_detail(want: Want, reason: StartReason, memory: int | None) -> str:

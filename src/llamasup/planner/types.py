@@ -11,7 +11,15 @@ from typing import Literal
 
 HaveState = Literal["starting", "ready", "backoff", "stopping", "stopped", "failed"]
 StopReason = Literal[
-    "removed", "changed", "evicted-lru", "evicted-memory", "group", "idle-ttl", "unloaded"
+    "removed",
+    "changed",
+    "evicted-lru",
+    "evicted-memory",
+    "group",
+    "idle-ttl",
+    "unloaded",
+    "contention",
+    "keep-alive",
 ]
 StartReason = Literal["pinned", "preload", "demand"]
 
@@ -21,10 +29,15 @@ RUNNING_STATES: frozenset[str] = frozenset({"starting", "ready", "backoff"})
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """Requests waiting for a sidecar that is not ready; ``since`` orders demands FIFO."""
+    """Requests waiting for a sidecar that is not ready.
+
+    ``since`` is the oldest waiter's arrival; ``priority`` the highest among the waiters.
+    Demands are served by effective priority (``priority`` plus aging), then oldest first.
+    """
 
     waiting: int
     since: float
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +52,8 @@ class Want:
     ttl: float | None = None
     group: str | None = None
     demand: Demand | None = None
+    #: from the model or agent: a higher one is served first and drained last
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +74,44 @@ class Have:
     pinned: bool = False
     group: str | None = None
     failure: str = ""
+    #: when the running process became ready (None: not ready yet)
+    ready_at: float | None = None
+    #: how long its last start took from spawn to ready (None: unknown)
+    load_time: float | None = None
+    #: a request asked to keep it until then (``keep_alive``); at or before ``last_used``:
+    #: unload it as soon as it is idle. Overrides ``ttl``; never past limits or pinning.
+    keep_until: float | None = None
 
     def with_settings(self, want: Want) -> Have:
         """This sidecar under ``want``'s settings outside the key (memory, pinned, group)."""
         return replace(self, memory=want.memory, pinned=want.pinned, group=want.group)
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """How waiting demands win room from busy sidecars (see ``plan.py``, rule 4).
+
+    ``max_wait``: a demand that has waited this long may drain busy sidecars (they finish
+    their requests in flight, admit no new ones, then stop); ``None`` never drains for a
+    demand (it waits for them to go idle on their own). ``min_resident``: a sidecar is not
+    drained for another before it has been ready this long (``None``: twice its measured load
+    time, at least ``MIN_RESIDENT_FLOOR``, at most ``max_wait``). ``aging``: each this many
+    seconds of waiting raises a demand's priority by one (``None``: no aging).
+    """
+
+    max_wait: float | None = None
+    min_resident: float | None = None
+    aging: float | None = None
+
+    def residency(self, load_time: float | None) -> float:
+        if self.min_resident is not None:
+            return self.min_resident
+        auto = max(MIN_RESIDENT_FLOOR, 2 * (load_time or 0.0))
+        return auto if self.max_wait is None else min(auto, self.max_wait)
+
+
+#: the least automatic minimum residency: a sidecar that loads in 25 ms still serves a while
+MIN_RESIDENT_FLOOR = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +121,7 @@ class Limits:
     max_sidecars: int | None = None
     memory_budget: int | None = None
     groups: Mapping[str, int] = field(default_factory=dict)
+    scheduling: Scheduling = field(default_factory=Scheduling)
 
     def group_limit(self, group: str) -> int:
         return self.groups.get(group, 1)
@@ -90,6 +140,13 @@ class Stop:
     drain: bool
     in_flight: int
     detail: str
+
+    @property
+    def bounded(self) -> bool:
+        """Whether requests in flight may be cut after ``stop_grace``: only for a profile change
+        or an operator's unload. A swap (eviction, contention, group, idle, keep-alive) never
+        cuts a request; its drain waits for the last one."""
+        return self.reason in ("changed", "removed", "unloaded")
 
 
 @dataclass(frozen=True, slots=True)

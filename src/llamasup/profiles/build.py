@@ -20,6 +20,7 @@ from llamasup.profiles.types import (
     ModelConfig,
     Profiles,
     RestartConfig,
+    SchedulingConfig,
     ServerConfig,
     Source,
 )
@@ -199,6 +200,8 @@ class _Builder:
             }
         if key == "restart":
             return {"restart": _restart(raw)}
+        if key == "scheduling":
+            return {"scheduling": _scheduling(raw)}
         if key in ("cors_origins", "allowed_hosts"):
             return {key: tuple(str(item).lower().rstrip(".") for item in raw)}
         return {key: raw}
@@ -320,6 +323,7 @@ class _Builder:
             queue=int(raw.get("queue", 100)),
             unlisted=bool(raw.get("unlisted", False)),
             upstream_model=raw.get("upstream_model"),
+            priority=int(raw.get("priority", 0)),
         )
         return model if len(self.log.errors) == errors_before else None
 
@@ -362,6 +366,7 @@ class _Builder:
             flags=flags,
             model=model_id,
             description=str(raw.get("description", "")),
+            priority=None if raw.get("priority") is None else int(raw["priority"]),
         )
 
     def _check_aliases(self, models: Mapping[str, ModelConfig]) -> None:
@@ -524,6 +529,24 @@ def _restart(raw: Mapping[str, Any]) -> RestartConfig:
         backoff_max=parse_duration(raw.get("backoff_max", defaults.backoff_max)),
         max_failures=int(raw.get("max_failures", defaults.max_failures)),
         window=parse_duration(raw.get("window", defaults.window)),
+    )
+
+
+def _scheduling(raw: Mapping[str, Any]) -> SchedulingConfig:
+    defaults = SchedulingConfig()
+
+    def optional(name: str, default: float | None) -> float | None:
+        if name not in raw:
+            return default
+        value = raw[name]
+        return None if value is None or value == "never" else parse_duration(value)
+
+    min_resident = raw.get("min_resident", "auto")
+    return SchedulingConfig(
+        max_wait=optional("max_wait", defaults.max_wait),
+        min_resident=None if min_resident == "auto" else parse_duration(min_resident),
+        aging=optional("aging", defaults.aging),
+        max_keep_alive=parse_duration(raw.get("max_keep_alive", defaults.max_keep_alive)),
     )
 
 

@@ -47,6 +47,25 @@ class RestartConfig:
 
 
 @dataclass(frozen=True)
+class SchedulingConfig:
+    """``server.scheduling``: how requests for models that do not fit take turns.
+
+    ``max_wait`` None: never drain a busy sidecar for a waiting one. ``min_resident`` None:
+    automatic (twice the measured load time, 1 s to ``max_wait``). ``aging`` None: one priority
+    step per ``max_wait`` waited.
+    """
+
+    max_wait: float | None = defaults.MAX_WAIT
+    min_resident: float | None = None
+    aging: float | None = None
+    max_keep_alive: float = defaults.MAX_KEEP_ALIVE
+
+    @property
+    def aging_step(self) -> float | None:
+        return self.aging if self.aging is not None else self.max_wait or None
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     listen_host: str = defaults.LISTEN_HOST
     listen_port: int = defaults.LISTEN_PORT
@@ -74,6 +93,7 @@ class ServerConfig:
     agent_flags_enabled: bool = False
     agent_flags_allow_load: frozenset[str] = frozenset()
     restart: RestartConfig = field(default_factory=RestartConfig)
+    scheduling: SchedulingConfig = field(default_factory=SchedulingConfig)
 
     @property
     def listen_url(self) -> str:
@@ -105,6 +125,8 @@ class ModelConfig:
     queue: int = 100
     unlisted: bool = False
     upstream_model: str | None = None
+    #: higher: its requests are served first and its sidecar drained last
+    priority: int = 0
 
     @property
     def is_command(self) -> bool:
@@ -118,6 +140,8 @@ class AgentConfig:
     flags: FlagSet = field(default_factory=FlagSet)
     model: str | None = None
     description: str = ""
+    #: the priority of this agent's requests (None: the model's)
+    priority: int | None = None
 
 
 @dataclass(frozen=True)

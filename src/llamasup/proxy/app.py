@@ -17,6 +17,7 @@ from time import perf_counter
 from urllib.parse import unquote
 
 from llamasup.errors import CapacityError, LlamasupError
+from llamasup.profiles.types import ServerConfig
 from llamasup.proxy.asgi import (
     ASGIApp,
     BodyTooLargeError,
@@ -38,12 +39,13 @@ from llamasup.proxy.request import (
     RouteInfo,
     TargetResolver,
     check_route_enabled,
+    keep_alive_of,
     pick_target,
     prepare_body,
     scan_headers,
 )
 from llamasup.proxy.upstream import UpstreamClient, UpstreamError
-from llamasup.reconcile.pool import Origin, ResolverSource, SidecarPool
+from llamasup.reconcile.pool import DEFAULT_TERMS, Origin, ResolverSource, SidecarPool, Terms
 from llamasup.spec.resolve import Resolved
 
 UPSTREAM_PREFIX = "/upstream/"
@@ -52,7 +54,7 @@ UPSTREAM_PREFIX = "/upstream/"
 class _Outbound:
     """What goes to the sidecar."""
 
-    __slots__ = ("headers", "method", "origin", "payload", "start_timeout", "target")
+    __slots__ = ("headers", "method", "origin", "payload", "start_timeout", "target", "terms")
 
     def __init__(
         self,
@@ -68,6 +70,7 @@ class _Outbound:
         self.payload = payload
         self.start_timeout = start_timeout
         self.origin: Origin | None = None
+        self.terms = DEFAULT_TERMS
 
 
 class ProxyApp:
@@ -175,6 +178,8 @@ class ProxyApp:
             target += b"?" + scope["query_string"]
         out = _Outbound("POST", target, headers.forward, payload, server.start_timeout)
         out.origin = _origin(resolved, headers.agent_flags)
+        keep = keep_alive_of(body.get("keep_alive"), headers.keep_alive, _keep_limit(server))
+        out.terms = _terms(resolved, keep)
         await self._forward(ex, receive, send, resolved, out)
 
     async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -201,6 +206,7 @@ class ProxyApp:
         resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
         out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
         out.origin = _origin(resolved, headers.agent_flags)
+        out.terms = _terms(resolved, keep_alive_of(None, headers.keep_alive, _keep_limit(server)))
         await self._forward(ex, receive, send, resolved, out)
 
     async def _answer(self, ex: Exchange, send: Send, work: Awaitable[None]) -> None:
@@ -264,7 +270,9 @@ class ProxyApp:
     async def _leased(self, ex: Exchange, send: Send, resolved: Resolved, out: _Outbound) -> None:
         entered = False
         try:
-            lease = self._pool.lease(resolved.spec, timeout=out.start_timeout, origin=out.origin)
+            lease = self._pool.lease(
+                resolved.spec, timeout=out.start_timeout, origin=out.origin, terms=out.terms
+            )
             async with lease as upstream:
                 entered = True
                 if self._observer is not None:
@@ -355,6 +363,17 @@ async def _wrong_method(send: Send, path: str, allow: str, dialect: Dialect) -> 
 def _origin(resolved: Resolved, agent_flags: str | None) -> Origin:
     agent = resolved.agent.name if resolved.agent is not None else None
     return Origin(resolved.model.id, agent, () if agent_flags is None else (agent_flags,))
+
+
+def _keep_limit(server: ServerConfig) -> float:
+    return server.scheduling.max_keep_alive
+
+
+def _terms(resolved: Resolved, keep_alive: float | None) -> Terms:
+    priority = resolved.priority
+    if priority == 0 and keep_alive is None:
+        return DEFAULT_TERMS  # the common case allocates nothing
+    return Terms(priority, keep_alive)
 
 
 def _lease_error(exc: Exception, resolved: Resolved, timeout: float) -> ProxyError:

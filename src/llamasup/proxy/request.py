@@ -7,10 +7,12 @@ Pure functions and one small cache; no I/O. The ASGI layer (``app.py``) calls th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llamasup.core.units import parse_duration
 from llamasup.errors import FlagError, ResolveError, UnknownAgentError, UnknownModelError
 from llamasup.flags.flagset import parse_header
 from llamasup.profiles.types import ServerConfig
@@ -70,6 +72,9 @@ _NO_DEFAULTS: Mapping[str, Any] = {}
 HEADER_MODEL = b"x-model-id"
 HEADER_AGENT = b"x-agent"
 HEADER_AGENT_FLAGS = b"x-agent-flags"
+#: how long the request's sidecar should stay loaded once idle (like the body's
+#: ``keep_alive``, ollama's field: seconds or a duration; 0 unloads; negative: the maximum)
+HEADER_KEEP_ALIVE = b"x-llamasup-keep-alive"
 
 #: request headers never forwarded to a sidecar: hop-by-hop ones, ones the upstream client
 #: sets itself, llamasup's own routing headers, and the client's credentials for llamasup
@@ -92,6 +97,7 @@ _DROPPED_REQUEST_HEADERS = frozenset(
         HEADER_MODEL,
         HEADER_AGENT,
         HEADER_AGENT_FLAGS,
+        HEADER_KEEP_ALIVE,
     }
 )
 
@@ -111,6 +117,7 @@ class RequestHeaders:
     model: str | None = None
     agent: str | None = None
     agent_flags: str | None = None
+    keep_alive: str | None = None
     content_length: int | None = None
 
 
@@ -127,6 +134,8 @@ def scan_headers(headers: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
             result.agent = value.decode("latin-1").strip() or None
         elif name == HEADER_AGENT_FLAGS:
             result.agent_flags = value.decode("latin-1")
+        elif name == HEADER_KEEP_ALIVE:
+            result.keep_alive = value.decode("latin-1").strip() or None
         elif name == b"content-length":
             try:
                 result.content_length = int(value)
@@ -135,6 +144,33 @@ def scan_headers(headers: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
                     400, "invalid_content_length", "malformed Content-Length"
                 ) from None
     return result
+
+
+def keep_alive_of(body_value: object, header_value: str | None, limit: float) -> float | None:
+    """Seconds a request asks its sidecar to stay loaded once idle; the header wins over the
+    body's ``keep_alive``. Negative means as long as allowed; everything is clamped to
+    ``limit`` (``server.scheduling.max_keep_alive``). None: the request asks nothing."""
+    value = header_value if header_value is not None else body_value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("-"):
+            return limit
+        try:
+            seconds = parse_duration(float(text) if _NUMBER.match(text) else text)
+        except ValueError as exc:
+            raise ProxyError(400, "invalid_keep_alive", f"keep_alive: {exc}") from exc
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = limit if value < 0 else float(value)
+    else:
+        raise ProxyError(
+            400, "invalid_keep_alive", f"keep_alive must be seconds or a duration, not {value!r}"
+        )
+    return min(seconds, limit)
+
+
+_NUMBER = re.compile(r"^\d+(\.\d+)?$")
 
 
 def pick_target(

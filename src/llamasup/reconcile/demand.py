@@ -1,8 +1,8 @@
 """Requests waiting for a sidecar that is not ready yet, as the planner sees them.
 
 A demand exists while at least one request waits for its key; the first waiter's arrival time
-orders demands first come first served. A waiter that gives up (timeout, client gone) withdraws
-its share of the demand on the way out.
+and the highest waiting priority order demands (the planner adds aging). A waiter that gives up
+(timeout, client gone) withdraws its share of the demand on the way out.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ class WaitingDemand:
     waiters: int = 0
     refused: str | None = None
     reason: str | None = None
+    #: waiting requests by priority (a count each), for the highest
+    priorities: dict[int, int] = field(default_factory=dict)
     _wakeups: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def priority(self) -> int:
+        return max(self.priorities, default=0)
 
     async def changed(self, at_most: float) -> None:
         """Wait until something about this key changed, or ``at_most`` seconds passed."""
@@ -49,15 +55,21 @@ class DemandBook:
         self._demands: dict[str, WaitingDemand] = {}
 
     @contextlib.contextmanager
-    def waiting(self, key: str) -> Iterator[WaitingDemand]:
+    def waiting(self, key: str, priority: int = 0) -> Iterator[WaitingDemand]:
         demand = self._demands.get(key)
         if demand is None:
             demand = self._demands[key] = WaitingDemand(key, self._clock())
         demand.waiters += 1
+        demand.priorities[priority] = demand.priorities.get(priority, 0) + 1
         try:
             yield demand
         finally:
             demand.waiters -= 1
+            left = demand.priorities[priority] - 1
+            if left:
+                demand.priorities[priority] = left
+            else:
+                del demand.priorities[priority]
             if demand.waiters == 0 and self._demands.get(key) is demand:
                 del self._demands[key]
 
@@ -65,7 +77,7 @@ class DemandBook:
         demand = self._demands.get(key)
         if demand is None or demand.refused is not None:
             return None
-        return Demand(waiting=demand.waiters, since=demand.since)
+        return Demand(waiting=demand.waiters, since=demand.since, priority=demand.priority)
 
     def notify(self, key: str) -> None:
         demand = self._demands.get(key)
@@ -89,3 +101,8 @@ class DemandBook:
     def waiting_count(self, key: str) -> int:
         demand = self._demands.get(key)
         return 0 if demand is None else demand.waiters
+
+    def waiting_since(self, key: str) -> float | None:
+        """When the oldest request still waiting for ``key`` arrived."""
+        demand = self._demands.get(key)
+        return None if demand is None else demand.since

@@ -2,8 +2,10 @@
 
 Stops run first. A stop of an idle sidecar is awaited before any start, so its memory is free
 when the next model loads; a stop of a busy one drains in the background (new requests for
-its key wait for the replacement) and is bounded by ``server.stop_grace``. Starts only ask for
-the process to begin: readiness is awaited by the requests that need it, not by the pass.
+its key wait for the replacement). A swap's drain waits for the last request in flight; the
+drain of a profile change or an operator's unload is bounded by ``server.stop_grace``. Starts
+only ask for the process to begin: readiness is awaited by the requests that need it, not by
+the pass.
 
 The executor reaches the world only through :class:`Effects`, so it can be tested with a
 recording fake and read without the reconciler (as llama-swap's router keeps its swap policy
@@ -144,8 +146,10 @@ class Executor:
             if effects.in_flight(key) > 0:
                 event = self._idle.setdefault(key, asyncio.Event())
                 logger.info("draining %s before stopping it (%s)", key, stop.reason)
+                # a swap waits for the last request; a profile change or an unload is bounded
+                bound = grace if stop.bounded else None
                 try:
-                    await asyncio.wait_for(event.wait(), grace)
+                    await asyncio.wait_for(event.wait(), bound)
                 except TimeoutError:
                     logger.warning(
                         "%s still has %d requests after %.1fs; stopping anyway",

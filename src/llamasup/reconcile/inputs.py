@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from llamasup.errors import ResolveError
-from llamasup.planner.types import Have, HaveState, Limits, Want
+from llamasup.planner.types import Have, HaveState, Limits, Scheduling, Want
 from llamasup.profiles.types import Profiles
 from llamasup.reconcile.demand import DemandBook
 from llamasup.reconcile.leases import Leases
@@ -24,8 +24,13 @@ logger = logging.getLogger(__name__)
 
 
 def limits_of(profiles: Profiles) -> Limits:
+    server = profiles.server
     groups = {name: group.max_running for name, group in profiles.groups.items()}
-    return Limits(profiles.server.max_sidecars, profiles.server.memory_budget, groups)
+    config = server.scheduling
+    scheduling = Scheduling(
+        max_wait=config.max_wait, min_resident=config.min_resident, aging=config.aging_step
+    )
+    return Limits(server.max_sidecars, server.memory_budget, groups, scheduling)
 
 
 class PlanInputs:
@@ -86,6 +91,7 @@ class PlanInputs:
             ttl=None if pinned else spec.ttl,
             group=spec.group,
             demand=None if held else self._demands.planner_demand(spec.key),
+            priority=spec.priority,
         )
 
     def haves(self) -> list[Have]:
@@ -111,6 +117,8 @@ class PlanInputs:
         key = status.key
         spec = self._registry.spec_for(key)
         last_used = self._leases.last_used(key)
+        sidecar = status.sidecar
+        ready = sidecar.state is SidecarState.READY
         return Have(
             key=key,
             model=status.sidecar.model,
@@ -121,6 +129,9 @@ class PlanInputs:
             pinned=False if spec is None else spec.pinned,
             group=None if spec is None else spec.group,
             failure=status.sidecar.last_error or "" if status.gave_up else "",
+            ready_at=sidecar.ready_at if ready else None,
+            load_time=status.load_time,
+            keep_until=self._leases.keep_until(key),
         )
 
     def _planner_state(self, status: SupervisedStatus) -> HaveState:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from llamasup.errors import CapacityError, SidecarError, SidecarStartError
 from llamasup.reconcile.demand import DemandBook
+from llamasup.reconcile.pool import DEFAULT_TERMS, Terms
 from llamasup.sidecars.supervisor import Supervisor
 from llamasup.sidecars.types import SidecarState
 from llamasup.spec.resolve import SidecarSpec, missing_model_file
@@ -58,12 +59,17 @@ class Leases:
         self._last_used: dict[str, float] = {}
         #: keys started by a plan and not yet ready (their idle time starts at READY)
         self._fresh: set[str] = set()
+        #: until when a request asked a key's sidecar to stay loaded (``keep_alive``)
+        self._keep_until: dict[str, float] = {}
 
     def in_flight(self, key: str) -> int:
         return self._in_flight.get(key, 0)
 
     def last_used(self, key: str) -> float | None:
         return self._last_used.get(key)
+
+    def keep_until(self, key: str) -> float | None:
+        return self._keep_until.get(key)
 
     def usable(self, key: str) -> bool:
         """Ready and not being drained: a new request may be sent to it now."""
@@ -75,6 +81,8 @@ class Leases:
     # -- what the sidecar's life tells the leases -------------------------------------------
 
     def started(self, key: str) -> None:
+        # a keep_alive was asked of the process that ran before, not of this one
+        self._keep_until.pop(key, None)
         # a new process starts its idle time when it is ready, whatever an earlier sidecar of
         # the key (or a lease that outlived it, even one ending while this one loads) left
         self._fresh.add(key)
@@ -90,11 +98,17 @@ class Leases:
     def forget(self, key: str) -> None:
         self._last_used.pop(key, None)
         self._fresh.discard(key)
+        self._keep_until.pop(key, None)
 
     # -- the lease -----------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def lease(self, spec: SidecarSpec, timeout: float) -> AsyncIterator[Lease]:  # noqa: ASYNC109
+    async def lease(
+        self,
+        spec: SidecarSpec,
+        timeout: float,  # noqa: ASYNC109 - a wait budget, checked per step
+        terms: Terms = DEFAULT_TERMS,
+    ) -> AsyncIterator[Lease]:
         """A ready sidecar for ``spec``, held in flight for the duration of the block."""
         key = spec.key
         if not self.usable(key):
@@ -103,7 +117,7 @@ class Leases:
                 # refused before it becomes a demand: a start that cannot succeed must not
                 # evict a sidecar that works
                 raise SidecarStartError(f"{spec.model}: {missing}", None, ())
-            await self._wait_until_ready(spec, timeout)
+            await self._wait_until_ready(spec, timeout, terms.priority)
         sidecar = self._supervisor.get(key)
         port = sidecar.port if sidecar is not None else None
         if sidecar is None or port is None:  # pragma: no cover - guarded by usable()
@@ -116,17 +130,20 @@ class Leases:
             # past stop_grace): a lease of the key's next sidecar is counted on top, and this
             # one ending takes away only its own request
             remaining = max(self._in_flight.get(key, 0) - 1, 0)
-            self._last_used[key] = self._clock()
+            now = self._last_used[key] = self._clock()
+            if terms.keep_alive is not None:
+                # the latest request that asked says how long the sidecar stays once idle
+                self._keep_until[key] = now + terms.keep_alive
             if remaining:
                 self._in_flight[key] = remaining
             else:
                 self._in_flight.pop(key, None)
                 self._released(spec)
 
-    async def _wait_until_ready(self, spec: SidecarSpec, budget: float) -> None:
+    async def _wait_until_ready(self, spec: SidecarSpec, budget: float, priority: int) -> None:
         key = spec.key
         deadline = asyncio.get_running_loop().time() + budget
-        with self.demands.waiting(key) as demand:
+        with self.demands.waiting(key, priority) as demand:
             self._wanted()
             while not self.usable(key):
                 remaining = deadline - asyncio.get_running_loop().time()

@@ -56,6 +56,23 @@ class Origin:
 
 
 @dataclass(frozen=True, slots=True)
+class Terms:
+    """What one request asks of the pool besides its sidecar.
+
+    ``priority``: its demand is served before lower ones (with aging, so none starves);
+    ``keep_alive``: seconds its sidecar should stay loaded once idle after it (0: unload it
+    as soon as it is idle; None: the profile's ``ttl``), already clamped to the profile's
+    ``server.scheduling.max_keep_alive``.
+    """
+
+    priority: int = 0
+    keep_alive: float | None = None
+
+
+DEFAULT_TERMS = Terms()
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamAddress:
     """The plain implementation of :class:`Upstream`."""
 
@@ -68,7 +85,8 @@ class UpstreamAddress:
 class SidecarPool(Protocol):
     """What the proxy needs from the reconciler.
 
-    ``lease(spec, timeout=..., origin=...)`` returns an async context manager that, on entry:
+    ``lease(spec, timeout=..., origin=..., terms=...)`` returns an async context manager that,
+    on entry:
 
     * registers demand for ``spec`` (starting its sidecar if needed; concurrent leases of one
       spec share one start),
@@ -76,6 +94,7 @@ class SidecarPool(Protocol):
       :class:`~llamasup.errors.SidecarError` or :class:`TimeoutError`),
     * raises :class:`~llamasup.errors.CapacityError` when the sidecar can never fit,
     * withdraws the demand if the waiting task is cancelled (the client went away),
+    * waits (as demand) instead of entering while the sidecar is being drained,
 
     and while entered counts the request as in flight, so the sidecar is not evicted under it.
     On exit it stops counting the request and records the time of last use; it should do
@@ -85,7 +104,12 @@ class SidecarPool(Protocol):
     """
 
     def lease(
-        self, spec: SidecarSpec, *, timeout: float, origin: Origin | None = None
+        self,
+        spec: SidecarSpec,
+        *,
+        timeout: float,
+        origin: Origin | None = None,
+        terms: Terms = DEFAULT_TERMS,
     ) -> AbstractAsyncContextManager[Upstream]: ...
 
     def state(self, key: str) -> str | None:

@@ -29,7 +29,7 @@ from llamasup.reconcile.history import ReconcileStatus
 from llamasup.reconcile.inputs import PlanInputs, limits_of
 from llamasup.reconcile.leases import Lease, Leases
 from llamasup.reconcile.loop import ReconcileLoop
-from llamasup.reconcile.pool import Origin
+from llamasup.reconcile.pool import DEFAULT_TERMS, Origin, Terms
 from llamasup.reconcile.registry import Registry
 from llamasup.reconcile.snapshot import SidecarView, argv_of
 from llamasup.sidecars.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
@@ -111,10 +111,11 @@ class Reconciler:
         *,
         timeout: float,  # noqa: ASYNC109 - the pool contract: a wait budget, checked per step
         origin: Origin | None = None,
+        terms: Terms = DEFAULT_TERMS,
     ) -> AsyncIterator[Lease]:
         """A ready sidecar for ``spec``, held in flight for the duration of the block."""
         self.registry.remember(spec, origin or Origin(spec.model, None))
-        async with self.leases.lease(spec, timeout) as lease:
+        async with self.leases.lease(spec, timeout, terms) as lease:
             yield lease
 
     def state(self, key: str) -> str | None:

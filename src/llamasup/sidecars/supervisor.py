@@ -61,6 +61,12 @@ class SupervisedStatus:
     def key(self) -> str:
         return self.sidecar.key
 
+    @property
+    def load_time(self) -> float | None:
+        """Spawn to ready of the current run (None until it is ready)."""
+        started, ready = self.sidecar.started_at, self.sidecar.ready_at
+        return None if started is None or ready is None else max(0.0, ready - started)
+
     def as_dict(self) -> dict[str, object]:
         data = self.sidecar.as_dict()
         data.update(failures=self.failures, gave_up=self.gave_up, retry_in=self.retry_in)

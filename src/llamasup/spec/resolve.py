@@ -43,6 +43,7 @@ class SidecarSpec:
     memory: int | None = None
     group: str | None = None
     concurrency: int | None = None
+    priority: int = 0
     load_flags: FlagSet = field(default_factory=FlagSet, compare=False, repr=False)
     key: str = field(default="", compare=False)
 
@@ -55,8 +56,8 @@ class SidecarSpec:
 
         In: kind, binary as configured, the load-time argv (model path included), and the
         environment the profile sets. Out: the model id and everything that does not change the
-        running process (pinned, ttl, group, memory override, request-time defaults). Equal key
-        means the running process is reused as is.
+        running process (pinned, ttl, group, memory override, priority, request-time
+        defaults). Equal key means the running process is reused as is.
         """
         payload = {
             "kind": self.kind,
@@ -96,6 +97,13 @@ class Resolved:
     @property
     def upstream_model(self) -> str:
         return self.spec.served_name
+
+    @property
+    def priority(self) -> int:
+        """The priority of a request for this pair: the agent's, else the model's."""
+        if self.agent is not None and self.agent.priority is not None:
+            return self.agent.priority
+        return self.model.priority
 
 
 def split_target(name: str) -> tuple[str, str | None]:
@@ -225,5 +233,6 @@ def _spec(
         memory=model.memory,
         group=model.group,
         concurrency=model.concurrency,
+        priority=model.priority,
         load_flags=flags,
     )

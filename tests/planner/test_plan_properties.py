@@ -17,6 +17,7 @@ from llamasup.planner.types import (
     Limits,
     Plan,
     Refuse,
+    Scheduling,
     Start,
     Stop,
     Wait,
@@ -40,7 +41,12 @@ STATES: list[HaveState] = [
 memories = st.one_of(st.none(), st.integers(0, 6).map(lambda n: n * GIB))
 demands = st.one_of(
     st.none(),
-    st.builds(Demand, waiting=st.integers(1, 3), since=st.integers(0, 50).map(float)),
+    st.builds(
+        Demand,
+        waiting=st.integers(1, 3),
+        since=st.integers(0, 50).map(float),
+        priority=st.sampled_from([0, 0, 1, 5]),
+    ),
 )
 
 
@@ -57,6 +63,7 @@ def wants(draw: st.DrawFn) -> list[Want]:
             ttl=draw(st.one_of(st.none(), st.integers(1, 100).map(float))),
             group=draw(st.sampled_from(GROUPS)),
             demand=draw(demands),
+            priority=draw(st.sampled_from([0, 0, 1, 5])),
         )
         for key in keys
     ]
@@ -76,16 +83,30 @@ def haves(draw: st.DrawFn) -> list[Have]:
             pinned=draw(st.booleans()),
             group=draw(st.sampled_from(GROUPS)),
             failure="start limit reached",
+            ready_at=draw(st.one_of(st.none(), st.integers(0, 100).map(float))),
+            load_time=draw(st.one_of(st.none(), st.sampled_from([0.1, 2.0, 30.0]))),
+            keep_until=draw(st.one_of(st.none(), st.integers(0, 200).map(float))),
         )
         for key in keys
     ]
 
 
+schedulings = st.one_of(
+    st.just(Scheduling()),  # the legacy policy: never drain for a demand
+    st.builds(
+        Scheduling,
+        max_wait=st.sampled_from([0.0, 3.0, 10.0]),
+        min_resident=st.one_of(st.none(), st.sampled_from([0.0, 5.0])),
+        aging=st.one_of(st.none(), st.sampled_from([1.0, 10.0])),
+        linger=st.one_of(st.none(), st.sampled_from([0.0, 5.0])),
+    ),
+)
 limits_st = st.builds(
     Limits,
     max_sidecars=st.one_of(st.none(), st.integers(0, 5)),
     memory_budget=st.one_of(st.none(), st.integers(0, 14).map(lambda n: n * GIB)),
     groups=st.fixed_dictionaries({"g": st.integers(1, 2)}),
+    scheduling=schedulings,
 )
 nows = st.integers(0, 200).map(float)
 
@@ -137,11 +158,29 @@ def test_invariants(desired: list[Want], observed: list[Have], limits: Limits, n
     for stop in result.stops:
         want = wanted.get(stop.key)
         assert want is None or not want.pinned, "a desired pinned sidecar is never stopped"
+        if stop.reason not in ("changed", "removed", "unloaded"):
+            assert not stop.bounded, "a swap never cuts a request in flight"
         if stop.reason in ("evicted-lru", "evicted-memory", "idle-ttl"):
             assert seen[stop.key].in_flight == 0, "never evicts a busy sidecar"
             assert want is not None and want.demand is None, "never evicts a demanded one"
         if stop.reason == "group":
             assert want is not None and want.demand is None and stop.drain
+        if stop.reason in ("evicted-lru", "evicted-memory"):
+            keep = seen[stop.key].keep_until
+            assert keep is None or keep <= now, "a kept sidecar is only ever drained"
+        if stop.reason == "contention":
+            # a drain for a demand that waited max_wait: it finishes its requests first
+            max_wait = limits.scheduling.max_wait
+            assert max_wait is not None and stop.drain
+            assert want is None or not want.pinned
+            assert want is None or want.demand is None, "its own waiting requests came first"
+            assert any(
+                w.demand is not None and now - w.demand.since >= max_wait for w in desired
+            ), "only a demand that waited max_wait drains"
+        if stop.reason == "keep-alive":
+            kept = seen[stop.key]
+            assert kept.in_flight == 0 and kept.keep_until is not None
+            assert kept.keep_until <= now
 
     for start in result.starts:
         want = wanted[start.key]

@@ -27,6 +27,6 @@ RESTART_BACKOFF_MAX = 60.0
 RESTART_MAX_FAILURES = 5
 RESTART_WINDOW = 300.0
 #: scheduling under contention: a waiting demand may drain busy sidecars after this long
-MAX_WAIT = 5.0
+MAX_WAIT = 3.0
 #: a request's ``keep_alive`` is clamped to this
 MAX_KEEP_ALIVE = 3600.0

@@ -23,7 +23,8 @@ class Occupant:
 
     ``demanded``: requests wait for it; ``fresh``: started by this plan; ``leaving``: it is
     stopping (or being drained by this plan) and gives its room back once gone; ``kept``: a
-    request asked to keep it (``keep_alive``), so only a drain takes it, never an eviction.
+    request asked to keep it (``keep_alive``), so only a drain takes it, never an eviction;
+    ``warm``: idle, but used so recently that it is treated like a busy one.
     ``resident_until``: it may not be drained for another before then (minimum residency).
     """
 
@@ -38,12 +39,15 @@ class Occupant:
     fresh: bool = False
     leaving: bool = False
     kept: bool = False
+    warm: bool = False
+    #: when a warm sidecar stops counting as in use (idle since then: evictable)
+    cold_at: float = 0.0
     priority: int = 0
     resident_until: float = 0.0
 
     @property
     def protected(self) -> bool:
-        return self.in_flight > 0 or self.demanded or self.fresh or self.kept
+        return self.in_flight > 0 or self.demanded or self.fresh or self.kept or self.warm
 
     @property
     def evictable(self) -> bool:
@@ -54,7 +58,7 @@ class Occupant:
         """Busy only with requests in flight (or kept): it can be asked to finish them and go.
 
         Waiting requests (or a start in this plan) came first, so it keeps its turn."""
-        return (self.in_flight > 0 or self.kept) and not (
+        return (self.in_flight > 0 or self.kept or self.warm) and not (
             self.demanded or self.fresh or self.pinned or self.leaving
         )
 

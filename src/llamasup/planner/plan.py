@@ -12,25 +12,40 @@ Rules, in the order they are applied:
    start the new keys. A ``stopped``/``failed`` record that is no longer desired gets a Stop too,
    which tells the supervisor to forget it.
 2. **Idle TTL.** A desired, ready, unpinned sidecar with no request in flight and no demand,
-   idle for ``ttl`` seconds or more, is stopped (``idle-ttl``). ``Plan.wake_at`` says when the
-   next one would expire, so the reconciler can set a timer instead of polling.
+   idle for ``ttl`` seconds or more, is stopped (``idle-ttl``); a request's ``keep_alive``
+   (``Have.keep_until``) replaces the ttl (``keep-alive``; 0 unloads it as soon as it is
+   idle). ``Plan.wake_at`` says when the next one would expire, so the reconciler can set a
+   timer instead of polling.
 3. **Over the limits** (limits lowered by a reload): least-recently-used idle sidecars are
    evicted until the running set fits again; busy and pinned ones are left alone, with a note.
-4. **Starts**, candidates in this order: pinned (by key), then demanded (first come first
-   served: by ``Demand.since``, then key), then preload (by key). For each candidate:
+4. **Starts**, candidates in this order: pinned (by key), then demanded (highest effective
+   priority first: ``Demand.priority`` plus one per ``Scheduling.aging`` seconds waited; then
+   first come first served: by ``Demand.since``, then key), then preload (by key). For each:
    - already starting/ready/backoff: nothing to do; ``failed``: Refuse with the failure;
      ``stopping``: Wait until it has exited.
    - it can never fit, because it exceeds the memory budget on its own or because pinned
      sidecars hold the count, memory or group room it needs: Refuse, naming the numbers.
-   - otherwise it is started if it fits after evicting least-recently-used idle sidecars (not
-     pinned, nothing in flight, no demand, not just started). Other members of its group are
-     stopped to make room in the group: idle ones at once, busy ones drained.
-   - if it only fits once busy sidecars are done (or drained group members have gone), it
-     Waits, evicts nothing yet, and reserves its room, so later candidates cannot take it: that
-     is what makes demands first come first served.
+   - otherwise it is started if it fits after evicting *cold* sidecars: least recently used
+     first, not pinned, nothing in flight, no demand, not just started, not kept by a
+     ``keep_alive``, and idle longer than their *linger* (their load time, within
+     ``max_wait``: an idle gap between two requests of an agent is not a reason to swap).
+     Other members of its group are stopped to make room in the group: idle ones at once,
+     busy ones drained.
+   - if it only fits once busy (or warm, or kept) sidecars are gone, it Waits, reserves its
+     room so later candidates cannot take it, and evicts nothing yet. Once a demand has
+     waited ``Scheduling.max_wait`` it *drains* what it needs (``contention``): lowest
+     priority, then least recently used, first; only sidecars past their minimum residency
+     (``Scheduling.residency``: twice their load time) that do not outrank the demand's
+     effective priority. A drained sidecar admits no new request, finishes the ones in
+     flight, and stops; the demand starts on a later pass. Without ``max_wait`` (the default
+     ``Scheduling()``) a demand waits until the sidecars go idle on their own.
+     ``Plan.wake_at`` asks for the pass at which a held sidecar cools down or may be drained.
    - a preload never evicts and never waits: it starts only into free room, and only if the
      key was never observed. The supervisor keeps ``stopped`` records of sidecars it stopped,
      which is how an evicted or idle-stopped preload sidecar stays stopped until demanded.
+
+A swap never cuts a request in flight: every drain but a profile change's or an unload's
+(``Stop.bounded``) waits for the last request.
 
 Accounting: a sidecar holds its memory, a count slot and a group slot while it is starting,
 ready, in backoff or stopping (until its process is gone). A Stop of a sidecar with nothing in
@@ -197,7 +212,9 @@ class _Planner:
         if memory is None:
             self.notes.append(f"{have.model} ({have.key}): memory unknown, counted as 0")
             memory = 0
-        residency = self.limits.scheduling.residency(have.load_time)
+        scheduling = self.limits.scheduling
+        residency = scheduling.residency(have.load_time)
+        idle = have.in_flight == 0 and have.state == "ready"
         occupant = Occupant(
             key=have.key,
             model=have.model,
@@ -209,6 +226,8 @@ class _Planner:
             demanded=want is not None and want.demand is not None,
             leaving=leaving,
             kept=have.keep_until is not None and have.keep_until > self.now,
+            warm=idle and self.now < have.last_used + scheduling.warmth(have.load_time),
+            cold_at=have.last_used + scheduling.warmth(have.load_time),
             priority=0 if want is None else want.priority,
             resident_until=(have.ready_at + residency) if have.ready_at is not None else self.now,
         )
@@ -375,26 +394,33 @@ class _Planner:
             return lambda occupant: False
         rank = self._effective_priority(demand)
         now = self.now
-        return lambda occupant: now >= occupant.resident_until and rank >= occupant.priority
+
+        def may_drain(occupant: Occupant) -> bool:
+            return now >= occupant.resident_until and rank >= occupant.priority
+
+        return may_drain
 
     def _wake_for_held(self, want: Want, held: list[Occupant]) -> None:
-        """Ask for a pass when the first held sidecar becomes drainable for ``want``."""
+        """Ask for a pass when the first held sidecar can make room for ``want``: a warm one
+        once it has idled long enough to be evicted, any once ``want`` may drain it."""
         scheduling = self.limits.scheduling
         demand = want.demand
         if scheduling.max_wait is None or demand is None:
             return
-        earliest: float | None = None
+        times: list[float] = []
         for occupant in held:
+            if occupant.warm:
+                times.append(occupant.cold_at)
             at = max(demand.since + scheduling.max_wait, occupant.resident_until)
             gap = occupant.priority - demand.priority
             if gap > 0:
                 if scheduling.aging is None:
                     continue  # it outranks the demand for good
                 at = max(at, demand.since + gap * scheduling.aging)
-            if earliest is None or at < earliest:
-                earliest = at
-        if earliest is not None and earliest > self.now:
-            self._wake(earliest)
+            times.append(at)
+        later = [at for at in times if at > self.now]
+        if later:
+            self._wake(min(later))
 
     def _drain_reason(self, want: Want) -> str:
         demand = want.demand

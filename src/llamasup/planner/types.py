@@ -95,23 +95,38 @@ class Scheduling:
     their requests in flight, admit no new ones, then stop); ``None`` never drains for a
     demand (it waits for them to go idle on their own). ``min_resident``: a sidecar is not
     drained for another before it has been ready this long (``None``: twice its measured load
-    time, at least ``MIN_RESIDENT_FLOOR``, at most ``max_wait``). ``aging``: each this many
+    time, at least ``MIN_RESIDENT_FLOOR``). ``aging``: each this many
     seconds of waiting raises a demand's priority by one (``None``: no aging).
     """
 
     max_wait: float | None = None
     min_resident: float | None = None
     aging: float | None = None
+    linger: float | None = None
+
+    def warmth(self, load_time: float | None) -> float:
+        """How long after its last request an idle sidecar still counts as in use: a demand
+        then waits (up to ``max_wait``) instead of evicting it at once. ``linger`` None: its
+        measured load time (reloading it would cost that much), at least ``MIN_RESIDENT_FLOOR``
+        and at most ``max_wait``; without
+        ``max_wait``, 0 (an idle sidecar is evicted at once)."""
+        if self.max_wait is None:
+            return 0.0
+        if self.linger is not None:
+            return self.linger
+        return min(self.max_wait, max(MIN_RESIDENT_FLOOR, load_time or 0.0))
 
     def residency(self, load_time: float | None) -> float:
+        """How long a ready sidecar serves before a demand may drain it: a model that took
+        30 s to load is not swapped out after 2 (that is thrash, whatever ``max_wait`` says)."""
         if self.min_resident is not None:
             return self.min_resident
-        auto = max(MIN_RESIDENT_FLOOR, 2 * (load_time or 0.0))
-        return auto if self.max_wait is None else min(auto, self.max_wait)
+        return max(MIN_RESIDENT_FLOOR, RESIDENCY_FACTOR * (load_time or 0.0))
 
 
 #: the least automatic minimum residency: a sidecar that loads in 25 ms still serves a while
 MIN_RESIDENT_FLOOR = 1.0
+RESIDENCY_FACTOR = 2.0
 
 
 @dataclass(frozen=True)

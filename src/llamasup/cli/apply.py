@@ -27,7 +27,7 @@ from llamasup.cli.client import (
     unexpected,
 )
 from llamasup.cli.table import issue_text, plan_lines
-from llamasup.profiles.load import profile_files
+from llamasup.profiles.discover import profile_files
 
 #: plan actions that change what runs (a wait or a refusal is about requests, not the profiles)
 _CHANGING_ACTIONS = ("stop", "start")

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llamasup.cli.profiles import add_output_flag, default_profile_path
+from llamasup.cli.profiles import add_output_flag
 from llamasup.doctor import CheckResult, run_checks
+from llamasup.profiles.discover import default_profile_path
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

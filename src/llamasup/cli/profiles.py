@@ -12,25 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
+from llamasup.profiles.discover import default_profile_path
 from llamasup.profiles.load import Profiles, load_profiles
 from llamasup.service.auth import ApiKeyError, load_keys
 from llamasup.spec.resolve import Resolved, resolve, split_target
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-DEFAULT_PROFILE_DIR = "profiles"
-PROFILES_ENV = "LLAMASUP_PROFILES"
-
-
-def default_profile_path(environ: Mapping[str, str] | None = None) -> Path:
-    """``$LLAMASUP_PROFILES``, else ``./profiles``, else ``./profiles.yaml`` if it exists."""
-    env = os.environ if environ is None else environ
-    if env.get(PROFILES_ENV):
-        return Path(env[PROFILES_ENV])
-    directory = Path(DEFAULT_PROFILE_DIR)
-    single = Path("profiles.yaml")
-    if not directory.exists() and single.exists():
-        return single
-    return directory
 
 
 def add_output_flag(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llamasup.cli.profiles import default_profile_path
 from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
+from llamasup.profiles.discover import default_profile_path
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.persist import recover
 from llamasup.runtime.install import install

@@ -21,12 +21,9 @@ from typing import Any
 
 import httpx
 
+from llamasup.cli.commands.connection import API_KEY_ENV, DEFAULT_SERVER, EXIT_ERROR, SERVER_ENV
 from llamasup.errors import LlamasupError
 from llamasup.profiles.discover import default_profile_path, read_listen
-
-SERVER_ENV = "LLAMASUP_SERVER"
-API_KEY_ENV = "LLAMASUP_API_KEY"
-DEFAULT_SERVER = "http://127.0.0.1:8402"
 
 #: requests wait this long for an answer; an apply that starts sidecars may take a while
 REQUEST_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
@@ -178,29 +175,9 @@ class ControlClient:
             raise ControlError(f"{self.server}: {error_message(response)}{hint}")
 
 
-# -- the command-line side: flags every control command takes, and how failures print -------
-
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+# -- the command-line side: opening the client for a command, and how failures print ---------
 
 Handler = Callable[[argparse.Namespace, ControlClient], int]
-
-
-def add_connection_flags(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
-    parser.add_argument(
-        "--server",
-        metavar="URL",
-        help=f"llamasup to talk to (default: ${SERVER_ENV}, else server.listen of the local "
-        f"profiles, else {DEFAULT_SERVER})",
-    )
-    parser.add_argument("--api-key", metavar="KEY", help=f"admin API key (default: ${API_KEY_ENV})")
-    if output:
-        parser.add_argument(
-            "-o",
-            "--output",
-            choices=("table", "text", "json"),
-            default="table",
-            help="output format (text = table)",
-        )
 
 
 def connected(handler: Handler) -> Callable[[argparse.Namespace], int]:

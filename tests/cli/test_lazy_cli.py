@@ -17,6 +17,7 @@ from llamasup.cli.main import build_parser
 #: cache path, found by the standard-library-only runtime.locate)
 ALLOWED = {
     "llamasup",
+    "llamasup._version",
     "llamasup.errors",
     "llamasup.cli",
     "llamasup.cli.main",

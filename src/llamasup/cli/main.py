@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llamasup import __version__
+from llamasup._version import __version__
 from llamasup.cli.commands import apply as apply_commands
 from llamasup.cli.commands import control as control_commands
 from llamasup.cli.commands import doctor as doctor_commands

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llamasup import __version__
+from llamasup._version import __version__
 from llamasup.planner.plan import Plan
 from llamasup.reconcile.history import action_dict
 from llamasup.sidecars.types import SidecarState

@@ -32,7 +32,14 @@ class LlamasupError(Exception):
 
 @dataclass(frozen=True)
 class ProfileIssue:
-    """One problem in a profile set, located as precisely as the input allows."""
+    """One problem in a profile set, located as precisely as the input allows.
+
+    Attributes:
+        file: the profile file.
+        line: the line in it, when the problem has one.
+        path: the key path (``models.gemma.args``); empty for the whole file.
+        message: what is wrong, and what is allowed.
+    """
 
     file: str
     line: int | None
@@ -49,7 +56,12 @@ class ProfileIssue:
 
 
 class ProfileError(LlamasupError):
-    """Profiles failed to load; ``issues`` holds every problem found, not just the first."""
+    """Profiles failed to load; ``issues`` holds every problem found, not just the first.
+
+    Attributes:
+        issues: every error found.
+        warnings: what was also noticed, as a valid set would report it.
+    """
 
     def __init__(
         self, issues: Sequence[ProfileIssue], *, warnings: Sequence[ProfileIssue] = ()
@@ -74,6 +86,14 @@ class ResolveError(LlamasupError):
 
 
 class UnknownModelError(ResolveError):
+    """No model or alias of that name (or an agent without a model of its own, named alone).
+
+    Attributes:
+        name: the name asked for.
+        known: the models that could have been named.
+        agent: the agent named alone, when that is what happened.
+    """
+
     def __init__(self, name: str, known: Sequence[str], *, agent: str | None = None) -> None:
         self.name = name
         self.known = tuple(known)
@@ -91,6 +111,13 @@ class UnknownModelError(ResolveError):
 
 
 class UnknownAgentError(ResolveError):
+    """No agent of that name.
+
+    Attributes:
+        name: the name asked for.
+        known: the agents that could have been named.
+    """
+
     def __init__(self, name: str, known: Sequence[str]) -> None:
         self.name = name
         self.known = tuple(known)
@@ -107,7 +134,7 @@ class RuntimeInstallError(LlamasupError):
 
 
 class SidecarError(LlamasupError):
-    """A sidecar could not be made ready."""
+    """A sidecar could not be made ready (the subclasses say how: start, timeout, start limit)."""
 
 
 class SidecarStartError(SidecarError):

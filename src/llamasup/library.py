@@ -38,7 +38,15 @@ from llamasup.spec.resolve import Resolved, split_target
 
 @dataclass(frozen=True)
 class LocalSidecar:
-    """A ready sidecar leased by the program."""
+    """A ready sidecar leased by the program: where to send requests, and what with them.
+
+    Attributes:
+        key: the sidecar's identity (the hash of binary, model, load-time flags, environment).
+        url: its loopback base URL, e.g. ``http://127.0.0.1:41234``.
+        model: the model name llama-server answers to.
+        defaults: the agent's request-time defaults, to merge into request bodies.
+        headers: the authorization of the sidecar's current start, for every request.
+    """
 
     key: str
     url: str
@@ -51,21 +59,52 @@ class LocalSidecar:
 
 
 class LocalModels:
+    """The running profile set of a :func:`local_models` block: resolve, lease and unload.
+
+    One reconciler, as in ``llamasup serve``, decides which sidecars run: a model starts on
+    its first lease, stays warm for the next ones (until its ``ttl``, or until the limits
+    make room for another), and concurrent first leases share one start. Made by
+    :func:`local_models`, not by the program; valid only inside its ``async with`` block.
+    """
+
     def __init__(self, reconciler: Reconciler, start_timeout: float) -> None:
         self._reconciler = reconciler
         self._start_timeout = start_timeout
 
     @property
     def profiles(self) -> Profiles:
+        """The profile set being served (frozen)."""
         return self._reconciler.profiles
 
     def resolve(self, target: str) -> Resolved:
-        """``model``, ``alias`` or ``model@agent`` → spec and request defaults (raises
-        UnknownModelError / UnknownAgentError)."""
+        """What a target runs, without starting anything.
+
+        Args:
+            target: ``model``, ``alias`` or ``model@agent``.
+
+        Returns:
+            The sidecar spec (command line, key) and the agent's request defaults.
+
+        Raises:
+            UnknownModelError: the profiles define no such model or alias.
+            UnknownAgentError: the profiles define no such agent.
+        """
         model, agent = split_target(target)
         return self._reconciler.resolver.resolve(model, agent)
 
     def request_defaults(self, target: str) -> Mapping[str, Any]:
+        """The request-time defaults of a target's agent (``temperature``, ``top_k``, ...).
+
+        Args:
+            target: ``model``, ``alias`` or ``model@agent``.
+
+        Returns:
+            The JSON fields to merge under a request body; empty without an agent that sets any.
+
+        Raises:
+            UnknownModelError: the profiles define no such model or alias.
+            UnknownAgentError: the profiles define no such agent.
+        """
         return self.resolve(target).request_defaults
 
     @contextlib.asynccontextmanager
@@ -74,7 +113,23 @@ class LocalModels:
     ) -> AsyncIterator[LocalSidecar]:
         """A ready sidecar for ``target`` (started if needed), held in flight for the block.
 
-        Waits at most ``start_within`` seconds (default ``server.start_timeout``) for it.
+        While the block runs the sidecar counts a request in flight: nothing evicts it.
+
+        Args:
+            target: ``model``, ``alias`` or ``model@agent``.
+            start_within: seconds to wait for the sidecar to be ready (default: the
+                profiles' ``server.start_timeout``).
+
+        Yields:
+            The ready sidecar's URL, served model name, request defaults and headers.
+
+        Raises:
+            UnknownModelError: the profiles define no such model or alias.
+            UnknownAgentError: the profiles define no such agent.
+            SidecarError: the sidecar could not be made ready (it exited while starting,
+                its model file is missing, it reached its start limit).
+            CapacityError: the sidecar can never fit under the configured limits.
+            TimeoutError: it was not ready within ``start_within`` seconds.
         """
         resolved = self.resolve(target)
         agent = resolved.agent.name if resolved.agent is not None else None
@@ -90,7 +145,20 @@ class LocalModels:
             )
 
     async def unload(self, target: str) -> bool:
-        """Stop ``target``'s sidecar now (it starts again on the next lease)."""
+        """Stop ``target``'s sidecar now (it starts again on the next lease).
+
+        Requests in flight on it finish first, within the profiles' ``server.stop_grace``.
+
+        Args:
+            target: ``model``, ``alias`` or ``model@agent``.
+
+        Returns:
+            Whether a sidecar was running and was stopped.
+
+        Raises:
+            UnknownModelError: the profiles define no such model or alias.
+            UnknownAgentError: the profiles define no such agent.
+        """
         return await self._reconciler.unload(self.resolve(target).spec.key)
 
 
@@ -101,7 +169,24 @@ async def local_models(
     environ: Mapping[str, str] | None = None,
     shutdown_timeout: float = 30.0,
 ) -> AsyncIterator[LocalModels]:
-    """Run the profile set's sidecars for the duration of the block, then stop them all."""
+    """Run a profile set's sidecars for the duration of an ``async with`` block.
+
+    Pinned and ``preload`` models start at once, the others on first lease; when the block
+    ends every sidecar is stopped (on Linux they also die with the program if it is killed).
+
+    Args:
+        profiles: a profile file or directory, or profiles already loaded.
+        environ: the environment ``${env.X}`` in the profiles expands against (default: the
+            process's); used only when ``profiles`` is a path.
+        shutdown_timeout: about how long, in seconds, stopping every sidecar at the end may
+            take.
+
+    Yields:
+        The running profile set, to lease sidecars from.
+
+    Raises:
+        ProfileError: the profiles do not load; it lists every problem found.
+    """
     if not isinstance(profiles, Profiles):
         profiles = load_profiles(Path(profiles), os.environ if environ is None else environ)
     server = profiles.server

@@ -16,18 +16,14 @@ from typing import Any
 
 from llamasup.cli.client import (
     APPLY_TIMEOUT,
-    EXIT_ERROR,
-    EXIT_FAILED,
-    EXIT_OK,
     ControlClient,
-    add_connection_flags,
-    connected,
     emit_json,
     fail,
     unexpected,
 )
+from llamasup.cli.commands.connection import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 from llamasup.cli.table import issue_text, plan_lines
-from llamasup.profiles.load import profile_files
+from llamasup.profiles.discover import profile_files
 
 #: plan actions that change what runs (a wait or a refusal is about requests, not the profiles)
 _CHANGING_ACTIONS = ("stop", "start")
@@ -37,41 +33,6 @@ _CHANGE_LABELS = (
     ("added", "added"),
     ("removed", "removed"),
 )
-
-
-def register(commands: Any) -> None:
-    apply = commands.add_parser(
-        "apply",
-        help="send a profile set to a running llamasup and apply it",
-        description="Validate, persist and adopt a profile file or directory on a running "
-        "llamasup. PATH is the whole set: a served file PATH lacks is removed.",
-    )
-    _path_flag(apply)
-    apply.add_argument("--dry-run", action="store_true", help="validate and plan only")
-    add_connection_flags(apply)
-    apply.set_defaults(handler=connected(run_apply), invalid_exit=EXIT_FAILED)
-
-    diff = commands.add_parser(
-        "diff",
-        help="show what applying a profile set would change; exit 0 none, 1 some, 2 error",
-        description="A dry-run apply: the models and sidecars a profile set would change.",
-    )
-    _path_flag(diff)
-    add_connection_flags(diff)
-    # like diff(1): 1 means "differs", so an invalid profile set is an error (2)
-    diff.set_defaults(handler=connected(run_diff), dry_run=True, invalid_exit=EXIT_ERROR)
-
-
-def _path_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-f",
-        "--file",
-        type=Path,
-        required=True,
-        dest="path",
-        metavar="PATH",
-        help="profile file, or directory of *.yaml/*.yml files",
-    )
 
 
 def run_apply(args: argparse.Namespace, client: ControlClient) -> int:

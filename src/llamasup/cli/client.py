@@ -16,17 +16,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from llamasup.cli.commands.connection import API_KEY_ENV, DEFAULT_SERVER, EXIT_ERROR, SERVER_ENV
 from llamasup.errors import LlamasupError
-
-SERVER_ENV = "LLAMASUP_SERVER"
-API_KEY_ENV = "LLAMASUP_API_KEY"
-DEFAULT_SERVER = "http://127.0.0.1:8402"
+from llamasup.profiles.discover import default_profile_path, read_listen
 
 #: requests wait this long for an answer; an apply that starts sidecars may take a while
 REQUEST_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
@@ -43,7 +40,7 @@ def default_server(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     if env.get(SERVER_ENV):
         return env[SERVER_ENV]
-    from llamasup.cli.profiles import default_profile_path  # noqa: PLC0415 - only when needed
+    # loading a profile set costs the schema validator; `--server URL` must not pay for it
     from llamasup.profiles.load import load_profiles  # noqa: PLC0415
 
     path = default_profile_path(env).expanduser()
@@ -53,7 +50,7 @@ def default_server(environ: Mapping[str, str] | None = None) -> str:
         try:
             if not path.exists():
                 return DEFAULT_SERVER
-            listen = _raw_listen(path)
+            listen = read_listen(path)
         except OSError:  # unreadable (a root-only /etc/llamasup): nothing to go on
             listen = None
         url = DEFAULT_SERVER if listen is None else f"http://{_connect_host(listen[0])}:{listen[1]}"
@@ -66,31 +63,6 @@ def default_server(environ: Mapping[str, str] | None = None) -> str:
         return url
     server = profiles.server
     return f"http://{_connect_host(server.listen_host)}:{server.listen_port}"
-
-
-def _raw_listen(path: Path) -> tuple[str, int] | None:
-    """``server.listen`` read straight from the YAML of a profile set that does not validate."""
-    import yaml  # noqa: PLC0415
-
-    from llamasup.profiles.build import parse_listen  # noqa: PLC0415
-    from llamasup.profiles.load import profile_files  # noqa: PLC0415
-
-    for file in profile_files(path):
-        try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
-        server = data.get("server") if isinstance(data, dict) else None
-        listen = server.get("listen") if isinstance(server, dict) else None
-        if not isinstance(listen, str) or "$" in listen:
-            continue
-        try:
-            host, port = parse_listen(listen)
-        except ValueError:
-            continue
-        if host:
-            return host, port
-    return None
 
 
 def _connect_host(host: str) -> str:
@@ -203,29 +175,9 @@ class ControlClient:
             raise ControlError(f"{self.server}: {error_message(response)}{hint}")
 
 
-# -- the command-line side: flags every control command takes, and how failures print -------
-
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+# -- the command-line side: opening the client for a command, and how failures print ---------
 
 Handler = Callable[[argparse.Namespace, ControlClient], int]
-
-
-def add_connection_flags(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
-    parser.add_argument(
-        "--server",
-        metavar="URL",
-        help=f"llamasup to talk to (default: ${SERVER_ENV}, else server.listen of the local "
-        f"profiles, else {DEFAULT_SERVER})",
-    )
-    parser.add_argument("--api-key", metavar="KEY", help=f"admin API key (default: ${API_KEY_ENV})")
-    if output:
-        parser.add_argument(
-            "-o",
-            "--output",
-            choices=("table", "text", "json"),
-            default="table",
-            help="output format (text = table)",
-        )
 
 
 def connected(handler: Handler) -> Callable[[argparse.Namespace], int]:

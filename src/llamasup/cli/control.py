@@ -1,5 +1,5 @@
-"""``llamasup status|plan|logs|unload|reload`` (and, via ``cli_apply``, ``apply|diff``):
-clients of a running llamasup's control API.
+"""``llamasup status|plan|logs|unload|reload``: clients of a running llamasup's control API
+(``apply|diff`` are :mod:`llamasup.cli.apply`).
 
 Exit codes: 0 done, 1 the server said no for a reason about the request (unknown model,
 rejected reload), 2 the command could not be carried out (unreachable, key refused, usage).
@@ -13,106 +13,22 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from llamasup.cli import apply as cli_apply
 from llamasup.cli.client import (
-    EXIT_FAILED,
-    EXIT_OK,
     ControlClient,
-    add_connection_flags,
-    connected,
     emit_json,
     error_message,
     fail,
     unexpected,
 )
+from llamasup.cli.commands.connection import EXIT_FAILED, EXIT_OK
 from llamasup.cli.table import cell, issue_text, plan_lines, table
 from llamasup.core.units import format_bytes, format_duration
 
-WATCH_INTERVAL = 2.0
 ERROR_WIDTH = 40
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 #: ``status --watch`` sleeps with this (tests replace it to end the loop)
 sleep: Callable[[float], None] = time.sleep
-
-
-def register(commands: Any) -> None:
-    cli_apply.register(commands)
-
-    status = commands.add_parser(
-        "status",
-        help="show the running sidecars and the last reload",
-        description="Show llamasup's sidecars, limits and the last profile reload.",
-    )
-    status.add_argument(
-        "-w",
-        "--watch",
-        nargs="?",
-        type=_positive_seconds,
-        const=WATCH_INTERVAL,
-        metavar="SECONDS",
-        help=f"redraw every SECONDS (default {WATCH_INTERVAL:g}) until Ctrl-C",
-    )
-    add_connection_flags(status)
-    status.set_defaults(handler=connected(run_status))
-
-    plan = commands.add_parser(
-        "plan",
-        help="show what the reconciler would do now",
-        description="Show the actions the next reconcile pass would take (changes nothing).",
-    )
-    add_connection_flags(plan)
-    plan.set_defaults(handler=connected(run_plan))
-
-    logs = commands.add_parser(
-        "logs",
-        help="print a sidecar's output (a model's, or one sidecar's by key)",
-        description="Print the last lines of a sidecar's output; -f keeps following it.",
-    )
-    logs.add_argument("name", metavar="NAME", help="model id, alias or sidecar key")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    logs.add_argument(
-        "-n", "--lines", type=_count, default=100, metavar="LINES", help="lines of history"
-    )
-    add_connection_flags(logs, output=False)
-    logs.set_defaults(handler=connected(run_logs))
-
-    unload = commands.add_parser(
-        "unload",
-        help="stop a model's sidecars (they start again on demand)",
-        description="Stop the sidecars of MODEL, the one with --key, or all (--all skips "
-        "pinned models). Stopped sidecars start again when a request needs them.",
-    )
-    target = unload.add_mutually_exclusive_group(required=True)
-    target.add_argument("model", nargs="?", metavar="MODEL", help="model id or alias")
-    target.add_argument("--key", help="one sidecar, by key")
-    target.add_argument("--all", action="store_true", help="every sidecar except pinned ones")
-    add_connection_flags(unload)
-    unload.set_defaults(handler=connected(run_unload))
-
-    reload = commands.add_parser(
-        "reload",
-        help="re-read the profiles on the server (like SIGHUP)",
-        description="Ask llamasup to read its profile path again and adopt it if valid.",
-    )
-    add_connection_flags(reload)
-    reload.set_defaults(handler=connected(run_reload))
-
-
-def _positive_seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
-    return seconds
-
-
-def _count(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a number of lines, got {value!r}")
-    return int(value)
 
 
 # -- status ------------------------------------------------------------------------------------

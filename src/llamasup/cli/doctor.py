@@ -7,30 +7,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from llamasup.cli.profiles import add_output_flag, default_profile_path
 from llamasup.doctor import CheckResult, run_checks
+from llamasup.profiles.discover import default_profile_path
 
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def register(commands: Any) -> None:
-    doctor = commands.add_parser(
-        "doctor",
-        help="check this host against a profile set; exit 0 no failures, 1 failures",
-        description="Check the profiles, the llama-server binary and its flags, model files, "
-        "commands, ports, the listen address, the state directory and llama.cpp's "
-        "system config file. Each line: ok|warn|FAIL  CHECK: DETAIL, with a fix for problems.",
-    )
-    doctor.add_argument(
-        "path",
-        nargs="?",
-        type=Path,
-        help="profile file or directory (default: $LLAMASUP_PROFILES or ./profiles)",
-    )
-    add_output_flag(doctor)
-    doctor.set_defaults(handler=run_doctor)
 
 
 def run_doctor(args: argparse.Namespace) -> int:

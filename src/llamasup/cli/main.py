@@ -1,4 +1,10 @@
-"""The ``llamasup`` command line: argument parsing and dispatch; output lives in ``cli_*``."""
+"""The ``llamasup`` command line: the parser, and dispatch to the chosen subcommand's handler.
+
+Building the parser imports only :mod:`llamasup.cli.commands` (the arguments), so
+``--version``, ``--help`` and usage errors answer without importing the service; a handler's
+module (``llamasup.cli.serve``, ``llamasup.cli.control``, ...) is imported when its subcommand
+runs, and prints that subcommand's output.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llamasup import __version__
-from llamasup.cli import control as cli_control
-from llamasup.cli import doctor as cli_doctor
-from llamasup.cli import imports as cli_import
-from llamasup.cli import profiles as cli_profiles
-from llamasup.cli import runtime as cli_runtime
-from llamasup.cli import serve as cli_serve
+from llamasup._version import __version__
+from llamasup.cli.commands import apply as apply_commands
+from llamasup.cli.commands import control as control_commands
+from llamasup.cli.commands import doctor as doctor_commands
+from llamasup.cli.commands import imports as import_commands
+from llamasup.cli.commands import profiles as profile_commands
+from llamasup.cli.commands import runtime as runtime_commands
+from llamasup.cli.commands import serve as serve_commands
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -27,12 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llamasup {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    cli_profiles.register(commands)
-    cli_import.register(commands)
-    cli_serve.register(commands)
-    cli_control.register(commands)
-    cli_runtime.register(commands)
-    cli_doctor.register(commands)
+    profile_commands.register(commands)
+    import_commands.register(commands)
+    serve_commands.register(commands)
+    apply_commands.register(commands)
+    control_commands.register(commands)
+    runtime_commands.register(commands)
+    doctor_commands.register(commands)
     return parser
 
 

@@ -12,58 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
+from llamasup.profiles.discover import default_profile_path
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.types import Profiles
 from llamasup.service.auth import ApiKeyError, load_keys
+from llamasup.spec.childenv import is_scrubbed
 from llamasup.spec.resolve import Resolved, resolve, split_target
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-DEFAULT_PROFILE_DIR = "profiles"
-PROFILES_ENV = "LLAMASUP_PROFILES"
-
-
-def default_profile_path(environ: Mapping[str, str] | None = None) -> Path:
-    """``$LLAMASUP_PROFILES``, else ``./profiles``, else ``./profiles.yaml`` if it exists."""
-    env = os.environ if environ is None else environ
-    if env.get(PROFILES_ENV):
-        return Path(env[PROFILES_ENV])
-    directory = Path(DEFAULT_PROFILE_DIR)
-    single = Path("profiles.yaml")
-    if not directory.exists() and single.exists():
-        return single
-    return directory
-
-
-def add_output_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-o",
-        "--output",
-        choices=("text", "table", "json"),
-        default="text",
-        help="output format (table = text)",
-    )
-
-
-def register(commands: Any) -> None:
-    validate = commands.add_parser(
-        "validate",
-        help="check a profile set; exit 0 valid, 1 invalid, 2 usage",
-        description="Check a profile file or directory and report every problem found.",
-    )
-    validate.add_argument("path", nargs="?", type=Path, help="profile file or directory")
-    add_output_flag(validate)
-    validate.set_defaults(handler=run_validate)
-
-    render = commands.add_parser(
-        "render",
-        help="show the llama-server command line a model (and agent) resolves to",
-        description="Show argv, identity key, environment and request defaults of MODEL[@AGENT].",
-    )
-    render.add_argument("target", metavar="MODEL[@AGENT]")
-    render.add_argument("-f", "--file", type=Path, dest="path", help="profile file or directory")
-    render.add_argument("--agent", help="agent overlay (instead of @AGENT)")
-    add_output_flag(render)
-    render.set_defaults(handler=run_render)
 
 
 def _load(path: Path | None) -> tuple[Path, Profiles]:
@@ -206,8 +162,6 @@ def render_view(resolved: Resolved) -> dict[str, Any]:
 
 
 def _scrubbed(name: str, kept: Mapping[str, str]) -> bool:
-    from llamasup.spec.childenv import is_scrubbed  # noqa: PLC0415  (keeps CLI start-up light)
-
     return is_scrubbed(name) and name not in kept
 
 

@@ -142,9 +142,6 @@ class FlagSet:
     def __len__(self) -> int:
         return len(self.settings)
 
-    def of_kind(self, *kinds: Kind) -> FlagSet:
-        return FlagSet(tuple(s for s in self.settings if s.flag.kind in kinds))
-
     def without_kind(self, *kinds: Kind) -> FlagSet:
         return FlagSet(tuple(s for s in self.settings if s.flag.kind not in kinds))
 
@@ -180,10 +177,6 @@ def _index() -> dict[str, FlagDef]:
         for spelling in definition.spellings:
             index[spelling] = definition
     return index
-
-
-def all_spellings() -> frozenset[str]:
-    return frozenset(_index())
 
 
 def canonical_spelling(token: str) -> str:

@@ -88,11 +88,6 @@ def parse_help(text: str) -> list[HelpEntry]:
     return entries
 
 
-def help_names(text: str) -> set[str]:
-    """All flag spellings a ``--help`` listing mentions."""
-    return {name for entry in parse_help(text) for name in entry.names}
-
-
 @dataclass(frozen=True)
 class TableDrift:
     """Where a ``--help`` listing and llamasup's flag table disagree (spellings, sorted)."""

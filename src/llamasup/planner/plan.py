@@ -59,6 +59,7 @@ settings only matter for keys that are no longer desired.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from operator import attrgetter
 from typing import TypeVar
 
@@ -242,9 +243,10 @@ class _Planner:
         """Evict idle sidecars while the running set is over limits lowered by a reload.
 
         Only what stays counts here: a sidecar that is already stopping is on its way out, and
-        evicting others because of it would stop more than needed.
+        evicting others because of it would stop more than needed. Warmth (recent use) is a
+        reason for a demand to wait, not for the running set to stay over its limits.
         """
-        staying = [o for o in self.occupants.values() if not o.leaving]
+        staying = [replace(o, warm=False) for o in self.occupants.values() if not o.leaving]
         steady = Ledger(self.limits)
         for occupant in staying:
             steady.add(occupant.memory, occupant.group)

@@ -17,23 +17,11 @@ from llamasup.core.envsubst import substitute
 from llamasup.core.yamlsrc import KeyPath, YamlSyntaxError, load_yaml
 from llamasup.errors import ProfileError, ProfileIssue
 from llamasup.profiles.build import IssueLog, ParsedFile, build_profiles
+from llamasup.profiles.discover import profile_files
 from llamasup.profiles.schema import schema_issues
 from llamasup.profiles.types import (
     Profiles,
 )
-
-PROFILE_SUFFIXES = (".yaml", ".yml")
-
-
-def profile_files(path: Path) -> list[Path]:
-    """The files of a profile path: the file itself, or a directory's ``*.yaml``/``*.yml``."""
-    if path.is_dir():
-        return sorted(
-            p
-            for p in path.iterdir()
-            if p.suffix in PROFILE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-        )
-    return [path]
 
 
 def load_profiles(path: Path | str, environ: Mapping[str, str] | None = None) -> Profiles:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
-from llamasup.profiles.load import PROFILE_SUFFIXES, load_profiles, load_texts, profile_files
+from llamasup.profiles.discover import PROFILE_SUFFIXES, profile_files
+from llamasup.profiles.load import load_profiles, load_texts
 from llamasup.profiles.persist import write_set
 from llamasup.profiles.types import Profiles
 

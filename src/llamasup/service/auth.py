@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,8 +164,3 @@ async def _deny(send: Send, path: str, status: int, message: str) -> None:
         headers.append((b"www-authenticate", b'Bearer realm="llamasup"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def environ_keys(configs: Sequence[ApiKeyConfig]) -> tuple[ApiKey, ...]:
-    """``load_keys`` against the process environment."""
-    return load_keys(configs, os.environ)

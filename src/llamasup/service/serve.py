@@ -23,7 +23,7 @@ from pathlib import Path
 import uvicorn
 
 from llamasup.errors import LlamasupError
-from llamasup.profiles.types import Profiles
+from llamasup.profiles.types import Profiles, is_loopback
 from llamasup.service.app import Service
 from llamasup.service.uvicorn_settings import uvicorn_config
 
@@ -46,8 +46,6 @@ class ServeOptions:
 
 def check_exposure(profiles: Profiles, host: str, *, allow_public: bool) -> None:
     """A front on a non-loopback address needs API keys, or an explicit opt-out."""
-    from llamasup.profiles.types import is_loopback  # noqa: PLC0415 - keeps imports light
-
     if is_loopback(host) or profiles.server.api_keys:
         return
     if allow_public or profiles.server.allow_public_listen:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llamasup import __version__
+from llamasup._version import __version__
 from llamasup.planner.types import Plan
 from llamasup.profiles.types import Profiles
 from llamasup.reconcile.history import action_dict

@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
+from llamasup.flags.table import TABLE
+
 SCRUB_PREFIXES = ("LLAMA_ARG_",)
 
 
 @cache
 def _table_env_names() -> frozenset[str]:
-    from llamasup.flags.table import TABLE  # noqa: PLC0415
-
     return frozenset(flag.env for flag in TABLE if flag.env)
 
 

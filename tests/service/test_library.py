@@ -123,7 +123,7 @@ async def test_a_restarted_key_does_not_inherit_an_old_last_use(
     async with local_models(first) as models:
         reconciler = models._reconciler
         stops: list[tuple[str, str]] = []
-        reconciler.stop_listeners.append(lambda stop: stops.append((stop.key, stop.reason)))
+        reconciler.stop_listeners.append(lambda stop, _: stops.append((stop.key, stop.reason)))
         old_lease = models.lease("alpha")
         key = (await old_lease.__aenter__()).key
         reconciler.set_profiles(second)  # alpha's key changes and is stopped under the lease

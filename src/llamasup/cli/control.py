@@ -99,9 +99,10 @@ SIDECAR_HEADERS = (
     "PORT",
     "UPTIME",
     "IN-FLIGHT",
+    "WAITING",
     "RESTARTS",
     "MEMORY",
-    "LAST ERROR",
+    "LAST ERROR / DRAIN",
 )
 
 
@@ -121,10 +122,18 @@ def _sidecar_row(row: Mapping[str, Any]) -> list[str]:
         cell(row.get("port")),
         format_duration(row.get("uptime")),
         str(row.get("in_flight", 0)),
+        _waiting(row),
         str(row.get("restarts", 0)),
         cell(None if memory is None else format_bytes(memory)),
-        cell(row.get("last_error"), ERROR_WIDTH),
+        cell(row.get("drain") or row.get("last_error"), ERROR_WIDTH),
     ]
+
+
+def _waiting(row: Mapping[str, Any]) -> str:
+    """``3 (12s)``: requests waiting for this sidecar, and how long the oldest has waited."""
+    count = row.get("waiting") or 0
+    oldest = row.get("oldest_wait")
+    return str(count) if not count or oldest is None else f"{count} ({format_duration(oldest)})"
 
 
 def _limits_line(limits: Mapping[str, Any]) -> str:

@@ -74,10 +74,15 @@ class Executor:
         self._effects = effects
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._closing_models: dict[str, str] = {}
+        self._why: dict[str, str] = {}
         self._idle: dict[str, asyncio.Event] = {}
 
     def closing(self, key: str) -> bool:
         return key in self._closing
+
+    def why(self, key: str) -> str | None:
+        """The detail of the stop under way for ``key`` (None: none)."""
+        return self._why.get(key)
 
     def closing_models(self) -> dict[str, str]:
         """Key -> model of every sidecar being stopped.
@@ -132,6 +137,7 @@ class Executor:
         # the model is known from the moment the stop is decided, not from when its task
         # first runs: a pass in between must see what is stopping
         self._closing_models[stop.key] = self._effects.running_model(stop.key) or ""
+        self._why[stop.key] = stop.detail
         task = asyncio.create_task(self._stop(stop), name=f"stop-{stop.key}")
         self._closing[stop.key] = task
         return task
@@ -164,4 +170,5 @@ class Executor:
             self._idle.pop(key, None)
             self._closing.pop(key, None)
             self._closing_models.pop(key, None)
+            self._why.pop(key, None)
             effects.changed()

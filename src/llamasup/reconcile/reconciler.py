@@ -75,8 +75,9 @@ class Reconciler:
             closing=self._executor.closing,
             closing_models=self._executor.closing_models,
         )
-        #: told every stop of a running sidecar as it begins, planned or an unload (metrics)
-        self.stop_listeners: list[Callable[[Stop], None]] = []
+        #: told every stop of a running sidecar (and its model) as it begins, planned or an
+        #: unload (metrics)
+        self.stop_listeners: list[Callable[[Stop, str], None]] = []
         self._unsubscribe = supervisor.subscribe(self._on_supervisor_event)
 
     # -- the profiles ----------------------------------------------------------------------
@@ -212,6 +213,10 @@ class Reconciler:
     def waiting_keys(self) -> list[str]:
         return self.demands.waiting_keys()
 
+    def _oldest_wait(self, key: str) -> float | None:
+        since = self.demands.waiting_since(key)
+        return None if since is None else round(max(0.0, self._clock() - since), 3)
+
     def _process_view(self, status: SupervisedStatus) -> SidecarView:
         key = status.key
         sidecar = status.sidecar
@@ -234,6 +239,8 @@ class Reconciler:
             last_used=self.leases.last_used(key),
             in_flight=self.leases.in_flight(key),
             waiting=self.demands.waiting_count(key),
+            oldest_wait=self._oldest_wait(key),
+            drain=self._executor.why(key),
             memory=None if spec is None else self.registry.memory_estimate(spec),
             pinned=spec is not None and spec.pinned,
             last_error=sidecar.last_error,
@@ -260,6 +267,8 @@ class Reconciler:
             last_used=self.leases.last_used(key),
             in_flight=0,
             waiting=self.demands.waiting_count(key),
+            oldest_wait=self._oldest_wait(key),
+            drain=self._executor.why(key),
             memory=None if spec is None else self.registry.memory_estimate(spec),
             pinned=spec is not None and spec.pinned,
             last_error=error,
@@ -279,12 +288,15 @@ class Reconciler:
         """The last request in flight of ``spec``'s key ended."""
         key = spec.key
         self._executor.idle(key)
-        ttl = spec.ttl
         last_used = self.leases.last_used(key)
-        if ttl and last_used is not None:
-            # idle from now on: a pass must come when it expires, even if nothing else
-            # happens (the pass that started it saw it demanded)
-            self.loop.wake_by(last_used + ttl)
+        keep_until = self.leases.keep_until(key)
+        expires = keep_until if keep_until is not None else None
+        if expires is None and spec.ttl and last_used is not None:
+            expires = last_used + spec.ttl
+        if expires is not None and not spec.pinned:
+            # idle from now on: a pass must come when its ttl (or the keep_alive a request
+            # asked for) expires, even if nothing else happens
+            self.loop.wake_by(expires)
         if self.demands.waiting_keys() or self._over_limits():
             # a waiting demand may have been held back by this busy sidecar (a Wait), or a
             # lowered limit left it running because it was busy: now that it is idle the
@@ -336,7 +348,7 @@ class _Effects:
 
     def stop_begins(self, stop: Stop, model: str) -> None:
         for listener in self._r.stop_listeners:
-            listener(stop)
+            listener(stop, model)
 
     def stop_ends(self, stop: Stop, model: str) -> None:
         r = self._r

@@ -39,6 +39,10 @@ class SidecarView:
     last_used: float | None
     in_flight: int
     waiting: int
+    #: seconds the oldest request still waiting for this key has waited
+    oldest_wait: float | None
+    #: why it is being drained, when it is (``"alpha: drained for beta (it waited 3.2s; ..."``)
+    drain: str | None
     memory: int | None
     pinned: bool
     last_error: str | None

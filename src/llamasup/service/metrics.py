@@ -121,8 +121,11 @@ class _LiveCollector(Collector):
             labels=("model", "sidecar"),
         )
         waiting_total = 0
+        queues: dict[str, int] = dict.fromkeys(reconciler.profiles.models, 0)
         for view in reconciler.snapshot():
             waiting_total += view.waiting
+            if view.model:
+                queues[view.model] = queues.get(view.model, 0) + view.waiting
             if not view.supervised:
                 continue
             # a process's own state: a draining sidecar is still a ready one here
@@ -137,10 +140,19 @@ class _LiveCollector(Collector):
             "llamasup_demands_waiting", "Requests waiting for a sidecar to start"
         )
         waiting.add_metric((), waiting_total)
-        yield from (states, in_flight, memory, waiting)
+        queue = GaugeMetricFamily(
+            "llamasup_queue_length",
+            "Requests waiting for a model's sidecar to start or to come back from a swap",
+            labels=("model",),
+        )
+        for model, count in sorted(queues.items()):
+            queue.add_metric((model,), count)
+        yield from (states, in_flight, memory, waiting, queue)
 
 
 _PROCESS_STATE = {"draining": "ready"}
+#: stops that make room for another model
+_SWAPS = frozenset({"evicted-lru", "evicted-memory", "group", "contention"})
 
 
 class Metrics:
@@ -174,8 +186,16 @@ class Metrics:
         self.stops = Counter(
             "llamasup_sidecar_stops",
             "Running sidecars stopped by the reconciler or an operator, by reason "
-            "(evicted-lru, evicted-memory, idle-ttl, changed, removed, group, unloaded)",
+            "(evicted-lru, evicted-memory, idle-ttl, keep-alive, changed, removed, group, "
+            "contention, unloaded)",
             ("reason",),
+            registry=registry,
+        )
+        self.swaps = Counter(
+            "llamasup_swaps",
+            "Sidecars stopped to make room for another model (evictions, group and contention "
+            "drains), by model",
+            ("model",),
             registry=registry,
         )
         self.passes = Counter(
@@ -226,8 +246,10 @@ class Metrics:
     def _on_reload(self, result: ReloadResult) -> None:
         self.reloads.labels(result.trigger, result.result).inc()
 
-    def _on_stop(self, stop: Stop) -> None:
+    def _on_stop(self, stop: Stop, model: str) -> None:
         self.stops.labels(stop.reason).inc()
+        if stop.reason in _SWAPS:
+            self.swaps.labels(model).inc()
 
     # -- exposition --------------------------------------------------------------------------
 

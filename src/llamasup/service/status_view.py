@@ -66,6 +66,8 @@ def sidecar_dict(view: SidecarView, now: float) -> dict[str, Any]:
         "last_used": view.last_used,
         "in_flight": view.in_flight,
         "waiting": view.waiting,
+        "oldest_wait": view.oldest_wait,
+        "drain": view.drain,
         "memory": view.memory,
         "pinned": view.pinned,
         "last_error": view.last_error,

@@ -30,7 +30,7 @@ from typing import Any
 
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.types import Profiles
-from llamasup.reconcile.pool import Origin
+from llamasup.reconcile.pool import Origin, Terms
 from llamasup.reconcile.reconciler import Reconciler
 from llamasup.sidecars.supervisor import Supervisor
 from llamasup.spec.resolve import Resolved, split_target
@@ -135,7 +135,9 @@ class LocalModels:
         agent = resolved.agent.name if resolved.agent is not None else None
         origin = Origin(resolved.model.id, agent)
         wait = self._start_timeout if start_within is None else start_within
-        async with self._reconciler.lease(resolved.spec, timeout=wait, origin=origin) as up:
+        terms = Terms(priority=resolved.priority)
+        lease = self._reconciler.lease(resolved.spec, timeout=wait, origin=origin, terms=terms)
+        async with lease as up:
             yield LocalSidecar(
                 up.key,
                 f"http://{up.host}:{up.port}",

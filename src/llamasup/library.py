@@ -193,6 +193,7 @@ async def local_models(
         profiles = load_profiles(Path(profiles), os.environ if environ is None else environ)
     server = profiles.server
     supervisor = Supervisor.for_server(server)
+    supervisor.reap_orphans()
     reconciler = Reconciler(profiles, supervisor)
     loop = asyncio.create_task(reconciler.run(), name="llamasup-reconciler")
     reconciler.trigger()  # pinned and preload models start now

@@ -141,6 +141,7 @@ class Service:
 
     async def start(self) -> None:
         """Begin reconciling (pinned and preload sidecars start now) and watching profiles."""
+        self.supervisor.reap_orphans()
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
         if self._watch:
             self._tasks.append(

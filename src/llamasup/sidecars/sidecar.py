@@ -39,6 +39,7 @@ from llamasup.sidecars.types import (
     SidecarStatus,
     StartGate,
 )
+from llamasup.sidecars.orphans import MARKER, marker_value
 from llamasup.spec.childenv import child_environment
 from llamasup.spec.resolve import SidecarSpec, missing_model_file
 
@@ -76,6 +77,8 @@ class Sidecar:
         self._on_event = on_event
         self._start_gate = start_gate
         self._base_env = dict(os.environ if base_env is None else base_env)
+        #: inherited by everything the sidecar starts: how a later llamasup finds leftovers
+        self._marker = marker_value(settings.state_dir)
         self.log = ProcessLog(
             settings.log_dir / f"{spec.key}.log",
             ring_lines=settings.log_ring_lines,
@@ -263,6 +266,7 @@ class Sidecar:
             raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
         self.settings.config_home.mkdir(parents=True, exist_ok=True)
         env = child_environment(self._base_env, self.spec.env_map, self.settings.config_home)
+        env[MARKER] = self._marker
         self._auth = ()
         if self.settings.keyed and self.spec.kind == "llama-server":
             # one per start: a key seen by whatever took this port after a crash opens nothing

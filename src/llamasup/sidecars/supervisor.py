@@ -28,6 +28,7 @@ from llamasup.errors import SidecarFailedError
 from llamasup.planner.restart import RestartDecision, RestartPolicy, RestartTracker
 from llamasup.profiles.types import ServerConfig
 from llamasup.runtime.locate import resolve_binary
+from llamasup.sidecars.orphans import Orphan, reap_orphans
 from llamasup.sidecars.ports import PortAllocator
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.types import (
@@ -144,6 +145,11 @@ class Supervisor:
             start_window=restart.window,
         )
         return cls(SidecarSettings.from_server(server), policy=policy)
+
+    def reap_orphans(self) -> list[Orphan]:
+        """Kill what sidecars of a llamasup that died before us left running (see
+        :mod:`llamasup.sidecars.orphans`); call once, before starting any sidecar."""
+        return reap_orphans(self.settings.state_dir)
 
     # -- the planner's actions -----------------------------------------------------------
 

@@ -298,3 +298,39 @@ class TestHeader:
     def test_overlong_header_is_refused(self) -> None:
         with pytest.raises(FlagError, match="longer than"):
             parse_header("--temp 0.1 " * 200)
+
+
+@pytest.mark.parametrize(
+    ("text", "accepts"),
+    [
+        ("--ctx-size -5", "from 2 to 2147483647 (or 0)"),
+        ("-c 1", "from 2 to 2147483647 (or 0)"),
+        ("-c 99999999999999999999", "from 2 to 2147483647 (or 0)"),
+        ("--parallel 0", "from 1 to 2147483647 (or -1)"),
+        ("-b 2", "from 4 to 2147483647"),
+        ("--threads 3000000000", "from -2147483648 to 2147483647"),
+        ("-ngl 4294967296", "from -2147483648 to 2147483647"),
+    ],
+)
+@pytest.mark.parametrize("layer", list(Layer))
+def test_integer_values_llama_server_would_crash_on_are_refused_in_every_layer(
+    text: str, accepts: str, layer: Layer
+) -> None:
+    err = error_of(text, layer) if layer is not Layer.HEADER else _header_error(text)
+    assert f"expects an integer {accepts}" in err.reason
+
+
+def _header_error(text: str) -> FlagError:
+    with pytest.raises(FlagError) as caught:
+        parse_header(
+            text,
+            allow_load=frozenset(
+                {"--ctx-size", "--parallel", "--batch-size", "--threads", "--n-gpu-layers"}
+            ),
+        )
+    return caught.value
+
+
+@pytest.mark.parametrize("text", ["-c 0", "-c 2", "-np -1", "-np 4", "-b 4", "-ngl 999", "-t -1"])
+def test_values_at_the_edges_of_the_ranges_are_accepted(text: str) -> None:
+    flags(text)

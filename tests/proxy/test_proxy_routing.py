@@ -345,6 +345,10 @@ def test_agent_flags_refused_by_default(proxy: ProxyServer) -> None:
         ("--temp 0.3; rm -rf /", ";"),
         ("--temp $(reboot)", "$"),
         ("--temp `id`", "`"),
+        # values llama-server would crash on (allow-listed flag, out of its range)
+        ("--ctx-size -5", "--ctx-size"),
+        ("--ctx-size 1", "--ctx-size"),
+        ("--ctx-size 99999999999999999999", "--ctx-size"),
     ],
 )
 def test_agent_flags_refusals(make_proxy: ProxyFactory, header: str, flag: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from llamasup.errors import FlagError
 from llamasup.flags.table import TABLE
-from llamasup.flags.vocabulary import FlagDef, Kind, Layer, ValueType
+from llamasup.flags.vocabulary import INT_MAX, INT_MIN, FlagDef, Kind, Layer, ValueType
 
 FlagValue = bool | str | tuple[str, ...]
 
@@ -224,9 +224,10 @@ def _normalize(flag: FlagDef, raw: str, spelled: str) -> str:
     lowered = raw.strip().lower()
     if vt is ValueType.INT:
         try:
-            return str(int(raw, 10))
+            integer = int(raw, 10)
         except ValueError:
             raise FlagError(spelled, f"expects an integer, got {raw!r}") from None
+        return str(_in_range(flag, integer, spelled))
     if vt is ValueType.FLOAT:
         try:
             number = float(raw)
@@ -258,11 +259,12 @@ def _normalize(flag: FlagDef, raw: str, spelled: str) -> str:
         if lowered in ("auto", "all"):
             return lowered
         try:
-            return str(int(raw, 10))
+            layers = int(raw, 10)
         except ValueError:
             raise FlagError(
                 spelled, f"expects a layer count, 'auto' or 'all', got {raw!r}"
             ) from None
+        return str(_in_range(flag, layers, spelled))
     if vt is ValueType.JSON:
         try:
             return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
@@ -277,6 +279,20 @@ def _normalize(flag: FlagDef, raw: str, spelled: str) -> str:
     if vt is ValueType.PAIR:
         return str(int(raw, 10)) if raw.lstrip("-").isdigit() else raw
     return raw
+
+
+def _in_range(flag: FlagDef, number: int, spelled: str) -> int:
+    """``number`` if llama-server accepts it for ``flag`` (a C int, at least the flag's
+    minimum), else a FlagError saying what it accepts: such a value would only crash it."""
+    if number in flag.also:
+        return number
+    low = INT_MIN if flag.minimum is None else flag.minimum
+    if low <= number <= INT_MAX:
+        return number
+    accepted = f"an integer from {low} to {INT_MAX}"
+    if flag.also:
+        accepted += f" (or {', '.join(map(str, flag.also))})"
+    raise FlagError(spelled, f"expects {accepted}, got {number}")
 
 
 def _check_allowed(flag: FlagDef, spelled: str, layer: Layer, allow_load: frozenset[str]) -> None:

@@ -39,7 +39,8 @@ TABLE: tuple[FlagDef, ...] = (
     _("--cpu-strict-batch", V.BOOL01),
     _("--prio-batch", V.INT),
     _("--poll-batch", V.BOOL01),
-    _("--ctx-size -c", V.INT, env="LLAMA_ARG_CTX_SIZE"),
+    # minimums verified against b11434 with the tiny model: -c 1, -c -5, -b 2, -np 0 abort
+    _("--ctx-size -c", V.INT, env="LLAMA_ARG_CTX_SIZE", minimum=2, also=(0,)),
     _(
         "--n-predict -n --predict",
         V.INT,
@@ -47,7 +48,7 @@ TABLE: tuple[FlagDef, ...] = (
         field="n_predict",
         env="LLAMA_ARG_N_PREDICT",
     ),
-    _("--batch-size -b", V.INT, env="LLAMA_ARG_BATCH"),
+    _("--batch-size -b", V.INT, env="LLAMA_ARG_BATCH", minimum=4),
     _("--ubatch-size -ub", V.INT, env="LLAMA_ARG_UBATCH"),
     _("--keep", V.INT, kind=K.REQUEST, field="n_keep"),
     _("--swa-full", V.SWITCH, env="LLAMA_ARG_SWA_FULL"),
@@ -317,7 +318,7 @@ TABLE: tuple[FlagDef, ...] = (
     _("--warmup", V.NEGATABLE, neg="--no-warmup"),
     _("--spm-infill", V.SWITCH),
     _("--pooling", V.CHOICE, choices="none mean cls last rank", env="LLAMA_ARG_POOLING"),
-    _("--parallel -np", V.INT, env="LLAMA_ARG_N_PARALLEL"),
+    _("--parallel -np", V.INT, env="LLAMA_ARG_N_PARALLEL", minimum=1, also=(-1,)),
     _(
         "--cont-batching -cb",
         V.NEGATABLE,

@@ -24,6 +24,10 @@ class Kind(enum.Enum):
     LOAD = "load"
 
 
+#: llama-server parses integer flags into a C ``int``: anything outside makes it exit
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
 class ValueType(enum.Enum):
     SWITCH = "switch"  # no value
     NEGATABLE = "negatable"  # no value; a --no-X spelling turns it off
@@ -74,6 +78,10 @@ class FlagDef:
     field: str = ""  # the JSON request field of a REQUEST flag
     why: str = ""  # why an OWNED/REMOVED flag is refused
     env: str = ""  # the environment variable llama-server reads for it
+    #: the least integer value llama-server accepts (INT/LAYERS), and values below it that
+    #: still mean something (``0`` = from the model)
+    minimum: int | None = None
+    also: tuple[int, ...] = ()
 
     @property
     def spellings(self) -> tuple[str, ...]:
@@ -94,6 +102,8 @@ def flag(
     field: str = "",
     why: str = "",
     env: str = "",
+    minimum: int | None = None,
+    also: tuple[int, ...] = (),
 ) -> FlagDef:
     """Compact constructor for the table: ``names`` is the canonical name, then its aliases."""
     canonical, *aliases = names.split()
@@ -117,4 +127,6 @@ def flag(
         field=field,
         why=why,
         env=env,
+        minimum=minimum,
+        also=also,
     )

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from llamasup.errors import LlamasupError, SidecarError, SidecarFailedError, SidecarStartError
+from llamasup.sidecars.orphans import MARKER, marker_value
 from llamasup.sidecars.ports import PortAllocator
 from llamasup.sidecars.probes import BindFailed, wait_until_ready, watch_health
 from llamasup.sidecars.process import spawn
@@ -39,7 +40,6 @@ from llamasup.sidecars.types import (
     SidecarStatus,
     StartGate,
 )
-from llamasup.sidecars.orphans import MARKER, marker_value
 from llamasup.spec.childenv import child_environment
 from llamasup.spec.resolve import SidecarSpec, missing_model_file
 

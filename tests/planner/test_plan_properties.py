@@ -53,20 +53,25 @@ demands = st.one_of(
 @st.composite
 def wants(draw: st.DrawFn) -> list[Want]:
     keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=len(KEYS)))
-    return [
-        Want(
-            key=key,
-            model=draw(st.sampled_from(MODELS)),
-            memory=draw(memories),
-            pinned=draw(st.sampled_from([False, False, False, True])),
-            preload=draw(st.booleans()),
-            ttl=draw(st.one_of(st.none(), st.integers(1, 100).map(float))),
-            group=draw(st.sampled_from(GROUPS)),
-            demand=draw(demands),
-            priority=draw(st.sampled_from([0, 0, 1, 5])),
+    made: list[Want] = []
+    for key in keys:
+        # a request's ad-hoc flags make a key that is never pinned or preloaded
+        transient = draw(st.sampled_from([False, False, False, True]))
+        made.append(
+            Want(
+                key=key,
+                model=draw(st.sampled_from(MODELS)),
+                memory=draw(memories),
+                pinned=not transient and draw(st.sampled_from([False, False, False, True])),
+                preload=not transient and draw(st.booleans()),
+                ttl=draw(st.one_of(st.none(), st.integers(1, 100).map(float))),
+                group=draw(st.sampled_from(GROUPS)),
+                demand=draw(demands),
+                priority=draw(st.sampled_from([0, 0, 1, 5])),
+                transient=transient,
+            )
         )
-        for key in keys
-    ]
+    return made
 
 
 @st.composite

@@ -111,3 +111,32 @@ async def test_keep_alive_outlasts_the_ttl_and_a_bad_one_is_refused(
         bad = await running.client.post("/v1/chat/completions", json={**body, "keep_alive": "soon"})
         assert bad.status_code == 400
         assert bad.json()["error"]["code"] == "invalid_keep_alive"
+
+
+async def test_ad_hoc_flags_that_fail_leave_no_rows_behind(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    writer = writer_for(
+        tmp_path,
+        fake_server_bin,
+        "agent_flags: {enabled: true, allow_load_flags: [--ctx-size]}\n"
+        "restart: {backoff: 50ms, max_failures: 2}",
+    )
+    writer.write({"broken": "env:\n  FAKE_LLAMA_CRASH_AT_START: '3'"})
+    async with running_service(writer.target.parent) as running:
+        for size in range(100, 120):
+            reply = await running.client.post(
+                "/v1/chat/completions",
+                json={"model": "broken", "messages": [{"role": "user", "content": "x"}]},
+                headers={"X-Agent-Flags": f"--ctx-size {size}"},
+            )
+            assert reply.status_code == 503, reply.text
+
+        def settled() -> bool:
+            views = running.service.reconciler.snapshot()
+            return not [v for v in views if v.model == "broken"]
+
+        await wait_for(settled, what="the failed ad-hoc sidecars forgotten")
+        ad_hoc = [o for _, o in running.service.reconciler.registry.origins() if o.extra]
+        assert ad_hoc == []
+        assert running.service.supervisor.statuses() == []

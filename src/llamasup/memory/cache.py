@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -55,16 +56,24 @@ def estimate_for_flags(gguf_path: str, flags: FlagSet) -> MemoryEstimate:
     )
 
 
+#: estimates kept; the least recently used go first (a client sending ever new
+#: ``X-Agent-Flags`` values makes ever new keys, and must not grow memory without bound)
+CACHE_SIZE = 1024
+
+
 class MemoryEstimates:
-    def __init__(self, estimator: Estimator = estimate_spec) -> None:
+    def __init__(self, estimator: Estimator = estimate_spec, size: int = CACHE_SIZE) -> None:
         self._estimator = estimator
-        self._values: dict[str, int | None] = {}
+        self._size = size
+        self._values: OrderedDict[str, int | None] = OrderedDict()
         self._pending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def get(self, spec: SidecarSpec) -> int | None:
         if spec.memory is not None:
             return spec.memory
+        if spec.key in self._values:
+            self._values.move_to_end(spec.key)
         return self._values.get(spec.key)
 
     def pending(self, spec: SidecarSpec) -> bool:
@@ -78,13 +87,13 @@ class MemoryEstimates:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._values[key] = self._safe(spec)
+            self._store(key, self._safe(spec))
             return
         self._pending.add(key)
 
         async def work() -> None:
             try:
-                self._values[key] = await asyncio.to_thread(self._safe, spec)
+                self._store(key, await asyncio.to_thread(self._safe, spec))
             finally:
                 self._pending.discard(key)
                 on_ready()
@@ -92,6 +101,12 @@ class MemoryEstimates:
         task = loop.create_task(work(), name=f"memory-{key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _store(self, key: str, value: int | None) -> None:
+        self._values[key] = value
+        self._values.move_to_end(key)
+        while len(self._values) > self._size:
+            self._values.popitem(last=False)
 
     def _safe(self, spec: SidecarSpec) -> int | None:
         try:

@@ -5,7 +5,9 @@ indexed and sorted by key before any decision, so the same sets in any order giv
 
 Rules, in the order they are applied:
 
-1. **Removal.** An observed key that is not desired is stopped, drained: reason ``changed``
+1. **Removal.** A key made by a request's ad-hoc flags (``Want.transient``) that failed or
+   waits to be restarted, with no request waiting for it, is removed: nobody asked for it.
+   An observed key that is not desired is stopped, drained: reason ``changed``
    when its model still has some desired key (its load-time flags changed), else ``removed``.
    Nothing replaces a ``changed`` sidecar proactively: one model has many keys (one per agent
    overlay) and the planner cannot tell which one took its place; pinned, preload and demand
@@ -149,6 +151,12 @@ class _Planner:
         want = self.wants.get(have.key)
         if want is None:
             self._remove(have)
+            return
+        if have.state in ("failed", "backoff") and want.transient and want.demand is None:
+            # a request's ad-hoc flags that do not start: nobody waits for it, so it is not
+            # retried, and its record goes (a client cannot grow the registry without bound)
+            detail = f"{want.model}: ad-hoc flags failed to start and no request waits"
+            self.stops.append(Stop(have.key, "removed", False, 0, detail))
             return
         if have.state not in RUNNING_STATES and have.state != "stopping":
             return

@@ -54,6 +54,8 @@ class Want:
     demand: Demand | None = None
     #: from the model or agent: a higher one is served first and drained last
     priority: int = 0
+    #: made by a request's ad-hoc flags, not by the profiles: wanted only while used
+    transient: bool = False
 
 
 @dataclass(frozen=True, slots=True)

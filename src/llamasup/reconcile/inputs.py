@@ -71,10 +71,20 @@ class PlanInputs:
             fresh = registry.resolve_origin(origin, resolver)
             if fresh is None or fresh.key != key:
                 continue
-            wants[key] = self._want(fresh, profiles, pinned=False, preload=False)
+            wants[key] = self._want(
+                fresh, profiles, pinned=False, preload=False, transient=bool(origin.extra)
+            )
         return list(wants.values())
 
-    def _want(self, spec: SidecarSpec, profiles: Profiles, *, pinned: bool, preload: bool) -> Want:
+    def _want(
+        self,
+        spec: SidecarSpec,
+        profiles: Profiles,
+        *,
+        pinned: bool,
+        preload: bool,
+        transient: bool = False,
+    ) -> Want:
         # under a memory budget, nothing starts before its estimate is known (a header read,
         # tens of ms; its arrival triggers a pass): a demand waits, a pinned or preload model
         # not yet running is not a start candidate for this pass
@@ -92,6 +102,7 @@ class PlanInputs:
             group=spec.group,
             demand=None if held else self._demands.planner_demand(spec.key),
             priority=spec.priority,
+            transient=transient,
         )
 
     def haves(self) -> list[Have]:

@@ -184,3 +184,45 @@ def test_a_warm_idle_sidecar_makes_a_demand_wait_until_it_cools() -> None:
     assert waiting.wake_at == 101.5, "idle for its load time (2 s): evicted then"
     (stop,) = plan(wants, [warm], ONE, now=101.5).stops
     assert stop.reason == "evicted-lru"
+
+
+# -- exclusive and persistent groups (llama-swap's) ---------------------------------------------
+
+
+def test_an_exclusive_group_member_stops_everything_outside_but_persistent_groups() -> None:
+    limits = Limits(
+        groups={"big": 1, "tools": 2}, exclusive=frozenset({"big"}), persistent=frozenset({"tools"})
+    )
+    wants = [
+        Want("big1", "big1", group="big", demand=Demand(1, since=0.0)),
+        Want("solo", "solo"),
+        Want("busy", "busy"),
+        Want("embed", "embed", group="tools"),
+    ]
+    haves = [
+        Have("solo", "solo", "ready", last_used=1.0),
+        Have("busy", "busy", "ready", in_flight=1, last_used=2.0),
+        Have("embed", "embed", "ready", last_used=1.0),
+    ]
+    decided = plan(wants, haves, limits, now=10.0)
+    stops = {(s.key, s.reason, s.drain) for s in decided.stops}
+    assert stops == {("solo", "group", True), ("busy", "group", True)}
+    assert [w.key for w in decided.waits] == ["big1"], "it starts once busy has drained"
+    later = plan(wants, [haves[2]], limits, now=11.0)
+    assert [s.key for s in later.starts] == ["big1"], "the persistent group's member stays"
+
+
+def test_a_non_exclusive_start_leaves_an_exclusive_group_alone_and_pinned_outsiders_refuse() -> (
+    None
+):
+    limits = Limits(groups={"big": 1}, exclusive=frozenset({"big"}))
+    running = Have("big1", "big1", "ready", last_used=1.0)
+    other = [Want("big1", "big1", group="big"), Want("solo", "solo", demand=Demand(1, 0.0))]
+    assert [s.key for s in plan(other, [running], limits, now=5.0).starts] == ["solo"]
+    pinned = [
+        Want("keep", "keep", pinned=True),
+        Want("big1", "big1", group="big", demand=Demand(1, 0.0)),
+    ]
+    decided = plan(pinned, [Have("keep", "keep", "ready")], limits, now=5.0)
+    (refusal,) = decided.refusals
+    assert "exclusive and pinned keep runs" in refusal.reason

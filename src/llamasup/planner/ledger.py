@@ -149,8 +149,17 @@ def find_room(
     recently used, first). Victims that turn out unnecessary (a later, bigger one freed
     enough) are kept running.
     """
-    search = _Search(ledger, list(occupants), memory, slots, may_drain)
+    limits = ledger.limits
+    # members of a persistent group are not stopped for a model outside it
+    movable = [
+        o
+        for o in occupants
+        if o.group is None or o.group not in limits.persistent or o.group == group
+    ]
+    search = _Search(ledger, movable, memory, slots, may_drain)
     if group is not None:
+        if group in limits.exclusive:
+            search.make_exclusive_room(group)
         search.make_group_room(group)
     search.make_count_and_memory_room()
     return search.room
@@ -202,6 +211,27 @@ class _Search:
             self.room.blocked.append(
                 f"group {group} allows {allowed} running; waiting for a member to go"
             )
+
+    def make_exclusive_room(self, group: str) -> None:
+        """An exclusive group's member runs alone: everything outside the group goes (idle
+        ones now, busy ones drained), but what cannot be stopped (pinned) holds it back."""
+        for occupant in sorted(self.everyone, key=_lru):
+            if occupant.group == group or occupant.leaving or occupant.key in self.chosen:
+                continue
+            if occupant.pinned:
+                self.room.blocked.append(
+                    f"group {group} is exclusive and pinned {occupant.model} runs"
+                )
+            elif occupant.evictable:
+                self.room.victims.append((occupant, "group"))
+                self._take(occupant)
+            elif occupant.drainable:
+                self.room.drains.append(occupant)
+                self.chosen.add(occupant.key)
+            else:  # starting, or requests wait for it: it keeps its turn
+                self.room.blocked.append(
+                    f"group {group} is exclusive; waiting for {occupant.model} to go"
+                )
 
     def make_count_and_memory_room(self) -> None:
         idle = sorted(

@@ -369,9 +369,11 @@ class _Planner:
                     f"{occupant.model}: group {want.group} makes room for {want.model}",
                 )
             )
-        if room.displaced and not room.blocked:
+        if not room.blocked:
+            # the room is made once the drains are done: idle victims go now
             for occupant, stop_reason in room.victims:
                 self._evict(occupant, stop_reason, f"to make room for {want.model}")
+        if room.displaced and not room.blocked:
             why = self._drain_reason(want)
             for occupant in room.displaced:
                 occupant.leaving = True
@@ -464,6 +466,11 @@ class _Planner:
                 )
         if limits.max_sidecars is not None and held.count + 1 > limits.max_sidecars:
             return f"all {limits.max_sidecars} sidecar slots (max_sidecars) are held by pinned ones"
+        if want.group is not None and want.group in limits.exclusive:
+            for occupant in self.occupants.values():
+                outside = occupant.group != want.group
+                if occupant.pinned and outside and occupant.group not in limits.persistent:
+                    return f"group {want.group} is exclusive and pinned {occupant.model} runs"
         if want.group is not None:
             allowed = limits.group_limit(want.group)
             if held.groups.get(want.group, 0) + 1 > allowed:

@@ -139,6 +139,10 @@ class Limits:
     memory_budget: int | None = None
     groups: Mapping[str, int] = field(default_factory=dict)
     scheduling: Scheduling = field(default_factory=Scheduling)
+    #: groups whose member starting stops everything outside the group
+    exclusive: frozenset[str] = frozenset()
+    #: groups whose members are never stopped for a model outside the group
+    persistent: frozenset[str] = frozenset()
 
     def group_limit(self, group: str) -> int:
         return self.groups.get(group, 1)

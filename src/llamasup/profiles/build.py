@@ -140,6 +140,8 @@ class _Builder:
                 max_running=int(raw.get("max_running", 1)),
                 description=str(raw.get("description", "")),
                 source=_source(at),
+                exclusive=bool(raw.get("exclusive", False)),
+                persistent=bool(raw.get("persistent", False)),
             )
             for name, (at, raw) in sorted(self.sections["groups"].items())
         }

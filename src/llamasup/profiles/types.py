@@ -150,6 +150,10 @@ class GroupConfig:
     max_running: int = 1
     description: str = ""
     source: Source | None = None
+    #: a member starting stops every sidecar outside the group (but persistent groups')
+    exclusive: bool = False
+    #: its members are never stopped to make room for a model outside the group
+    persistent: bool = False
 
 
 @dataclass(frozen=True)

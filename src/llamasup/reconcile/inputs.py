@@ -30,7 +30,14 @@ def limits_of(profiles: Profiles) -> Limits:
     scheduling = Scheduling(
         max_wait=config.max_wait, min_resident=config.min_resident, aging=config.aging_step
     )
-    return Limits(server.max_sidecars, server.memory_budget, groups, scheduling)
+    return Limits(
+        server.max_sidecars,
+        server.memory_budget,
+        groups,
+        scheduling,
+        exclusive=frozenset(name for name, g in profiles.groups.items() if g.exclusive),
+        persistent=frozenset(name for name, g in profiles.groups.items() if g.persistent),
+    )
 
 
 class PlanInputs:

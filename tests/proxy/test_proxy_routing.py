@@ -224,9 +224,12 @@ def test_model_listing(proxy: ProxyServer) -> None:
     # one entry, as SDKs' models.retrieve asks for it
     for name in ("alpha", "a", "alpha@coder"):
         one = httpx.get(f"{proxy.url}/v1/models/{name}", timeout=30)
+        # the state (llamasup's and the router-style status) changed since the listing
         assert one.status_code == 200 and one.json() == entries[name] | {
-            "llamasup": one.json()["llamasup"]
+            "llamasup": one.json()["llamasup"],
+            "status": one.json()["status"],
         }
+        assert one.json()["status"]["value"] == "loaded"
     assert_llamasup_error(httpx.get(proxy.url + "/v1/models/hidden"), 404, "model_not_found")
 
 

@@ -202,7 +202,10 @@ def test_presented_key_and_required_scope() -> None:
     assert required_scope("/health") is None
     assert required_scope("/api/status") == "admin"
     assert required_scope("/sidecars/abc") == "admin"
-    assert required_scope("/metrics") == "admin"
+    assert required_scope("/metrics") == "metrics"
+    assert required_scope("/metrics", open_metrics=True) is None
+    assert required_scope("/running") == required_scope("/logs/stream/alpha") == "admin"
+    assert required_scope("/models/load") == "inference"
     assert required_scope("/v1/chat/completions") == "inference"
     assert required_scope("/v1/messages") == "inference"
 

@@ -15,7 +15,7 @@ from llamasup.errors import ProfileIssue
 from llamasup.flags.flagset import FlagSet
 
 #: what an API key may call: the inference routes, or everything
-KeyScope = Literal["inference", "admin"]
+KeyScope = Literal["inference", "admin", "metrics"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,8 @@ class ServerConfig:
     log_level: str = "info"
     max_request_body: int = 64 * 2**20
     api_keys: tuple[ApiKeyConfig, ...] = ()
+    #: ``/metrics`` without a key even when keys are configured (a scrape by annotation)
+    open_metrics: bool = False
     agent_flags_enabled: bool = False
     agent_flags_allow_load: frozenset[str] = frozenset()
     restart: RestartConfig = field(default_factory=RestartConfig)

@@ -113,7 +113,9 @@ class ProxyApp:
                 await _wrong_method(send, path, "POST", route.dialect)
         elif path.startswith(UPSTREAM_PREFIX):
             await self._passthrough(scope, receive, send)
-        elif path in _READ_ROUTES or path.startswith(_MODEL_PREFIXES):
+        elif path in _READ_ROUTES or (
+            path.startswith(_MODEL_PREFIXES) and path not in _FALLBACK_MODEL_ROUTES
+        ):
             if scope["method"] not in ("GET", "HEAD"):
                 await _wrong_method(send, path, "GET, HEAD", Dialect.OPENAI)
             elif path == "/health":
@@ -353,6 +355,8 @@ def create_proxy_app(
 
 _READ_ROUTES = frozenset({"/v1/models", "/models", "/health"})
 _MODEL_PREFIXES = ("/v1/models/", "/models/")
+#: llama.cpp router's model management, answered by the control API (the fallback)
+_FALLBACK_MODEL_ROUTES = frozenset({"/models/load", "/models/unload"})
 
 
 async def _wrong_method(send: Send, path: str, allow: str, dialect: Dialect) -> None:

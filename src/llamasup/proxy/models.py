@@ -11,7 +11,7 @@ from typing import Any
 
 from llamasup.errors import ResolveError
 from llamasup.reconcile.pool import SidecarPool
-from llamasup.spec.resolve import AGENT_SEPARATOR, Resolver
+from llamasup.spec.resolve import AGENT_SEPARATOR, Resolver, SidecarSpec
 
 
 def model_listing(resolver: Resolver, pool: SidecarPool) -> dict[str, Any]:
@@ -25,6 +25,7 @@ def model_listing(resolver: Resolver, pool: SidecarPool) -> dict[str, Any]:
         except ResolveError:
             continue
         base_state = pool.state(base.spec.key) or "stopped"
+        base_argv = _argv(base.spec)
         names = [(model.id, None), *((alias, model.id) for alias in model.aliases)]
         for name, alias_of in names:
             data.append(
@@ -36,6 +37,8 @@ def model_listing(resolver: Resolver, pool: SidecarPool) -> dict[str, Any]:
                     state=base_state,
                     key=base.spec.key,
                     description=model.description,
+                    aliases=model.aliases if alias_of is None else (),
+                    argv=base_argv,
                 )
             )
         for agent in profiles.agents.values():
@@ -57,6 +60,8 @@ def model_listing(resolver: Resolver, pool: SidecarPool) -> dict[str, Any]:
                     state=state,
                     key=key,
                     description=agent.description or model.description,
+                    aliases=(),
+                    argv=_argv(resolved.spec),
                 )
             )
     return {
@@ -69,6 +74,14 @@ def model_listing(resolver: Resolver, pool: SidecarPool) -> dict[str, Any]:
     }
 
 
+#: llamasup's states as the router names them (it knows loading, loaded and unloaded)
+_ROUTER_STATES = {"starting": "loading", "ready": "loaded", "stopping": "loaded"}
+
+
+def _argv(spec: SidecarSpec) -> list[str]:
+    return [spec.binary or "llama-server", *spec.args]
+
+
 def _entry(
     name: str,
     *,
@@ -78,12 +91,18 @@ def _entry(
     state: str,
     key: str,
     description: str,
+    aliases: tuple[str, ...],
+    argv: list[str],
 ) -> dict[str, Any]:
     return {
         "id": name,
         "object": "model",
         "created": 0,
         "owned_by": "llamasup",
+        # what llama.cpp's router lists, for its web UI and the tools written for it
+        "aliases": list(aliases),
+        "tags": [],
+        "status": {"value": _ROUTER_STATES.get(state, "unloaded"), "args": argv},
         # what Anthropic clients read from a model entry
         "type": "model",
         "display_name": name,

@@ -30,6 +30,7 @@ from llamasup.service import status_view
 from llamasup.service.api_apply import apply_request, parse_files
 from llamasup.service.api_errors import ApiError, send_api_error, send_bytes
 from llamasup.service.api_logs import send_logs
+from llamasup.service.compat import CompatRoutes
 from llamasup.service.host import ControlHost
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ MAX_APPLY_BODY = 8 * 2**20
 
 
 class ControlApi:
-    def __init__(self, host: ControlHost) -> None:
+    def __init__(self, host: ControlHost, compat: CompatRoutes) -> None:
         self._host = host
+        self._compat = compat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -96,7 +98,9 @@ class ControlApi:
         elif path == "/metrics" and method == "GET":
             exposition, content_type = await host.render_metrics()
             await send_bytes(send, 200, exposition, content_type)
-        elif allowed := _allowed_methods(path):
+        elif await self._compat.dispatch(scope, receive, send):
+            pass
+        elif allowed := _allowed_methods(path) or self._compat.allowed(path):
             raise ApiError(
                 405,
                 "method_not_allowed",

@@ -14,13 +14,14 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from llamasup.errors import ResolveError
 from llamasup.proxy.asgi import Receive, Send
 from llamasup.service.api_errors import ApiError
 from llamasup.service.host import ControlHost
-from llamasup.sidecars.proclog import LogLine
+from llamasup.sidecars.proclog import LogLine, ProcessLog
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.spec.resolve import split_target
 
@@ -81,6 +82,33 @@ async def send_logs(
         raise ApiError(400, "bad_lines", f"lines must be a number, not {raw_lines!r}")
     lines = min(int(raw_lines), MAX_LINES)
     follow = query.get("follow", ["0"])[-1].lower() in ("1", "true", "yes")
+    multi = len(sidecars) > 1
+    history: list[bytes] = []
+    for path in files:
+        history.extend(_tail_file(path, lines))
+    sources = [LogSource(f"[{s.key}] " if multi else "", s.log) for s in sidecars]
+    await stream_sources(sources, history, lines, follow=follow, receive=receive, send=send)
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One log to serve: lines are prefixed (``[key] ``) when several are merged."""
+
+    prefix: str
+    log: ProcessLog
+
+
+async def stream_sources(
+    sources: list[LogSource],
+    history: list[bytes],
+    lines: int,
+    *,
+    follow: bool,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """The last ``lines`` of each source (after ``history``), merged by time; with
+    ``follow``, then their new lines until the client leaves or every source ends."""
     await send(
         {
             "type": "http.response.start",
@@ -92,29 +120,26 @@ async def send_logs(
             ],
         }
     )
-    multi = len(sidecars) > 1
-    chunks: list[bytes] = []
-    for path in files:
-        chunks.extend(_tail_file(path, lines))
-    for sidecar in sidecars:
-        prefix = f"[{sidecar.key}] " if multi else ""
-        chunks.extend(_format(line, prefix) for line in sidecar.recent_logs(lines))
-    if not follow or not sidecars:
+    recent = sorted(
+        ((line, source.prefix) for source in sources for line in source.log.recent(lines)),
+        key=lambda item: item[0].time,
+    )
+    chunks = [*history, *(_format(line, prefix) for line, prefix in recent)]
+    if not follow or not sources:
         await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": False})
         return
     await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
-    await _follow(sidecars, multi, receive, send)
+    await _follow(sources, receive, send)
 
 
-async def _follow(sidecars: list[Sidecar], multi: bool, receive: Receive, send: Send) -> None:
+async def _follow(sources: list[LogSource], receive: Receive, send: Send) -> None:
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=10_000)
 
-    async def pump(sidecar: Sidecar) -> None:
-        prefix = f"[{sidecar.key}] " if multi else ""
-        follower = sidecar.follow_logs()
+    async def pump(source: LogSource) -> None:
+        follower = source.log.follow()
         try:
             async for line in follower:
-                await queue.put(_format(line, prefix))
+                await queue.put(_format(line, source.prefix))
         finally:
             await follower.aclose()
             await queue.put(None)
@@ -123,7 +148,7 @@ async def _follow(sidecars: list[Sidecar], multi: bool, receive: Receive, send: 
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    pumps = [asyncio.create_task(pump(s)) for s in sidecars]
+    pumps = [asyncio.create_task(pump(s)) for s in sources]
     gone = asyncio.create_task(disconnected())
     open_pumps = len(pumps)
     try:

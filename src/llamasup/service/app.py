@@ -23,8 +23,10 @@ from llamasup.reconcile.reconciler import Reconciler
 from llamasup.service.api import ControlApi
 from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
 from llamasup.service.browser_gate import BrowserGate
+from llamasup.service.compat import CompatRoutes
 from llamasup.service.host import HostEvents
 from llamasup.service.metrics import Metrics
+from llamasup.service.ownlog import OwnLog
 from llamasup.service.watch import watch_profiles
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.supervisor import Supervisor
@@ -67,7 +69,10 @@ class Service:
             on_unchanged=self._refresh_keys,
         )
         self.metrics = Metrics(self.supervisor, self.reconciler, self.store)
-        self.control = ControlApi(self)
+        #: llamasup's own log lines, for llama-swap's /logs
+        self.own_log = OwnLog()
+        self.compat = CompatRoutes(self, self.own_log.log)
+        self.control = ControlApi(self, self.compat)
         self.proxy: ProxyApp = create_proxy_app(
             lambda: self.reconciler.resolver,
             self.reconciler,
@@ -75,7 +80,11 @@ class Service:
             fallback=self.control,
         )
         self.asgi: ASGIApp = BrowserGate(
-            AuthGate(self.proxy, lambda: self.keys),
+            AuthGate(
+                self.proxy,
+                lambda: self.keys,
+                open_metrics=lambda: self.profiles.server.open_metrics,
+            ),
             loopback=is_loopback(self.listen_host),  # fixed for the process
             origins=lambda: self.profiles.server.cors_origins,
             hosts=lambda: self.profiles.server.allowed_hosts,
@@ -141,6 +150,7 @@ class Service:
 
     async def start(self) -> None:
         """Begin reconciling (pinned and preload sidecars start now) and watching profiles."""
+        self.own_log.install(logging.getLogger("llamasup"))
         self.supervisor.reap_orphans()
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
         if self._watch:
@@ -164,8 +174,10 @@ class Service:
                 await task
         self._tasks.clear()
         self._sidecars_at_shutdown = self.supervisor.sidecars()
+        await self.compat.aclose()
         await self.supervisor.stop_all(timeout)
         await self.metrics.aclose()
+        self.own_log.uninstall(logging.getLogger("llamasup"))
         await self.proxy.aclose()
 
     def force_stop(self) -> None:

@@ -6,8 +6,12 @@ open (the front binds loopback by default, and ``serve`` refuses a non-loopback 
 without keys unless told otherwise). With keys:
 
 * ``GET /health`` stays open (liveness probes carry no secrets);
-* the control API (``/api/...``, ``/sidecars...``) and ``/metrics`` need an ``admin`` key;
-* everything else (the inference routes) needs an ``inference`` or an ``admin`` key.
+* the control API (``/api/...``, ``/sidecars...``) and llama-swap's operations routes
+  (``/running``, ``/unload``, ``/logs...``) need an ``admin`` key;
+* ``/metrics`` needs a ``metrics`` or an ``admin`` key, or nothing with
+  ``server.open_metrics`` (a Prometheus scrape by annotation carries no key);
+* everything else (the inference routes, the router's ``/models/load|unload``) needs an
+  ``inference`` or an ``admin`` key. A ``metrics`` key opens nothing but ``/metrics``.
 
 A key is accepted from ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` (what OpenAI and
 Anthropic clients send) and compared in constant time against every configured key.
@@ -26,8 +30,17 @@ from llamasup.profiles.types import ApiKeyConfig
 from llamasup.proxy.asgi import ASGIApp, Receive, Scope, Send
 from llamasup.proxy.envelope import LLAMASUP_ERROR_HEADER
 
-ADMIN_PREFIXES = ("/api/", "/sidecars", "/metrics")
+ADMIN_PREFIXES = ("/api/", "/sidecars", "/running", "/unload", "/logs")
+METRICS_PATH = "/metrics"
+#: what a web page may never call, even from a listed origin
+CONTROL_PREFIXES = (*ADMIN_PREFIXES, METRICS_PATH)
 OPEN_PATHS = frozenset({"/health"})
+#: the scopes a request needs, and the key scopes that satisfy each
+ACCEPTED = {
+    "admin": frozenset({"admin"}),
+    "metrics": frozenset({"metrics", "admin"}),
+    "inference": frozenset({"inference", "admin"}),
+}
 
 
 class ApiKeyError(LlamasupError):
@@ -86,10 +99,12 @@ def load_keys(configs: Sequence[ApiKeyConfig], environ: Mapping[str, str]) -> tu
     return tuple(keys)
 
 
-def required_scope(path: str) -> str | None:
-    """``"admin"``, ``"inference"``, or None for an open path."""
+def required_scope(path: str, *, open_metrics: bool = False) -> str | None:
+    """``"admin"``, ``"metrics"``, ``"inference"``, or None for an open path."""
     if path in OPEN_PATHS:
         return None
+    if path == METRICS_PATH:
+        return None if open_metrics else "metrics"
     if path.startswith(ADMIN_PREFIXES):
         return "admin"
     return "inference"
@@ -118,16 +133,27 @@ def match(keys: Sequence[ApiKey], token: bytes) -> ApiKey | None:
 class AuthGate:
     """ASGI middleware: answers 401/403 itself, passes allowed requests to ``app``."""
 
-    def __init__(self, app: ASGIApp, keys: Callable[[], Sequence[ApiKey]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Callable[[], Sequence[ApiKey]],
+        open_metrics: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._app = app
         self._keys = keys
+        self._open_metrics = open_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         keys = self._keys()
-        needed = required_scope(scope["path"]) if keys else None
+        path = scope["path"]
+        needed = (
+            required_scope(path, open_metrics=path == METRICS_PATH and self._open_metrics())
+            if keys
+            else None
+        )
         if needed is None:
             await self._app(scope, receive, send)
             return
@@ -139,8 +165,8 @@ class AuthGate:
         if key is None:
             await _deny(send, scope["path"], 401, "invalid API key")
             return
-        if needed == "admin" and key.scope != "admin":
-            await _deny(send, scope["path"], 403, f"key {key.name!r} lacks the admin scope")
+        if key.scope not in ACCEPTED[needed]:
+            await _deny(send, scope["path"], 403, f"key {key.name!r} lacks the {needed} scope")
             return
         await self._app(scope, receive, send)
 

@@ -32,7 +32,7 @@ from llamasup.profiles.types import is_loopback
 from llamasup.proxy.app import UPSTREAM_PREFIX
 from llamasup.proxy.asgi import ASGIApp, Message, Receive, Scope, Send
 from llamasup.proxy.envelope import Dialect, ProxyError, send_error
-from llamasup.service.auth import ADMIN_PREFIXES
+from llamasup.service.auth import CONTROL_PREFIXES
 
 _PREFLIGHT_MAX_AGE = b"600"
 _ALLOWED_METHODS = b"GET, POST, OPTIONS"
@@ -122,7 +122,7 @@ class BrowserGate:
             return
         text = origin.decode("latin-1").strip().lower()
         same = host is not None and text in _own_origins(host)
-        if path.startswith(ADMIN_PREFIXES):
+        if path.startswith(CONTROL_PREFIXES):
             await _refuse(send, path, f"the control API does not answer web pages (Origin {text})")
             return
         if same and site in (b"", b"same-origin"):

@@ -16,17 +16,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from llamasup.cli.main import main
+from llamasup.migrate.draft import InputError
+from llamasup.profiles.load import load_profiles
+from llamasup.spec.resolve import resolve
+
 from .import_helpers import (
     SWAP_FIXTURES,
     import_swap_fixture,
     import_swap_text,
     serve_and_chat_via_llamasup,
 )
-
-from llamasup.cli.main import main
-from llamasup.migrate.draft import InputError
-from llamasup.profiles.load import load_profiles
-from llamasup.spec.resolve import resolve
 
 MACRO_ENV = {
     "LLAMA_BIN": "/opt/llama/llama-server",

@@ -1,4 +1,10 @@
-"""Session fixtures: a real llama-server binary, the tiny model, and the fake server."""
+"""Session fixtures: a real llama-server binary, the tiny model, and the fake server.
+
+The tiers mean what they say: unit tests are pure, integration tests run the fake
+llama-server, and only tests marked ``e2e`` run the real one. ``pytest -m "not e2e"`` must
+pass on a host with no llama-server at all (``scripts/check-tiers.sh`` runs it that way), so a
+test that asks for the real binary without the marker fails the collection.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,26 @@ from llamasup.errors import RuntimeNotFoundError
 from llamasup.runtime.install import install
 from llamasup.runtime.locate import resolve_binary
 from llamasup.testing import tiny_model_path, write_fake_binary
+
+
+#: fixtures that hand a test the real llama-server
+REAL_BINARY_FIXTURES = frozenset({"llama_server_bin"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every test is checked
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if REAL_BINARY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("e2e") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests run the real llama-server (through the llama_server_bin fixture) "
+            "but are not marked e2e; mark them @pytest.mark.e2e so that "
+            '`pytest -m "not e2e"` needs no llama-server:\n  ' + "\n  ".join(unmarked)
+        )
 
 
 def _report(message: str) -> None:

@@ -8,7 +8,6 @@ socket inside the test's event loop, with the fake llama-server as every sidecar
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from port_slices import PortSlices
 
 from llamasup.profiles.load import load_profiles
 from llamasup.service.app import Service
@@ -24,16 +24,14 @@ from llamasup.service.serve import _Server
 from llamasup.service.uvicorn_settings import uvicorn_config
 from llamasup.testing.process import free_port
 
-#: sidecar port slices private to these tests (below the ephemeral range, away from the
-#: sidecar tests' 22100+ and the defaults)
-_BASE_PORT = 23100
-_SLICE = 10
-_slices = itertools.count()
+#: 23100-24099: sidecar port slices private to these tests (see port_slices), away from the
+#: sidecar tests' 22100-23059 and the defaults
+_PORTS = PortSlices(23100, 10, 100)
 
 
 def port_range() -> str:
-    first = _BASE_PORT + (next(_slices) % 80) * _SLICE
-    return f"{first}-{first + _SLICE - 1}"
+    first, last = _PORTS.next()
+    return f"{first}-{last}"
 
 
 def fake_profile(

@@ -19,7 +19,6 @@ from llamasup.runtime.install import install
 from llamasup.runtime.locate import resolve_binary
 from llamasup.testing import tiny_model_path, write_fake_binary
 
-
 #: fixtures that hand a test the real llama-server
 REAL_BINARY_FIXTURES = frozenset({"llama_server_bin"})
 

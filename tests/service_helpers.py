@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from llamasup.profiles.load import load_profiles
 from llamasup.service.app import Service
 from llamasup.service.serve import _Server
 from llamasup.service.uvicorn_settings import uvicorn_config
+from llamasup.testing.poll import wait_for
 from llamasup.testing.process import free_port
 
 #: 23100-24099: sidecar port slices private to these tests (see port_slices), away from the
@@ -72,18 +73,6 @@ def models_yaml(state_dir: Path, models: Mapping[str, str]) -> str:
         lines.append(f"    path: {state_dir.parent / (model_id + '.gguf')}")
         lines += [f"    {line}" for line in body.splitlines() if line.strip()]
     return "\n".join(lines) + "\n"
-
-
-async def wait_for(
-    predicate: Callable[[], object], *, timeout: float = 15.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` until it is truthy; generous deadlines, never a fixed sleep."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:g}s")
-        await asyncio.sleep(0.02)
 
 
 def pid_alive(pid: int) -> bool:
@@ -235,10 +224,9 @@ async def running_service(
     await service.start()
     serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            if serving.done():
-                raise RuntimeError(f"uvicorn did not start on port {port}")
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: server.started or serving.done(), what="uvicorn to start")
+        if not server.started:
+            raise RuntimeError(f"uvicorn did not start on port {port}")
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client:
             yield RunningService(service, url, client)

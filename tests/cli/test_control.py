@@ -24,6 +24,7 @@ from service_helpers import write_model_files as write_models
 from llamasup.cli import client as cli_control_client
 from llamasup.cli import control as cli_control
 from llamasup.cli.main import main
+from llamasup.testing.poll import wait_for
 from llamasup.testing.process import free_port
 
 pytestmark = pytest.mark.anyio
@@ -73,15 +74,6 @@ async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str,
     code = await asyncio.to_thread(main, list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-async def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def ready(running: RunningService, *models: str) -> Callable[[], bool]:

@@ -21,7 +21,6 @@ from service_helpers import (
     models_yaml,
     port_range,
     running_service,
-    wait_for,
     write_model_files,
 )
 
@@ -31,6 +30,7 @@ from llamasup.profiles.load import load_profiles
 from llamasup.profiles.persist import PersistError
 from llamasup.profiles.store import ProfileStore
 from llamasup.service import status_view
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 

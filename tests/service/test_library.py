@@ -8,11 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import fake_profile, pid_alive, port_range, wait_for, write_model_files
+from service_helpers import fake_profile, pid_alive, port_range, write_model_files
 
 from llamasup.errors import UnknownModelError
 from llamasup.library import local_models
 from llamasup.profiles.load import load_profiles
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 

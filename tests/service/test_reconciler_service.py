@@ -19,10 +19,10 @@ from service_helpers import (
     pid_alive,
     running_service,
     served_by,
-    wait_for,
 )
 
 from llamasup.planner.plan import Stop
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 

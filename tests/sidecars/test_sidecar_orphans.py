@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from llamasup.sidecars.sidecar import SidecarSettings
+from llamasup.testing.poll import poll_until
 
 from .sidecar_helpers import pid_alive
 
@@ -79,10 +79,11 @@ def test_sigkilled_supervisor_leaves_no_sidecars(
         assert len(pids) == 2 and all(pid_alive(pid) for pid in pids)
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
-        deadline = time.monotonic() + 5.0
-        while any(pid_alive(pid) for pid in pids):
-            assert time.monotonic() < deadline, f"sidecars outlived their supervisor: {pids}"
-            time.sleep(0.01)
+        poll_until(
+            lambda: not any(pid_alive(pid) for pid in pids),
+            timeout=5.0,
+            what=f"the sidecars {pids} to die with their supervisor",
+        )
     finally:
         if holder.poll() is None:
             holder.kill()

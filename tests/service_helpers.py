@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ import httpx
 from port_slices import PortSlices
 
 from llamasup.profiles.load import load_profiles
+from llamasup.reconcile.reconciler import Reconciler
 from llamasup.service.app import Service
 from llamasup.service.serve import _Server
 from llamasup.service.uvicorn_settings import uvicorn_config
@@ -73,6 +74,24 @@ def models_yaml(state_dir: Path, models: Mapping[str, str]) -> str:
         lines.append(f"    path: {state_dir.parent / (model_id + '.gguf')}")
         lines += [f"    {line}" for line in body.splitlines() if line.strip()]
     return "\n".join(lines) + "\n"
+
+
+async def reconcile_passes(reconciler: Reconciler, count: int = 2) -> None:
+    """Ask for ``count`` reconcile passes, one after the other, and wait until they are done.
+
+    Passes never overlap, so of two the second began after this call: whatever that call's
+    caller did before (an edit, a dry run, a refused request) has been seen by a whole pass.
+    What a test then finds NOT to have happened did not happen in that pass, which is the
+    proof a fixed sleep ("by now it would have...") only hopes for.
+    """
+    for number in range(count):
+        passed = _passes_beyond(reconciler, reconciler.status.passes)
+        reconciler.trigger()
+        await wait_for(passed, what=f"reconcile pass {number + 1} of {count}")
+
+
+def _passes_beyond(reconciler: Reconciler, done: int) -> Callable[[], bool]:
+    return lambda: reconciler.status.passes > done
 
 
 def pid_alive(pid: int) -> bool:

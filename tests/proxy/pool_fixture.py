@@ -201,7 +201,7 @@ class FakeSidecarPool:
                     return
             except UpstreamError:
                 pass
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the fake pool's health probe interval, like a supervisor's
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

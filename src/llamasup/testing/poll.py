@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
@@ -64,13 +64,33 @@ def poll_until(
         time.sleep(interval)
 
 
+@overload
 async def wait_for(
-    predicate: Callable[[], T | None] | Callable[[], Awaitable[T | None]],
+    predicate: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109 - one signature for both helpers
+    interval: float = ...,
+    what: str | None = ...,
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109 - one signature for both helpers
+    interval: float = ...,
+    what: str | None = ...,
+) -> T: ...
+
+
+async def wait_for(
+    predicate: Callable[[], object],
     *,
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - one signature for both helpers
     interval: float = DEFAULT_INTERVAL,
     what: str | None = None,
-) -> T:
+) -> object:
     """:func:`poll_until` for coroutines: the event loop runs between tries.
 
     ``predicate`` may be a plain function or a coroutine function (a probe that makes a

@@ -8,7 +8,6 @@ socket inside the test's event loop, with the fake llama-server as every sidecar
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -17,23 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from port_slices import PortSlices
 
 from llamasup.profiles.load import load_profiles
+from llamasup.reconcile.reconciler import Reconciler
 from llamasup.service.app import Service
 from llamasup.service.serve import _Server
 from llamasup.service.uvicorn_settings import uvicorn_config
+from llamasup.testing.poll import wait_for
 from llamasup.testing.process import free_port
 
-#: sidecar port slices private to these tests (below the ephemeral range, away from the
-#: sidecar tests' 22100+ and the defaults)
-_BASE_PORT = 23100
-_SLICE = 10
-_slices = itertools.count()
+#: 23100-24099: sidecar port slices private to these tests (see port_slices), away from the
+#: sidecar tests' 22100-23059 and the defaults
+_PORTS = PortSlices(23100, 10, 100)
 
 
 def port_range() -> str:
-    first = _BASE_PORT + (next(_slices) % 80) * _SLICE
-    return f"{first}-{first + _SLICE - 1}"
+    first, last = _PORTS.next()
+    return f"{first}-{last}"
 
 
 def fake_profile(
@@ -76,16 +76,22 @@ def models_yaml(state_dir: Path, models: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def wait_for(
-    predicate: Callable[[], object], *, timeout: float = 15.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` until it is truthy; generous deadlines, never a fixed sleep."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:g}s")
-        await asyncio.sleep(0.02)
+async def reconcile_passes(reconciler: Reconciler, count: int = 2) -> None:
+    """Ask for ``count`` reconcile passes, one after the other, and wait until they are done.
+
+    Passes never overlap, so of two the second began after this call: whatever that call's
+    caller did before (an edit, a dry run, a refused request) has been seen by a whole pass.
+    What a test then finds NOT to have happened did not happen in that pass, which is the
+    proof a fixed sleep ("by now it would have...") only hopes for.
+    """
+    for number in range(count):
+        passed = _passes_beyond(reconciler, reconciler.status.passes)
+        reconciler.trigger()
+        await wait_for(passed, what=f"reconcile pass {number + 1} of {count}")
+
+
+def _passes_beyond(reconciler: Reconciler, done: int) -> Callable[[], bool]:
+    return lambda: reconciler.status.passes > done
 
 
 def pid_alive(pid: int) -> bool:
@@ -237,10 +243,9 @@ async def running_service(
     await service.start()
     serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            if serving.done():
-                raise RuntimeError(f"uvicorn did not start on port {port}")
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: server.started or serving.done(), what="uvicorn to start")
+        if not server.started:
+            raise RuntimeError(f"uvicorn did not start on port {port}")
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client:
             yield RunningService(service, url, client)

@@ -155,6 +155,7 @@ def test_an_unresolvable_binary_fails_with_how_to_fix(
     assert "llamasup runtime install" in default[0].fix
 
 
+@pytest.mark.e2e
 def test_the_real_binary_matches_the_flag_table(llama_server_bin: Path) -> None:
     result = check_flag_table(llama_server_bin)
     assert result.status == "ok", result.detail

@@ -24,6 +24,8 @@ from service_helpers import write_model_files as write_models
 from llamasup.cli import client as cli_control_client
 from llamasup.cli import control as cli_control
 from llamasup.cli.main import main
+from llamasup.sidecars.proclog import LogFollower
+from llamasup.testing.poll import wait_for
 from llamasup.testing.process import free_port
 
 pytestmark = pytest.mark.anyio
@@ -73,15 +75,6 @@ async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str,
     code = await asyncio.to_thread(main, list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-async def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def ready(running: RunningService, *models: str) -> Callable[[], bool]:
@@ -365,7 +358,10 @@ async def test_status_table_json_and_watch(
 
 
 async def test_plan_logs_unload_and_reload(
-    tmp_path: Path, fake_server_bin: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    fake_server_bin: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     texts = Profiles(fake_server_bin, tmp_path)
     served = write_set(tmp_path / "served", texts.text(BOTH))
@@ -384,14 +380,24 @@ async def test_plan_logs_unload_and_reload(
         assert code == 1 and "no model, alias, model@agent or sidecar key 'nosuch'" in err
 
         # a followed log ends (exit 0) when its sidecar stops
-        follow = asyncio.create_task(
-            asyncio.to_thread(main, ["logs", "beta", "-f", "-n", "1", *url])
-        )
-        await asyncio.sleep(0.5)
-        assert not follow.done()
         beta_key = next(
             s.key for s in running.service.supervisor.statuses() if s.sidecar.model == "beta"
         )
+        beta = running.service.supervisor.get(beta_key)
+        assert beta is not None
+        follow_logs = beta.follow_logs
+        followers: list[LogFollower] = []
+
+        def noting_followers(*, backlog: int = 0) -> LogFollower:
+            followers.append(follow_logs(backlog=backlog))
+            return followers[-1]
+
+        monkeypatch.setattr(beta, "follow_logs", noting_followers)
+        follow = asyncio.create_task(
+            asyncio.to_thread(main, ["logs", "beta", "-f", "-n", "1", *url])
+        )
+        await wait_for(lambda: followers, what="the control API to follow beta's log")
+        assert not follow.done()
         code, out, _ = await cli(capsys, "unload", "beta", *url)
         assert code == 0
         assert f"stopped {beta_key} (beta)" in out

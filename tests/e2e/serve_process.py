@@ -11,20 +11,24 @@ loopback port; readiness is its "serving" line on stderr, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from llamasup.testing.poll import PollTimeout, poll_until
 from llamasup.testing.process import ServerProcess, free_port
+
+T = TypeVar("T")
 
 #: the front stops its sidecars and exits well within this after one SIGTERM
 CLEAN_EXIT_TIMEOUT = 30.0
@@ -83,20 +87,22 @@ class Served:
         """Status rows of ``model``'s sidecars that have a process."""
         return [r for r in self.status()["sidecars"] if r["model"] == model and r["pid"]]
 
-    def wait_for(self, what: str, probe: Any, timeout: float = 60.0) -> Any:
-        """Call ``probe()`` until it returns something truthy; fail after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while True:
+    def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+        """``poll_until(probe)``, failing at once if the serve process exits meanwhile; either
+        failure shows the tail of its log."""
+
+        def still_serving() -> T | None:
             result = probe()
-            if result:
-                return result
-            assert self.process.process.poll() is None, (
-                f"llamasup serve exited while waiting for {what}:\n{self.stderr_tail()}"
-            )
-            assert time.monotonic() < deadline, (
-                f"timed out waiting for {what}:\n{self.stderr_tail()}"
-            )
-            time.sleep(0.05)
+            if not result:
+                assert self.process.process.poll() is None, (
+                    f"llamasup serve exited while waiting for {what}:\n{self.stderr_tail()}"
+                )
+            return result
+
+        try:
+            return poll_until(still_serving, timeout=timeout, interval=0.05, what=what)
+        except PollTimeout as exc:
+            raise PollTimeout(f"{exc}:\n{self.stderr_tail()}") from None
 
     def stderr_tail(self, lines: int = 40) -> str:
         return "\n".join(self.process.lines[-lines:])
@@ -108,14 +114,15 @@ class Served:
         started = time.monotonic()
         for index, signum in enumerate(signals or (signal.SIGTERM,)):
             if index:
-                time.sleep(gap)
+                time.sleep(gap)  # pacing the signals as the caller asked, not a wait
             self.process.signal(signum)
         code = self.process.wait_exit(timeout)
         seconds = time.monotonic() - started
         # the front reaps what it stops; a SIGKILLed group may take a moment to disappear
-        deadline = time.monotonic() + 5
-        while (left := sorted(p for p in watched if alive(p))) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        # (what is still there after 5 s is reported, for the caller to assert on)
+        with contextlib.suppress(PollTimeout):
+            poll_until(lambda: not any(alive(p) for p in watched), timeout=5, interval=0.02)
+        left = sorted(p for p in watched if alive(p))
         self.stopped = Stopped(code, seconds, left)
         return self.stopped
 

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_diff_and_apply_restart_only_the_edited_model(
     write_profile(served_dir / "profiles.yaml", llama_server_bin, tiny_model, state)
     with serving(served_dir) as served:
         before = {
-            m: served.wait_for(f"{m} ready", lambda m=m: served.sidecars(m)) for m in ("one", "two")
+            m: served.wait_for(f"{m} ready", partial(served.sidecars, m)) for m in ("one", "two")
         }
         checkout = tmp_path / "checkout"
         shutil.copytree(served_dir, checkout, ignore=shutil.ignore_patterns(".*"))

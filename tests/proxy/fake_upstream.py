@@ -206,7 +206,7 @@ class FakeProtocol(asyncio.Protocol):
                     if wait > 0:
                         await asyncio.sleep(max(wait, 0.001))
                 elif i and delay > 0:
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(delay)  # the fake's pacing, asked for by the test
                 if self.lost:
                     return
                 transport.write(b"%x\r\n%s\r\n" % (len(event), event))

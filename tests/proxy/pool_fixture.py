@@ -31,6 +31,7 @@ from llamasup.proxy.hooks import ProxyObserver
 from llamasup.proxy.upstream import UpstreamClient, UpstreamError
 from llamasup.reconcile.pool import DEFAULT_TERMS, Origin, Terms, Upstream, UpstreamAddress
 from llamasup.spec.resolve import Resolver, SidecarSpec
+from llamasup.testing.poll import poll_until
 
 FAKE_UPSTREAM = Path(__file__).with_name("fake_upstream.py")
 T = TypeVar("T")
@@ -208,7 +209,7 @@ class FakeSidecarPool:
                     return
             except UpstreamError:
                 pass
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the fake pool's health probe interval, like a supervisor's
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -258,7 +259,7 @@ class ProxyServer:
 
     def start(self) -> ProxyServer:
         self._thread.start()
-        wait_until(lambda: self._server.started, what="uvicorn started")
+        poll_until(lambda: self._server.started, what="uvicorn started")
         return self
 
     def call(self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30) -> T:
@@ -276,12 +277,3 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def wait_until(check: Callable[[], object], *, timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``check`` until it is true, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        time.sleep(0.005)

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from llamasup.proxy.hooks import RequestRecord
-from proxy.pool_fixture import ProxyServer, wait_until
+from llamasup.testing.poll import poll_until, wait_for
+from proxy.pool_fixture import ProxyServer
 from proxy.proxy_profiles import PROFILE, ProxyFactory
 
 
@@ -82,8 +83,8 @@ def test_client_disconnect_cancels_upstream(proxy: ProxyServer) -> None:
         assert proxy.pool.in_flight[key] == 1
         assert upstream_stats(proxy, key)["cancelled"] == 0
     # leaving the with-block closed the connection mid-stream
-    wait_until(lambda: upstream_stats(proxy, key)["cancelled"] == 1, what="upstream cancel")
-    wait_until(lambda: proxy.pool.in_flight[key] == 0, what="lease released")
+    poll_until(lambda: upstream_stats(proxy, key)["cancelled"] == 1, what="upstream cancel")
+    poll_until(lambda: proxy.pool.in_flight[key] == 0, what="lease released")
     assert upstream_stats(proxy, key)["active"] == 0
 
 
@@ -116,7 +117,7 @@ def test_sidecar_killed_mid_stream_ends_with_error_event(proxy: ProxyServer, pat
     # every event before the error is whole: the torn one (if any) was held back
     for payload in data[:-1]:
         json.loads(payload)
-    wait_until(lambda: proxy.pool.in_flight[key] == 0, what="lease released")
+    poll_until(lambda: proxy.pool.in_flight[key] == 0, what="lease released")
 
 
 def test_cold_start_on_demand(make_proxy: ProxyFactory) -> None:
@@ -157,7 +158,7 @@ def test_disconnect_while_waiting_for_start_withdraws_demand(make_proxy: ProxyFa
     key = key_of(proxy, "alpha")
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(proxy.url + "/v1/completions", json={"model": "alpha"}, timeout=0.5)
-    wait_until(lambda: proxy.pool.withdrawn[key] == 1, what="demand withdrawn")
+    poll_until(lambda: proxy.pool.withdrawn[key] == 1, what="demand withdrawn")
     assert proxy.pool.waiting[key] == 0
     assert proxy.pool.in_flight[key] == 0
 
@@ -203,11 +204,11 @@ def test_concurrency_limit_queues_then_429(proxy: ProxyServer) -> None:
                     json={"model": "beta", "x_fake_ctl": {"delay": 0.05}, "stream": True},
                 )
             )
-            await asyncio.to_thread(wait_until, lambda: proxy.pool.in_flight[key] == 1)
+            await wait_for(lambda: proxy.pool.in_flight[key] == 1)
             queued = asyncio.ensure_future(client.post("/v1/completions", json={"model": "beta"}))
             gate = proxy.app._limits.gate(proxy.resolver.resolve("beta").model)
             assert gate is not None
-            await asyncio.to_thread(wait_until, lambda: len(gate.waiters) == 1)
+            await wait_for(lambda: len(gate.waiters) == 1)
             refused = await client.post("/v1/completions", json={"model": "beta"})
             assert refused.status_code == 429
             assert refused.json()["error"]["code"] == "model_busy"
@@ -242,7 +243,7 @@ def test_observer_sees_every_request(make_proxy: ProxyFactory) -> None:
     ) as response:
         response.read()
     httpx.post(proxy.url + "/v1/completions", json={"model": "nope"}, timeout=30)
-    wait_until(lambda: len(recorder.finished) == 3)
+    poll_until(lambda: len(recorder.finished) == 3)
     plain, streamed, unknown = recorder.finished
     assert recorder.started == [
         ("/v1/completions", "alpha", ""),

@@ -168,7 +168,7 @@ def test_slow_reader_pauses_the_sidecar_and_gets_everything() -> None:
             received = bytearray()
             while chunk := await response.read():
                 received += chunk
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0.001)  # pacing: a slow reader is the point
             assert received == big
             response.release()
 

@@ -17,12 +17,13 @@ from service_helpers import (
     RunningService,
     chat,
     pid_alive,
+    reconcile_passes,
     running_service,
     served_by,
-    wait_for,
 )
 
 from llamasup.planner.types import Stop
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -336,7 +337,7 @@ async def test_a_model_whose_file_is_missing_evicts_nothing(
         reply = await running.client.post("/v1/chat/completions", json=body)
         assert reply.status_code == 503
         assert "broken.gguf does not exist" in reply.json()["error"]["message"]
-        await asyncio.sleep(0.3)  # a pass or two
+        await reconcile_passes(running.service.reconciler)  # one began after the refusal
         assert running.ready_pids() == {"alpha": pid}
         stops = [a for r in running.service.reconciler.status.recent for a in r.plan.actions]
         assert not [a for a in stops if isinstance(a, Stop)]

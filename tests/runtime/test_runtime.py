@@ -151,6 +151,7 @@ def test_binary_version(tmp_path: Path) -> None:
     assert binary_version(hanging, timeout=0.3) is None
 
 
+@pytest.mark.e2e
 def test_real_binary_version(llama_server_bin: Path) -> None:
     version = binary_version(llama_server_bin)
     assert version is not None and version.startswith("b")
@@ -197,6 +198,7 @@ def test_install_checks_prerequisites_before_downloading(
     assert not any("downloading" in m for m in messages)
 
 
+@pytest.mark.e2e
 def test_install_reuses_a_working_cached_binary(
     llama_server_bin: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,8 +20,8 @@ from service_helpers import (
     fake_profile,
     models_yaml,
     port_range,
+    reconcile_passes,
     running_service,
-    wait_for,
     write_model_files,
 )
 
@@ -29,8 +29,9 @@ from llamasup import __version__
 from llamasup.cli.apply import apply_lines
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.persist import PersistError
-from llamasup.profiles.store import ProfileStore
+from llamasup.profiles.store import ProfileStore, ReloadResult
 from llamasup.service import status_view
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -181,7 +182,8 @@ async def test_settled_plan_is_empty_and_a_dry_run_changes_nothing(
         assert [(a["key"], a["reason"]) for a in stops] == [(beta_key, "changed")]
         assert [a["action"] for a in body["plan"]["actions"]].count("start") == 1
 
-        await asyncio.sleep(0.3)  # a dry run that did act would have stopped beta by now
+        # a dry run that did act would have had beta stopped by a pass that began after it
+        await reconcile_passes(running.service.reconciler)
         assert running.pids() == pids
         assert profile.read_text() == original
         assert running.service.profiles.revision == revision
@@ -246,18 +248,29 @@ async def test_apply_persists_adopts_and_survives_a_restart(
 
 
 async def test_apply_reports_restart_needed_and_the_watcher_keeps_its_record(
-    tmp_path: Path, fake_server_bin: Path
+    tmp_path: Path, fake_server_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setup = make_setup(tmp_path, fake_server_bin, ["alpha"])
     (setup.root / "p.yaml").write_text(setup.text({"alpha": ""}))
     moved = fake_profile(setup.fake_bin, setup.state, {"alpha": ""}, ports=port_range())
     async with running_service(setup.root, watch=True) as running:
+        store = running.service.store
+        reload = store.reload
+        watched: list[ReloadResult] = []
+
+        async def noting_what_the_watcher_did(trigger: str) -> ReloadResult:
+            result = await reload(trigger)
+            if trigger == "watch":
+                watched.append(result)
+            return result
+
+        monkeypatch.setattr(store, "reload", noting_what_the_watcher_did)
         dry = await running.client.post("/api/apply?dry_run=1", json={"files": {"p.yaml": moved}})
         assert dry.json()["restart_needed"] == ["ports"]
         assert "restart needed: ports" in "\n".join(apply_lines(dry.json()))
         reply = await running.client.post("/api/apply", json={"files": {"p.yaml": moved}})
         assert (reply.status_code, reply.json()["restart_needed"]) == (200, ["ports"])
-        await asyncio.sleep(1.0)  # the watcher sees the files the apply wrote
+        await wait_for(lambda: watched, what="the watcher to reload the files the apply wrote")
         last = (await running.status())["profiles"]["last_reload"]
         assert (last["trigger"], last["result"]) == ("apply", "ok")
 
@@ -515,11 +528,13 @@ async def test_logs_of_an_agent_sidecar_by_its_name(tmp_path: Path, fake_server_
         await chat(running.client, "alpha@long")
         [row] = (await running.status())["sidecars"]
         tail_url = f"/api/logs/{row['key']}?lines=3"
-        for _ in range(200):  # the request's last log line may follow its answer
-            by_key = (await running.client.get(tail_url)).text
-            if "stop processing" in by_key:
-                break
-            await asyncio.sleep(0.02)
+
+        async def tail_with_the_last_line() -> str | None:
+            text = (await running.client.get(tail_url)).text
+            return text if "stop processing" in text else None
+
+        # the request's last log line may follow its answer
+        by_key = await wait_for(tail_with_the_last_line, what="the request's last log line")
         for name in ("alpha@long", "@long", "long"):
             reply = await running.client.get(f"/api/logs/{name}", params={"lines": "3"})
             assert (reply.status_code, reply.text) == (200, by_key), name

@@ -19,10 +19,10 @@ from service_helpers import (
     pid_alive,
     running_service,
     served_by,
-    wait_for,
 )
 
 from llamasup.profiles.load import load_profiles
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import fake_profile, pid_alive, port_range, wait_for, write_model_files
+from service_helpers import (
+    fake_profile,
+    pid_alive,
+    port_range,
+    reconcile_passes,
+    write_model_files,
+)
 
+from llamasup import library
 from llamasup.errors import UnknownModelError
 from llamasup.library import local_models
 from llamasup.profiles.load import load_profiles
+from llamasup.reconcile.reconciler import Reconciler
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +49,8 @@ def _profile(tmp_path: Path, fake_server_bin: Path) -> Path:
 async def test_lazy_start_warm_reuse_and_cleanup(tmp_path: Path, fake_server_bin: Path) -> None:
     async with local_models(_profile(tmp_path, fake_server_bin)) as models:
         assert models.profiles.models.keys() == {"alpha", "beta"}
-        await asyncio.sleep(0.2)
+        reconciler = models._reconciler
+        await wait_for(lambda: reconciler.status.passes >= 1, what="the first reconcile pass")
         async with httpx.AsyncClient(trust_env=False) as client:
 
             async def pid_of(target: str) -> int:
@@ -97,13 +108,29 @@ async def test_a_lease_outliving_its_stopped_sidecar_keeps_counts_exact(
         assert reconciler.leases.in_flight(new.key) == 0
 
 
+class SteppedClock:
+    """Wall-clock time that a test can move forward (the reconciler's idea of now)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += seconds
+
+
 @pytest.mark.parametrize("released", ["before-the-restart", "while-it-loads"])
 async def test_a_restarted_key_does_not_inherit_an_old_last_use(
-    tmp_path: Path, fake_server_bin: Path, released: str
+    tmp_path: Path, fake_server_bin: Path, released: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A lease that ends after its sidecar was replaced stamps the key's last use; a sidecar of
     that key started later must count its idle time from its own READY, or a preload with a
     ttl shorter than its load is stopped as idle the moment it is ready."""
+    # local_models takes no clock; its reconciler gets this one, so the ttl passes at once
+    clock = SteppedClock()
+    monkeypatch.setattr(library, "Reconciler", functools.partial(Reconciler, clock=clock))
     write_model_files(tmp_path, ["alpha"])
     ports = port_range()
     slow = "env: {FAKE_LLAMA_LOAD_DELAY: '1.5'}"
@@ -130,8 +157,8 @@ async def test_a_restarted_key_does_not_inherit_an_old_last_use(
         await wait_for(lambda: reconciler.supervisor.get(key) is None, what="old alpha stopped")
         if released == "before-the-restart":
             await old_lease.__aexit__(None, None, None)
-            await asyncio.sleep(1.2)  # longer than the ttl
-        released_at = time.time()
+            clock.advance(1.2)  # longer than the ttl
+        released_at = clock()
         reconciler.set_profiles(first)  # the old key is wanted again (preload)
         if released == "while-it-loads":
             await wait_for(lambda: reconciler.supervisor.get(key) is not None, what="respawn")
@@ -144,7 +171,7 @@ async def test_a_restarted_key_does_not_inherit_an_old_last_use(
         await wait_for(ready, what="alpha back")
         last_used = reconciler.leases.last_used(key)
         assert last_used is not None and last_used >= released_at + 1.0  # not before READY
-        await asyncio.sleep(0.3)
+        await reconcile_passes(reconciler)  # one began after READY, and saw what it stamped
         assert (key, "idle-ttl") not in stops
 
 

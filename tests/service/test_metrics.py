@@ -14,12 +14,12 @@ from service_helpers import (
     fake_profile,
     port_range,
     running_service,
-    wait_for,
     write_model_files,
 )
 
 from llamasup.service.metrics import merge_families
 from llamasup.testing.fake_bodies import metrics_text
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 

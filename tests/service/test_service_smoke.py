@@ -3,11 +3,12 @@ a profile edit restarts only the model it changed."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 from service_helpers import fake_profile, running_service, write_model_files
+
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -15,15 +16,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def _wait_for(predicate: object, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_edit_restarts_only_the_changed_model(tmp_path: Path, fake_server_bin: Path) -> None:
@@ -34,7 +26,7 @@ async def test_edit_restarts_only_the_changed_model(tmp_path: Path, fake_server_
     models = {"alpha": "preload: true", "beta": "preload: true"}
     (profiles / "p.yaml").write_text(fake_profile(fake_server_bin, state, models))
     async with running_service(profiles) as running:
-        await _wait_for(lambda: all(running.pids().get(m) for m in ("alpha", "beta")))
+        await wait_for(lambda: all(running.pids().get(m) for m in ("alpha", "beta")))
         before = running.pids()
         reply = await running.client.post(
             "/v1/chat/completions",
@@ -43,7 +35,7 @@ async def test_edit_restarts_only_the_changed_model(tmp_path: Path, fake_server_
         assert reply.status_code == 200, reply.text
         models["beta"] = "preload: true\nargs: [--ctx-size, 1024]"
         (profiles / "p.yaml").write_text(fake_profile(fake_server_bin, state, models))
-        await _wait_for(lambda: running.pids().get("beta") not in (None, before["beta"]))
+        await wait_for(lambda: running.pids().get("beta") not in (None, before["beta"]))
         after = running.pids()
         assert after["alpha"] == before["alpha"]
         assert after["beta"] != before["beta"]

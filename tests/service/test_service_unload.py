@@ -3,11 +3,12 @@ it (a pass that ran while the process was still exiting used to start it again).
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from service_helpers import fake_profile, running_service, write_model_files
+from service_helpers import fake_profile, reconcile_passes, running_service, write_model_files
+
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -27,14 +28,14 @@ async def test_unloaded_preload_sidecar_stays_stopped_until_demanded(
     (profiles / "p.yaml").write_text(fake_profile(fake_server_bin, tmp_path / "state", models))
     async with running_service(profiles, watch=False) as running:
         supervisor = running.service.supervisor
-        for _ in range(500):
-            if sorted(str(s.sidecar.state) for s in supervisor.statuses()) == ["ready"] * 2:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for(
+            lambda: sorted(str(s.sidecar.state) for s in supervisor.statuses()) == ["ready"] * 2,
+            what="alpha and beta ready",
+        )
         reply = await running.client.post("/api/unload", json={"model": "beta"})
         assert reply.status_code == 200
         assert [item["model"] for item in reply.json()["stopped"]] == ["beta"]
-        await asyncio.sleep(1.0)  # several passes
+        await reconcile_passes(running.service.reconciler, 3)  # several passes
         assert sorted(running.pids()) == ["alpha"]
         status = await running.status()
         rows = {row["model"]: row["state"] for row in status["sidecars"]}

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from port_slices import PortSlices
 
 from llamasup.sidecars.ports import PortAllocator
 from llamasup.sidecars.sidecar import Sidecar
@@ -15,11 +16,9 @@ from llamasup.testing import write_fake_binary
 
 from .sidecar_helpers import fake_spec
 
-#: a range private to these tests, outside the ephemeral range (where any client socket on
-#: the host may sit); each test gets its own slice so a slow exit elsewhere cannot collide
-_BASE_PORT = 22100
-_SLICE = 8
-_counter = iter(range(10_000))
+#: 22100-23059: a range private to these tests (see port_slices), away from the service
+#: tests' 23100+ and the defaults; each test gets its own slice of 8
+_PORTS = PortSlices(22100, 8, 120)
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -43,11 +42,9 @@ def model_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> SidecarSettings:
-    slot = next(_counter) % 60
-    first = _BASE_PORT + slot * _SLICE
     return SidecarSettings(
         state_dir=tmp_path / "state",
-        port_range=(first, first + _SLICE - 1),
+        port_range=_PORTS.next(),
         load_timeout=10.0,
         health_interval=0.2,
         health_timeout=1.0,

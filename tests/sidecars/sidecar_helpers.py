@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from llamasup.spec.resolve import SidecarSpec
@@ -25,17 +23,6 @@ def fake_spec(
         args=("-m", str(model_file)),
         env=tuple(sorted((env or {}).items())),
     )
-
-
-async def poll_until(
-    predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Check ``predicate`` every few ms until true; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def pid_alive(pid: int) -> bool:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from llamasup.sidecars.orphans import find_orphans, scope_of
 from llamasup.sidecars.supervisor import Supervisor
 from llamasup.sidecars.types import SidecarSettings
+from llamasup.testing.poll import poll_until
 
 from .sidecar_helpers import pid_alive
 
@@ -81,10 +81,11 @@ def test_sigkilled_supervisor_leaves_no_sidecars(
         assert len(pids) == 2 and all(pid_alive(pid) for pid in pids)
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
-        deadline = time.monotonic() + 5.0
-        while any(pid_alive(pid) for pid in pids):
-            assert time.monotonic() < deadline, f"sidecars outlived their supervisor: {pids}"
-            time.sleep(0.01)
+        poll_until(
+            lambda: not any(pid_alive(pid) for pid in pids),
+            timeout=5.0,
+            what=f"the sidecars {pids} to die with their supervisor",
+        )
     finally:
         if holder.poll() is None:
             holder.kill()

@@ -15,8 +15,9 @@ from llamasup.sidecars.health import http_status
 from llamasup.sidecars.ports import PortAllocator
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.types import SidecarEventKind, SidecarSettings, SidecarState
+from llamasup.testing.poll import wait_for
 
-from .sidecar_helpers import pid_alive, poll_until, squat
+from .sidecar_helpers import pid_alive, squat
 
 pytestmark = pytest.mark.anyio
 
@@ -89,7 +90,7 @@ async def test_hung_load_times_out_and_is_killed(make_sidecar: MakeSidecar) -> N
     pids: list[int] = []
 
     async def watch_pid() -> None:
-        await poll_until(lambda: sidecar.status().pid is not None, what="spawn")
+        await wait_for(lambda: sidecar.status().pid is not None, what="spawn")
         pids.append(sidecar.status().pid or 0)
 
     watcher = asyncio.create_task(watch_pid())
@@ -100,7 +101,7 @@ async def test_hung_load_times_out_and_is_killed(make_sidecar: MakeSidecar) -> N
     await watcher
     assert 0.4 <= elapsed < 5.0
     assert sidecar.status().state is SidecarState.FAILED
-    await poll_until(lambda: not pid_alive(pids[0]), what="hung child gone")
+    await wait_for(lambda: not pid_alive(pids[0]), what="hung child gone")
 
 
 async def test_slow_load_with_progress_is_not_killed(make_sidecar: MakeSidecar) -> None:
@@ -147,7 +148,7 @@ async def test_cancelled_caller_does_not_cancel_the_shared_start(
 ) -> None:
     sidecar = make_sidecar({"FAKE_LLAMA_LOAD_DELAY": "0.3"})
     impatient = asyncio.create_task(sidecar.ensure_ready())
-    await poll_until(lambda: sidecar.state is SidecarState.STARTING, what="starting")
+    await wait_for(lambda: sidecar.state is SidecarState.STARTING, what="starting")
     impatient.cancel()
     with pytest.raises(asyncio.CancelledError):
         await impatient
@@ -198,7 +199,7 @@ async def test_bind_retries_are_bounded(make_sidecar: MakeSidecar) -> None:
 async def test_stop_during_loading(make_sidecar: MakeSidecar) -> None:
     sidecar = make_sidecar({"FAKE_LLAMA_LOAD_DELAY": "30"})
     waiter = asyncio.create_task(sidecar.ensure_ready())
-    await poll_until(
+    await wait_for(
         lambda: any("loading model" in line.text for line in sidecar.recent_logs()),
         what="loading",
     )
@@ -246,7 +247,7 @@ async def test_chatty_child_never_blocks_and_log_file_stays_bounded(
     # every request makes it spam again; the pipe must keep flowing while we talk to it
     for _ in range(2):
         assert await http_status("127.0.0.1", status.port, "/health", limit=5.0) == 200
-    await poll_until(lambda: sidecar.log.total_lines > 150_000, what="spam drained")
+    await wait_for(lambda: sidecar.log.total_lines > 150_000, what="spam drained")
     log_file = sidecar.settings.log_dir / f"{sidecar.key}.log"
     assert log_file.stat().st_size <= limit
     backup = log_file.with_name(log_file.name + ".1")
@@ -307,7 +308,7 @@ async def test_unhealthy_child_is_killed_and_a_caller_meanwhile_gets_a_fresh_one
     await sidecar.ensure_ready()
     first_pid = sidecar.status().pid
     assert first_pid is not None
-    await poll_until(lambda: sidecar.state is SidecarState.STOPPING, what="unhealthy stop")
+    await wait_for(lambda: sidecar.state is SidecarState.STOPPING, what="unhealthy stop")
     await sidecar.ensure_ready()  # waits for the kill, then starts a new run
     assert events[:3] == [
         SidecarEventKind.READY,

@@ -16,8 +16,9 @@ from llamasup.planner.restart import RestartPolicy
 from llamasup.sidecars.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
 from llamasup.sidecars.types import SidecarEventKind, SidecarSettings, SidecarState
 from llamasup.spec.resolve import SidecarSpec
+from llamasup.testing.poll import wait_for
 
-from .sidecar_helpers import fake_spec, pid_alive, poll_until
+from .sidecar_helpers import fake_spec, pid_alive
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +74,7 @@ async def test_failing_start_backs_off_then_hits_the_start_limit_and_reset_recov
     spec = fake_spec(model_file)
     sidecar = supervisor.start(spec)
 
-    await poll_until(lambda: status_of(supervisor, spec.key).gave_up, what="start limit")
+    await wait_for(lambda: status_of(supervisor, spec.key).gave_up, what="start limit")
     failures = [(t, e) for t, e in events if e.kind is SidecarEventKind.START_FAILED]
     assert len(failures) == 3
     decisions = [e.decision for _, e in failures]
@@ -120,13 +121,13 @@ async def test_crash_while_ready_is_restarted(
         )
     assert response.status_code == 200
 
-    await poll_until(
+    await wait_for(
         lambda: any(e.kind is SidecarEventKind.EXITED for _, e in events), what="exit noticed"
     )
     exited = next(e for _, e in events if e.kind is SidecarEventKind.EXITED)
     assert exited.status.exit_code == -9
     assert exited.decision is not None and not exited.decision.give_up
-    await poll_until(
+    await wait_for(
         lambda: sidecar.state is SidecarState.READY and sidecar.status().pid != first_pid,
         what="restarted",
     )
@@ -145,13 +146,13 @@ async def test_unhealthy_sidecar_is_killed_and_restarted(
     first_pid = sidecar.status().pid
     assert first_pid is not None
     # health every 0.2 s, 3 failures in a row: unhealthy within about a second
-    await poll_until(
+    await wait_for(
         lambda: any(e.kind is SidecarEventKind.UNHEALTHY for _, e in events), what="unhealthy"
     )
     unhealthy = next(e for _, e in events if e.kind is SidecarEventKind.UNHEALTHY)
     assert "unhealthy" in (unhealthy.status.last_error or "")
     assert not pid_alive(first_pid)
-    await poll_until(lambda: sidecar.state is SidecarState.READY, what="restarted")
+    await wait_for(lambda: sidecar.state is SidecarState.READY, what="restarted")
     assert sidecar.status().pid != first_pid
 
 
@@ -163,7 +164,7 @@ async def test_on_demand_start_during_backoff_waits_for_it(
     model_file.unlink()
     spec = fake_spec(model_file)
     sidecar = supervisor.start(spec)
-    await poll_until(lambda: status_of(supervisor, spec.key).retry_in is not None, what="backoff")
+    await wait_for(lambda: status_of(supervisor, spec.key).retry_in is not None, what="backoff")
     assert sidecar.state is SidecarState.FAILED  # waiting out the backoff shows as failed
     model_file.write_bytes(b"fixed")
     started = time.monotonic()
@@ -202,7 +203,7 @@ async def test_stop_all_is_parallel_and_bounded(
     ] + [fake_spec(model_file, {"FAKE_LLAMA_LOAD_DELAY": "30"})]
     sidecars = [supervisor.start(spec) for spec in specs]
     await asyncio.gather(*(s.ensure_ready() for s in sidecars[:3]))
-    await poll_until(lambda: sidecars[3].status().pid is not None, what="loading one spawned")
+    await wait_for(lambda: sidecars[3].status().pid is not None, what="loading one spawned")
     pids = [s.status().pid for s in sidecars]
     started = time.monotonic()
     await supervisor.stop_all(timeout=1.0)
@@ -235,7 +236,7 @@ async def test_missing_binary_is_a_start_failure_under_the_policy(
             args=("-m", str(model_file)),
         )
         sidecar = supervisor.start(spec)  # does not raise: the failure shows in the status
-        await poll_until(lambda: status_of(supervisor, spec.key).gave_up, what="start limit")
+        await wait_for(lambda: status_of(supervisor, spec.key).gave_up, what="start limit")
         error = sidecar.status().last_error or ""
         assert "does not exist" in error and "start limit reached" not in error
         assert supervisor.ports.held == frozenset()

@@ -18,7 +18,8 @@ import pytest
 from llamasup.runtime.locate import binary_version
 from llamasup.testing.fake_server import parse_args, write_fake_binary
 from llamasup.testing.fake_state import FakeUsageError
-from llamasup.testing.process import ServerProcess, free_port, poll_until
+from llamasup.testing.poll import poll_until
+from llamasup.testing.process import ServerProcess, free_port
 
 LOADING_BODY = {"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}}
 

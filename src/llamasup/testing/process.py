@@ -14,11 +14,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
-
-T = TypeVar("T")
 
 LISTENING = re.compile(r"listening on http://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)")
 
@@ -28,20 +25,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
-
-
-def poll_until(
-    probe: Callable[[], T | None], *, timeout: float, interval: float = 0.01, what: str = ""
-) -> T:
-    """Call ``probe`` until it returns something other than None; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result is not None:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what or probe}")
-        time.sleep(interval)
 
 
 class ServerProcess:

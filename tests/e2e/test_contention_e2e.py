@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import port_range, running_service, wait_for
+from service_helpers import port_range, running_service
 
 from llamasup.core import defaults
+from llamasup.testing.poll import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

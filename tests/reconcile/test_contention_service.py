@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from service_helpers import chat, pid_alive, running_service, served_by, wait_for
+from service_helpers import chat, pid_alive, running_service, served_by
+
+from llamasup.testing.poll import wait_for
 
 from .test_reconciler_service import SLOW, TOKENS, Streamed, key_of, stream_chat, writer_for
 

@@ -15,12 +15,12 @@ from service_helpers import (
     pid_alive,
     running_service,
     served_by,
-    wait_for,
     write_model_files,
 )
 
 from llamasup.errors import ProfileError
 from llamasup.profiles.load import load_profiles
+from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
 

@@ -129,10 +129,8 @@ def test_grandchildren_of_a_sigkilled_llamasup_are_reaped_at_the_next_start(
         assert find_orphans(state_dir) == [], "sidecars of a live llamasup are not orphans"
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
-        deadline = time.monotonic() + 5.0
-        while any(pid_alive(pid) for pid in wrappers):  # PDEATHSIG: the wrappers die
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        # PDEATHSIG: the wrappers die
+        poll_until(lambda: not any(pid_alive(pid) for pid in wrappers), what="wrappers gone")
         left = find_orphans(state_dir)
         # what PDEATHSIG cannot reach: the servers the wrappers started, still listening
         assert len(left) == 2 and all(pid_alive(o.pid) for o in left), left
@@ -142,10 +140,7 @@ def test_grandchildren_of_a_sigkilled_llamasup_are_reaped_at_the_next_start(
         supervisor = Supervisor(settings)
         reaped = supervisor.reap_orphans()
         assert sorted(o.pid for o in reaped) == sorted(o.pid for o in left)
-        deadline = time.monotonic() + 5.0
-        while any(pid_alive(o.pid) for o in left):
-            assert time.monotonic() < deadline, "orphans survived the reaping"
-            time.sleep(0.01)
+        poll_until(lambda: not any(pid_alive(o.pid) for o in left), what="orphans reaped")
         assert find_orphans(state_dir) == []
     finally:
         if holder.poll() is None:

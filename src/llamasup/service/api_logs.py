@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from llamasup.errors import ResolveError
 from llamasup.proxy.asgi import Receive, Send
 from llamasup.service.api_errors import ApiError
 from llamasup.service.host import ControlHost
-from llamasup.sidecars.proclog import LogLine, ProcessLog
+from llamasup.sidecars.proclog import LogFollower, LogLine, ProcessLog
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.spec.resolve import split_target
 
@@ -86,7 +86,7 @@ async def send_logs(
     history: list[bytes] = []
     for path in files:
         history.extend(_tail_file(path, lines))
-    sources = [LogSource(f"[{s.key}] " if multi else "", s.log) for s in sidecars]
+    sources = [LogSource.of_sidecar(s, f"[{s.key}] " if multi else "") for s in sidecars]
     await stream_sources(sources, history, lines, follow=follow, receive=receive, send=send)
 
 
@@ -95,7 +95,16 @@ class LogSource:
     """One log to serve: lines are prefixed (``[key] ``) when several are merged."""
 
     prefix: str
-    log: ProcessLog
+    recent: Callable[[int], list[LogLine]]
+    follow: Callable[[], LogFollower]
+
+    @classmethod
+    def of_sidecar(cls, sidecar: Sidecar, prefix: str) -> LogSource:
+        return cls(prefix, sidecar.recent_logs, sidecar.follow_logs)
+
+    @classmethod
+    def of_log(cls, log: ProcessLog, prefix: str) -> LogSource:
+        return cls(prefix, log.recent, log.follow)
 
 
 async def stream_sources(
@@ -121,7 +130,7 @@ async def stream_sources(
         }
     )
     recent = sorted(
-        ((line, source.prefix) for source in sources for line in source.log.recent(lines)),
+        ((line, source.prefix) for source in sources for line in source.recent(lines)),
         key=lambda item: item[0].time,
     )
     chunks = [*history, *(_format(line, prefix) for line, prefix in recent)]
@@ -136,7 +145,7 @@ async def _follow(sources: list[LogSource], receive: Receive, send: Send) -> Non
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=10_000)
 
     async def pump(source: LogSource) -> None:
-        follower = source.log.follow()
+        follower = source.follow()
         try:
             async for line in follower:
                 await queue.put(_format(line, source.prefix))

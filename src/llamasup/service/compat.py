@@ -147,7 +147,7 @@ class CompatRoutes:
         skip_history = "no-history" in query.split("&")
         sources: list[LogSource] = []
         if which in (None, "proxy") and self._own_log is not None:
-            sources.append(LogSource("[llamasup] ", self._own_log))
+            sources.append(LogSource.of_log(self._own_log, "[llamasup] "))
         sidecars = self._host.reconciler.supervisor.sidecars()
         if which not in (None, "proxy", "upstream"):
             model = self._host.profiles.find_model(which)
@@ -159,7 +159,7 @@ class CompatRoutes:
                 )
             sidecars = [s for s in sidecars if s.spec.model == model.id]
         if which != "proxy":
-            sources.extend(LogSource(f"[{s.spec.model}] ", s.log) for s in sidecars)
+            sources.extend(LogSource.of_sidecar(s, f"[{s.spec.model}] ") for s in sidecars)
         lines = 0 if skip_history else DEFAULT_LINES * 10
         await stream_sources(sources, [], lines, follow=follow, receive=receive, send=send)
 

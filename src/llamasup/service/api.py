@@ -32,6 +32,7 @@ from llamasup.service.api_errors import ApiError, send_api_error, send_bytes
 from llamasup.service.api_logs import send_logs
 from llamasup.service.compat import CompatRoutes
 from llamasup.service.host import ControlHost
+from llamasup.service.routes import Route, RouteTable
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class ControlApi:
     def __init__(self, host: ControlHost, compat: CompatRoutes) -> None:
         self._host = host
         self._compat = compat
+        self._routes = self._table()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -65,50 +67,71 @@ class ControlApi:
                     send, ApiError(500, "internal_error", "llamasup failed; see its log")
                 )
 
+    def _table(self) -> RouteTable:
+        return RouteTable(
+            [
+                Route("GET", "/api/status", self._status),
+                Route("GET", "/api/plan", self._plan),
+                Route("POST", "/api/apply", self._apply_route),
+                Route("POST", "/api/reload", self._reload),
+                Route("POST", "/api/unload", self._unload_route),
+                Route("GET", "/api/logs/", self._logs, prefix=True),
+                Route("GET", "/sidecars", self._sidecars),
+                Route("DELETE", "/sidecars/", self._delete_sidecar, prefix=True),
+                Route("GET", "/metrics", self._metrics),
+                *self._compat.routes(),
+            ]
+        )
+
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
-        query = _query(scope)
-        host = self._host
-        if path == "/api/status" and method == "GET":
-            await send_json(send, 200, status_view.status(host))
-        elif path == "/api/plan" and method == "GET":
-            plan = host.reconciler.preview()
-            await send_json(send, 200, status_view.plan_dict(plan, status_view.key_models(host)))
-        elif path == "/api/apply" and method == "POST":
-            await self._apply(scope, receive, send, dry_run=_flag(query, "dry_run"))
-        elif path == "/api/reload" and method == "POST":
-            result = await host.reload("api")
-            rejected = result.result == "error"  # then llamasup's own error answer (marked)
-            answer = json.dumps(result.as_dict(), ensure_ascii=False).encode()
-            await send_bytes(
-                send, 422 if rejected else 200, answer, "application/json", error=rejected
-            )
-        elif path == "/api/unload" and method == "POST":
-            body = await _json_body(scope, receive)
-            await send_json(send, 200, await self._unload(body))
-        elif path.startswith("/api/logs/") and method == "GET":
-            name = unquote(path[len("/api/logs/") :])
-            await send_logs(host, name, query, receive, send)
-        elif path == "/sidecars" and method == "GET":
-            await send_json(send, 200, status_view.sidecars(host))
-        elif path.startswith("/sidecars/") and method == "DELETE":
-            key = unquote(path[len("/sidecars/") :])
-            await send_json(send, 200, await self._unload({"key": key}))
-        elif path == "/metrics" and method == "GET":
-            exposition, content_type = await host.render_metrics()
-            await send_bytes(send, 200, exposition, content_type)
-        elif await self._compat.dispatch(scope, receive, send):
-            pass
-        elif allowed := _allowed_methods(path) or self._compat.allowed(path):
+        found = self._routes.match(method, path)
+        if found.handler is not None:
+            await found.handler(scope, receive, send, found.tail)
+        elif found.allowed:
+            allowed = ", ".join(found.allowed)
             raise ApiError(
                 405,
                 "method_not_allowed",
-                f"{method} is not allowed on {path} (use {', '.join(allowed)})",
-                headers=[(b"allow", ", ".join(allowed).encode())],
+                f"{method} is not allowed on {path} (use {allowed})",
+                headers=[(b"allow", allowed.encode())],
             )
         else:
             raise ApiError(404, "not_found", f"no route for {path}")
+
+    async def _status(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_json(send, 200, status_view.status(self._host))
+
+    async def _plan(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        plan = self._host.reconciler.preview()
+        await send_json(send, 200, status_view.plan_dict(plan, status_view.key_models(self._host)))
+
+    async def _apply_route(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await self._apply(scope, receive, send, dry_run=_flag(_query(scope), "dry_run"))
+
+    async def _reload(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        result = await self._host.reload("api")
+        rejected = result.result == "error"  # then llamasup's own error answer (marked)
+        answer = json.dumps(result.as_dict(), ensure_ascii=False).encode()
+        await send_bytes(send, 422 if rejected else 200, answer, "application/json", error=rejected)
+
+    async def _unload_route(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        body = await _json_body(scope, receive)
+        await send_json(send, 200, await self._unload(body))
+
+    async def _logs(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_logs(self._host, unquote(tail), _query(scope), receive, send)
+
+    async def _sidecars(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_json(send, 200, status_view.sidecars(self._host))
+
+    async def _delete_sidecar(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_json(send, 200, await self._unload({"key": unquote(tail)}))
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        exposition, content_type = await self._host.render_metrics()
+        await send_bytes(send, 200, exposition, content_type)
 
     async def _apply(self, scope: Scope, receive: Receive, send: Send, *, dry_run: bool) -> None:
         body = await read_body(receive, _content_length(scope), MAX_APPLY_BODY)
@@ -156,28 +179,6 @@ class ControlApi:
                 stopped.append({"key": key, "model": model_id})
         reconciler.trigger()
         return {"stopped": stopped, "skipped": skipped}
-
-
-_EXACT_ROUTES = {
-    "/api/status": ("GET",),
-    "/api/plan": ("GET",),
-    "/api/apply": ("POST",),
-    "/api/reload": ("POST",),
-    "/api/unload": ("POST",),
-    "/sidecars": ("GET",),
-    "/metrics": ("GET",),
-}
-
-
-def _allowed_methods(path: str) -> tuple[str, ...]:
-    """The methods a known route accepts; () for a path no route serves."""
-    if path in _EXACT_ROUTES:
-        return _EXACT_ROUTES[path]
-    if path.startswith("/api/logs/") and len(path) > len("/api/logs/"):
-        return ("GET",)
-    if path.startswith("/sidecars/") and len(path) > len("/sidecars/"):
-        return ("DELETE",)
-    return ()
 
 
 def _count(number: int, noun: str) -> str:

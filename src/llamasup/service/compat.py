@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from llamasup._version import __version__
@@ -24,25 +23,10 @@ from llamasup.reconcile.pool import Origin
 from llamasup.service.api_errors import ApiError, send_bytes
 from llamasup.service.api_logs import DEFAULT_LINES, LogSource, stream_sources
 from llamasup.service.host import ControlHost
+from llamasup.service.routes import Route
 from llamasup.sidecars.proclog import ProcessLog
 
 logger = logging.getLogger(__name__)
-
-#: what each exact route accepts (for 405 answers)
-EXACT_ROUTES: Mapping[str, tuple[str, ...]] = {
-    "/running": ("GET",),
-    "/unload": ("GET", "POST"),
-    "/api/models/unload": ("POST",),
-    "/logs": ("GET",),
-    "/logs/stream": ("GET",),
-    "/models/load": ("POST",),
-    "/models/unload": ("POST",),
-    "/props": ("GET",),
-}
-PREFIX_ROUTES: Mapping[str, tuple[str, ...]] = {
-    "/api/models/unload/": ("POST",),
-    "/logs/stream/": ("GET",),
-}
 
 
 class CompatRoutes:
@@ -51,46 +35,54 @@ class CompatRoutes:
         self._own_log = own_log
         self._loads: set[asyncio.Task[None]] = set()
 
-    def allowed(self, path: str) -> tuple[str, ...]:
-        if path in EXACT_ROUTES:
-            return EXACT_ROUTES[path]
-        for prefix, methods in PREFIX_ROUTES.items():
-            if path.startswith(prefix) and len(path) > len(prefix):
-                return methods
-        return ()
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/running", self._running_route),
+            Route("GET", "/unload", self._unload_route),
+            Route("POST", "/unload", self._unload_route),
+            Route("POST", "/api/models/unload", self._api_unload_all),
+            Route("POST", "/api/models/unload/", self._api_unload_model, prefix=True),
+            Route("GET", "/logs", self._logs_history),
+            Route("GET", "/logs/stream", self._logs_stream),
+            Route("GET", "/logs/stream/", self._logs_stream, prefix=True),
+            Route("POST", "/models/load", self._models_load),
+            Route("POST", "/models/unload", self._models_unload),
+            Route("GET", "/props", self._props_route),
+        ]
 
-    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer a compatible route; False: not one of them (or the wrong method)."""
-        path: str = scope["path"]
-        method: str = scope["method"]
-        if method not in self.allowed(path):
-            return False
-        if path == "/running":
-            await send_json(send, 200, {"running": self._running()})
-        elif path == "/unload":
-            await self._unload_all()
-            await send_bytes(send, 200, b"OK", "text/plain; charset=utf-8")
-        elif path == "/api/models/unload":
-            await self._unload_all()
-            await send_json(send, 200, {"msg": "ok"})
-        elif path.startswith("/api/models/unload/"):
-            name = path[len("/api/models/unload/") :]
-            if self._host.profiles.find_model(name) is None:
-                raise ApiError(404, "unknown_model", f"model not found: {name!r}")
-            await self._unload_model(name)
-            await send_bytes(send, 200, b"OK", "text/plain; charset=utf-8")
-        elif path == "/logs":
-            await self._logs(None, scope, receive, send, follow=False)
-        elif path == "/logs/stream" or path.startswith("/logs/stream/"):
-            which = path[len("/logs/stream/") :] if path.startswith("/logs/stream/") else None
-            await self._logs(which, scope, receive, send, follow=True)
-        elif path == "/models/load":
-            await send_json(send, *self._load(await _model_field(scope, receive)))
-        elif path == "/models/unload":
-            await send_json(send, *(await self._router_unload(await _model_field(scope, receive))))
-        elif path == "/props":
-            await send_json(send, 200, self._props())
-        return True
+    async def _running_route(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_json(send, 200, {"running": self._running()})
+
+    async def _unload_route(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await self._unload_all()
+        await send_bytes(send, 200, b"OK", "text/plain; charset=utf-8")
+
+    async def _api_unload_all(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await self._unload_all()
+        await send_json(send, 200, {"msg": "ok"})
+
+    async def _api_unload_model(
+        self, scope: Scope, receive: Receive, send: Send, tail: str
+    ) -> None:
+        if self._host.profiles.find_model(tail) is None:
+            raise ApiError(404, "unknown_model", f"model not found: {tail!r}")
+        await self._unload_model(tail)
+        await send_bytes(send, 200, b"OK", "text/plain; charset=utf-8")
+
+    async def _logs_history(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await self._logs(None, scope, receive, send, follow=False)
+
+    async def _logs_stream(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await self._logs(tail or None, scope, receive, send, follow=True)
+
+    async def _models_load(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_json(send, *self._load(await _model_field(scope, receive)))
+
+    async def _models_unload(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_json(send, *(await self._router_unload(await _model_field(scope, receive))))
+
+    async def _props_route(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_json(send, 200, self._props())
 
     async def aclose(self) -> None:
         for task in list(self._loads):

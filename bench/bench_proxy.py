@@ -70,6 +70,9 @@ class StaticPool:
     def state(self, key: str) -> str | None:
         return "ready"
 
+    def progress(self, key: str) -> str | None:
+        return None
+
 
 class _Lease:
     __slots__ = ("pool",)

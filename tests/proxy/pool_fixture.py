@@ -82,6 +82,9 @@ class FakeSidecarPool:
         self.terms[spec.key] = terms
         return self._lease(spec, timeout)
 
+    def progress(self, key: str) -> str | None:
+        return "loading tensors" if key in self._starting else None
+
     def state(self, key: str) -> str | None:
         sidecar = self._sidecars.get(key)
         if sidecar is not None and sidecar.alive:

@@ -79,13 +79,17 @@ async def test_keep_alive_zero_unloads_its_sidecar_once_idle(
     writer.write({"alpha": ""})
     async with running_service(writer.target.parent) as running:
         pid = served_by(await chat(running.client, "alpha", headers={"x-llamasup-keep-alive": "0"}))
+
+        def stops() -> list[str]:
+            return [
+                action.reason
+                for record in running.service.reconciler.status.recent
+                for action in record.plan.stops
+            ]
+
+        # the pass is recorded once its stop is done: wait for the record, then the pid
+        await wait_for(lambda: "keep-alive" in stops(), what="a keep-alive stop")
         await wait_for(lambda: not pid_alive(pid), what="alpha unloaded right after")
-        stops = [
-            action.reason
-            for record in running.service.reconciler.status.recent
-            for action in record.plan.stops
-        ]
-        assert "keep-alive" in stops
 
 
 async def test_keep_alive_outlasts_the_ttl_and_a_bad_one_is_refused(

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.anyio
 SIDECAR_KEYS = {
     "key", "model", "agents", "state", "pid", "port", "started_at", "ready_at", "uptime",
     "restarts", "failures", "gave_up", "retry_in", "last_used", "in_flight", "waiting",
-    "oldest_wait", "drain",
+    "oldest_wait", "drain", "progress",
     "memory", "pinned", "last_error", "exit_code", "argv",
 }  # fmt: skip
 

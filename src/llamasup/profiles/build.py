@@ -326,6 +326,9 @@ class _Builder:
             unlisted=bool(raw.get("unlisted", False)),
             upstream_model=raw.get("upstream_model"),
             priority=int(raw.get("priority", 0)),
+            send_loading_state=None
+            if raw.get("send_loading_state") is None
+            else bool(raw["send_loading_state"]),
         )
         return model if len(self.log.errors) == errors_before else None
 

@@ -92,6 +92,8 @@ class ServerConfig:
     api_keys: tuple[ApiKeyConfig, ...] = ()
     #: ``/metrics`` without a key even when keys are configured (a scrape by annotation)
     open_metrics: bool = False
+    #: stream progress to chat clients while their model loads (models may override)
+    send_loading_state: bool = False
     agent_flags_enabled: bool = False
     agent_flags_allow_load: frozenset[str] = frozenset()
     restart: RestartConfig = field(default_factory=RestartConfig)
@@ -129,6 +131,8 @@ class ModelConfig:
     upstream_model: str | None = None
     #: higher: its requests are served first and its sidecar drained last
     priority: int = 0
+    #: stream progress to chat clients while it loads (None: ``server.send_loading_state``)
+    send_loading_state: bool | None = None
 
     @property
     def is_command(self) -> bool:

@@ -29,9 +29,16 @@ from llamasup.proxy.asgi import (
     send_json,
 )
 from llamasup.proxy.body import parse_body
-from llamasup.proxy.envelope import Dialect, ProxyError, send_error, too_large
+from llamasup.proxy.envelope import (
+    Dialect,
+    ProxyError,
+    send_error,
+    stream_error_event,
+    too_large,
+)
 from llamasup.proxy.hooks import ProxyObserver, RequestRecord
 from llamasup.proxy.limits import ConcurrencyGates
+from llamasup.proxy.loading import LoadingStream, wants_loading_state
 from llamasup.proxy.models import model_listing
 from llamasup.proxy.relay import Exchange, relay
 from llamasup.proxy.request import (
@@ -54,7 +61,16 @@ UPSTREAM_PREFIX = "/upstream/"
 class _Outbound:
     """What goes to the sidecar."""
 
-    __slots__ = ("headers", "method", "origin", "payload", "start_timeout", "target", "terms")
+    __slots__ = (
+        "headers",
+        "loading",
+        "method",
+        "origin",
+        "payload",
+        "start_timeout",
+        "target",
+        "terms",
+    )
 
     def __init__(
         self,
@@ -71,6 +87,8 @@ class _Outbound:
         self.start_timeout = start_timeout
         self.origin: Origin | None = None
         self.terms = DEFAULT_TERMS
+        #: progress while the sidecar loads (a streamed chat that opted in)
+        self.loading = False
 
 
 class ProxyApp:
@@ -182,6 +200,13 @@ class ProxyApp:
         out.origin = _origin(resolved, headers.agent_flags)
         keep = keep_alive_of(body.get("keep_alive"), headers.keep_alive, _keep_limit(server))
         out.terms = _terms(resolved, keep)
+        default = resolved.model.send_loading_state
+        out.loading = wants_loading_state(
+            route.path,
+            body.get("stream"),
+            headers.loading_state,
+            server.send_loading_state if default is None else default,
+        )
         await self._forward(ex, receive, send, resolved, out)
 
     async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -271,12 +296,21 @@ class ProxyApp:
 
     async def _leased(self, ex: Exchange, send: Send, resolved: Resolved, out: _Outbound) -> None:
         entered = False
+        key = resolved.spec.key
+        loader: LoadingStream | None = None
+        if out.loading and self._pool.state(key) != "ready":
+            loader = LoadingStream(send, resolved.model.id, lambda: self._pool.progress(key))
+            await loader.begin()
+            ex.response_started = ex.streamed = True
+            ex.status = 200
         try:
             lease = self._pool.lease(
                 resolved.spec, timeout=out.start_timeout, origin=out.origin, terms=out.terms
             )
             async with lease as upstream:
                 entered = True
+                if loader is not None:
+                    await loader.end(ready=True)
                 if self._observer is not None:
                     ex.wait = perf_counter() - ex.t0
                 try:
@@ -293,7 +327,7 @@ class ProxyApp:
                         502, "upstream_unreachable", f"sidecar for {resolved.model.id!r}: {exc}"
                     ) from exc
                 try:
-                    await relay(ex, response, send)
+                    await relay(ex, response, send, head_sent=loader is not None)
                 finally:
                     response.release()
         except (TimeoutError, LlamasupError) as exc:
@@ -301,6 +335,8 @@ class ProxyApp:
                 raise
             raise _lease_error(exc, resolved, out.start_timeout) from exc
         finally:
+            if loader is not None and not entered:
+                await loader.end(ready=False)
             if not entered and self._observer is not None:
                 # no sidecar came (refused, timed out, the client left): the wait still counts
                 ex.wait = perf_counter() - ex.t0
@@ -310,7 +346,10 @@ class ProxyApp:
         ex.status = exc.status
         ex.error = exc.code
         ex.finished = True
-        if ex.response_started:  # cannot happen for ProxyError today; keep the invariant
+        if ex.response_started:
+            # a loading stream has begun (200 sent): the refusal goes in-band, last event
+            event = stream_error_event(dialect, exc.message, exc.code)
+            await send({"type": "http.response.body", "body": event, "more_body": False})
             return
         await send_error(send, exc, dialect)
 

@@ -63,8 +63,17 @@ class Exchange:
         self.client_gone = False
 
 
-async def relay(ex: Exchange, response: UpstreamResponse, send: Send) -> None:
-    """Send the sidecar's status, headers and body on, each chunk as soon as it arrives."""
+async def relay(
+    ex: Exchange, response: UpstreamResponse, send: Send, *, head_sent: bool = False
+) -> None:
+    """Send the sidecar's status, headers and body on, each chunk as soon as it arrives.
+
+    ``head_sent``: a loading stream already answered 200 with an event stream; the sidecar's
+    stream continues it, and anything else it answers becomes one in-band error event.
+    """
+    if head_sent:
+        await _continue_stream(ex, response, send)
+        return
     headers: list[tuple[bytes, bytes]] = []
     streamed = False
     for name, value in response.headers:
@@ -98,6 +107,29 @@ async def relay(ex: Exchange, response: UpstreamResponse, send: Send) -> None:
         await send({"type": "http.response.body", "body": chunk, "more_body": not last})
         if last:
             return
+
+
+async def _continue_stream(ex: Exchange, response: UpstreamResponse, send: Send) -> None:
+    streamed = any(
+        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+        for name, value in response.headers
+    )
+    if response.status == 200 and streamed:
+        await _relay_events(ex, response, send)
+        return
+    parts: list[bytes] = []
+    try:
+        while not response.complete:
+            parts.append(await response.read())
+    except UpstreamError:
+        pass
+    text = b"".join(parts)[:2000].decode("utf-8", "replace")
+    ex.status = response.status
+    ex.error = "upstream_error"
+    ex.finished = True
+    message = f"sidecar for {ex.model!r} answered {response.status}: {text}"
+    event = stream_error_event(ex.dialect, message, "upstream_error")
+    await send({"type": "http.response.body", "body": event, "more_body": False})
 
 
 async def _relay_events(ex: Exchange, response: UpstreamResponse, send: Send) -> None:

@@ -18,6 +18,7 @@ from llamasup.flags.flagset import parse_header
 from llamasup.profiles.types import ServerConfig
 from llamasup.proxy.body import RequestBody, edit_body
 from llamasup.proxy.envelope import Dialect, ProxyError
+from llamasup.proxy.loading import HEADER_LOADING_STATE
 from llamasup.spec.resolve import Resolved, Resolver, split_target
 
 
@@ -98,6 +99,7 @@ _DROPPED_REQUEST_HEADERS = frozenset(
         HEADER_AGENT,
         HEADER_AGENT_FLAGS,
         HEADER_KEEP_ALIVE,
+        HEADER_LOADING_STATE,
     }
 )
 
@@ -118,6 +120,7 @@ class RequestHeaders:
     agent: str | None = None
     agent_flags: str | None = None
     keep_alive: str | None = None
+    loading_state: str | None = None
     content_length: int | None = None
 
 
@@ -136,6 +139,8 @@ def scan_headers(headers: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
             result.agent_flags = value.decode("latin-1")
         elif name == HEADER_KEEP_ALIVE:
             result.keep_alive = value.decode("latin-1").strip() or None
+        elif name == HEADER_LOADING_STATE:
+            result.loading_state = value.decode("latin-1")
         elif name == b"content-length":
             try:
                 result.content_length = int(value)

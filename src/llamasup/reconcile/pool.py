@@ -115,3 +115,7 @@ class SidecarPool(Protocol):
     def state(self, key: str) -> str | None:
         """The sidecar's state (``"ready"``, ``"starting"``, ...) or None if it has none."""
         ...
+
+    def progress(self, key: str) -> str | None:
+        """While the sidecar loads: the last line it printed (its own account of progress)."""
+        ...

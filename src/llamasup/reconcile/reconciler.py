@@ -126,6 +126,12 @@ class Reconciler:
         tomb = next((t for t in self.registry.tombstones() if t.key == key), None)
         return None if tomb is None else tomb.state
 
+    def progress(self, key: str) -> str | None:
+        sidecar = self.supervisor.get(key)
+        if sidecar is None or sidecar.state is not SidecarState.STARTING:
+            return None
+        return sidecar.log.last_child_line()
+
     def draining(self, key: str) -> bool:
         """Whether ``key`` is being stopped: new requests go elsewhere, its own finish first."""
         return self._executor.closing(key)
@@ -241,6 +247,7 @@ class Reconciler:
             waiting=self.demands.waiting_count(key),
             oldest_wait=self._oldest_wait(key),
             drain=self._executor.why(key),
+            progress=self.progress(key),
             memory=None if spec is None else self.registry.memory_estimate(spec),
             pinned=spec is not None and spec.pinned,
             last_error=sidecar.last_error,
@@ -269,6 +276,7 @@ class Reconciler:
             waiting=self.demands.waiting_count(key),
             oldest_wait=self._oldest_wait(key),
             drain=self._executor.why(key),
+            progress=None,
             memory=None if spec is None else self.registry.memory_estimate(spec),
             pinned=spec is not None and spec.pinned,
             last_error=error,

@@ -43,6 +43,8 @@ class SidecarView:
     oldest_wait: float | None
     #: why it is being drained, when it is (``"alpha: drained for beta (it waited 3.2s; ..."``)
     drain: str | None
+    #: while it loads: the last line its process printed
+    progress: str | None
     memory: int | None
     pinned: bool
     last_error: str | None

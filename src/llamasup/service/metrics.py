@@ -14,6 +14,7 @@ its samples are re-exposed with ``model`` and ``sidecar`` labels added, one fami
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -120,6 +121,12 @@ class _LiveCollector(Collector):
             "Estimated memory of each sidecar (weights + KV cache + compute)",
             labels=("model", "sidecar"),
         )
+        loading = GaugeMetricFamily(
+            "llamasup_sidecar_loading_seconds",
+            "Seconds each sidecar that is still loading has been at it",
+            labels=("model", "sidecar"),
+        )
+        now = time.time()
         waiting_total = 0
         queues: dict[str, int] = dict.fromkeys(reconciler.profiles.models, 0)
         for view in reconciler.snapshot():
@@ -132,6 +139,8 @@ class _LiveCollector(Collector):
             state = "failed" if view.gave_up else _PROCESS_STATE.get(view.state, view.state)
             counts[(view.model, state)] = counts.get((view.model, state), 0) + 1
             in_flight.add_metric((view.model, view.key), view.in_flight)
+            if view.state == "starting" and view.started_at is not None:
+                loading.add_metric((view.model, view.key), max(0.0, now - view.started_at))
             if view.memory is not None:
                 memory.add_metric((view.model, view.key), view.memory)
         for (model, state), count in sorted(counts.items()):
@@ -147,7 +156,7 @@ class _LiveCollector(Collector):
         )
         for model, count in sorted(queues.items()):
             queue.add_metric((model,), count)
-        yield from (states, in_flight, memory, waiting, queue)
+        yield from (states, in_flight, memory, waiting, queue, loading)
 
 
 _PROCESS_STATE = {"draining": "ready"}

@@ -68,6 +68,7 @@ def sidecar_dict(view: SidecarView, now: float) -> dict[str, Any]:
         "waiting": view.waiting,
         "oldest_wait": view.oldest_wait,
         "drain": view.drain,
+        "progress": view.progress,
         "memory": view.memory,
         "pinned": view.pinned,
         "last_error": view.last_error,

@@ -156,6 +156,7 @@ HEADERS = (
     "TTFT ms",
     "e2e s",
     "agg t/s",
+    "draft acc",
     "tg x",
     "agg x",
 )
@@ -182,6 +183,7 @@ def markdown(rows: Sequence[Row]) -> str:
                 _stat(m.get("ttft"), 0, scale=1000),
                 _stat(m.get("latency"), 2),
                 _stat(m.get("throughput"), 1),
+                _stat(m.get("draft_acceptance"), 2),
                 _ratio(row.ratios.get("gen_tps")),
                 _ratio(row.ratios.get("throughput")),
             ]

@@ -135,6 +135,9 @@ async def _variant(
         httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits, trust_env=False) as client,
         session.use(variant) as endpoint,
     ):
+        longest = max(cell.prompt_tokens for cell, _ in pending)
+        pool = await prompt_pool(client, endpoint, max(longest, WARMUP_PROMPT), plan.prompt_text)
+        # after a first request: through a running llamasup, that is what starts it
         process = await session.process(variant)
         pid = process.pid if process is not None else None
         log.append(
@@ -149,8 +152,6 @@ async def _variant(
                 "at": time.time(),
             }
         )
-        longest = max(cell.prompt_tokens for cell, _ in pending)
-        pool = await prompt_pool(client, endpoint, max(longest, WARMUP_PROMPT), plan.prompt_text)
         for number in range(plan.warmup):
             prompt = request_prompt(pool, WARMUP_PROMPT, f"warmup/{number}")
             await one_request(client, endpoint, prompt, WARMUP_GEN)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llamasup.errors import LlamasupError
 from llamasup.flags.flagset import FlagSet, merge
 from llamasup.harness.identity import model_identity, server_version
 from llamasup.harness.targets import Variant, check_flags
@@ -163,11 +164,18 @@ class LocalSession(Session):
             load = max(0.0, row.ready_at - row.started_at)
         memory = row.memory
         if memory is None:  # the planner's estimate is computed off the loop: not there yet
-            memory = await asyncio.to_thread(estimate_spec, self._spec(variant))
+            memory = await asyncio.to_thread(_estimate, self._spec(variant))
         return Process(row.pid, load, memory)
 
     async def release(self, variant: Variant) -> None:
         await self._models.unload(self._names[variant])
+
+
+def _estimate(spec: SidecarSpec) -> int | None:
+    try:
+        return estimate_spec(spec)
+    except (LlamasupError, OSError, ValueError):
+        return None  # not a GGUF llamasup can read: no estimate, as for the planner
 
 
 @contextlib.asynccontextmanager

@@ -32,6 +32,7 @@ from llamasup.profiles.load import load_profiles
 from llamasup.profiles.types import Profiles
 from llamasup.reconcile.pool import Origin, Terms
 from llamasup.reconcile.reconciler import Reconciler
+from llamasup.reconcile.snapshot import SidecarView
 from llamasup.sidecars.supervisor import Supervisor
 from llamasup.spec.resolve import Resolved, split_target
 
@@ -145,6 +146,11 @@ class LocalModels:
                 dict(resolved.request_defaults),
                 {name.decode(): value.decode() for name, value in up.headers},
             )
+
+    def status(self) -> list[SidecarView]:
+        """Every sidecar as ``llamasup status`` shows it: state, pid, start and ready times,
+        requests in flight, the memory estimate (sorted by model, then key)."""
+        return self._reconciler.snapshot()
 
     async def unload(self, target: str) -> bool:
         """Stop ``target``'s sidecar now (it starts again on the next lease).

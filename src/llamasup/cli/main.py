@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from llamasup._version import __version__
 from llamasup.cli.commands import apply as apply_commands
+from llamasup.cli.commands import bench as bench_commands
 from llamasup.cli.commands import control as control_commands
 from llamasup.cli.commands import doctor as doctor_commands
 from llamasup.cli.commands import imports as import_commands
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     control_commands.register(commands)
     runtime_commands.register(commands)
     doctor_commands.register(commands)
+    bench_commands.register(commands)
     return parser
 
 

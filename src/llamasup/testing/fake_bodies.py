@@ -36,7 +36,16 @@ def detokenize(tokens: list[int]) -> str:
 class Generation:
     """What one fake inference produced; every endpoint renders it in its own dialect."""
 
-    __slots__ = ("created", "finish_reason", "ident", "model", "pieces", "prompt_tokens", "x_fake")
+    __slots__ = (
+        "created",
+        "finish_reason",
+        "ident",
+        "model",
+        "pieces",
+        "prompt_tokens",
+        "step_ms",
+        "x_fake",
+    )
 
     def __init__(
         self,
@@ -48,7 +57,9 @@ class Generation:
         pieces: tuple[str, ...],
         finish_reason: str,  # "stop" or "length", in OpenAI terms
         x_fake: JsonObject,
+        step_ms: float = 0.0,
     ) -> None:
+        self.step_ms = step_ms  # the time one piece takes (FAKE_LLAMA_STREAM_DELAY)
         self.ident = ident
         self.model = model
         self.created = created
@@ -71,12 +82,20 @@ class Generation:
         }
 
     def timings(self) -> JsonObject:
+        # the real server's fields; times as the fake spends them (0.1 ms when it does not)
+        predicted = len(self.pieces)
+        predicted_ms = max(0.1, predicted * self.step_ms)
+        prompt_ms = 0.1
         return {
             "cache_n": 0,
             "prompt_n": self.prompt_tokens,
-            "prompt_ms": 0.1,
-            "predicted_n": len(self.pieces),
-            "predicted_ms": 0.1,
+            "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": prompt_ms / max(1, self.prompt_tokens),
+            "prompt_per_second": self.prompt_tokens * 1000.0 / prompt_ms,
+            "predicted_n": predicted,
+            "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": predicted_ms / max(1, predicted),
+            "predicted_per_second": predicted * 1000.0 / predicted_ms,
         }
 
 

@@ -180,18 +180,29 @@ class FakeHandler(MiniHTTPHandler):
     ) -> bodies.Generation:
         behaviour = self.state.behaviour
         limit = body.get("max_completion_tokens", body.get("max_tokens", body.get("n_predict")))
-        count, finish = behaviour.tokens, "stop"
-        if isinstance(limit, int) and 0 <= limit <= behaviour.tokens:
-            count, finish = limit, "length"
+        reply = behaviour.reply_to(prompt)
+        pieces = (
+            tuple(f"t{index} " for index in range(behaviour.tokens))
+            if reply is None
+            else _pieces(reply)
+        )
+        finish = "stop"
+        if isinstance(limit, int) and 0 <= limit < len(pieces):
+            pieces, finish = pieces[:limit], "length"
+        elif isinstance(limit, int) and limit == len(pieces) and reply is None:
+            finish = "length"
+        if behaviour.request_log:
+            behaviour.log_request(os.getpid(), path, body)
         return bodies.Generation(
             ident=os.urandom(12).hex(),
             # the real server names itself here, whatever "model" the request asked for
             model=self.state.options.model_id,
             created=int(time.time()),
             prompt_tokens=len(bodies.tokenize(prompt)),
-            pieces=tuple(f"t{index} " for index in range(count)),
+            pieces=pieces,
             finish_reason=finish,
             x_fake=self._x_fake(path, body, number),
+            step_ms=behaviour.stream_delay * 1000.0,
         )
 
     def _infer(
@@ -384,6 +395,16 @@ class FakeHandler(MiniHTTPHandler):
         tokens = body.get("tokens", [])
         ids = [t for t in tokens if isinstance(t, int)] if isinstance(tokens, list) else []
         self._send_json(200, {"content": bodies.detokenize(ids)})
+
+
+def _pieces(reply: str) -> tuple[str, ...]:
+    """A scripted reply cut into word pieces (each keeps its trailing blank), like tokens."""
+    pieces: list[str] = []
+    for word in reply.split(" "):
+        if pieces:
+            pieces[-1] += " "
+        pieces.append(word)
+    return tuple(p for p in pieces if p)
 
 
 def _text_of(value: object) -> str:

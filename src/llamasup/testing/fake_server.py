@@ -33,9 +33,17 @@ Scripted behaviour, from the environment:
                                        on every HTTP request: an undrained pipe blocks the fake
   ``FAKE_LLAMA_ARGV_LOG=FILE``         append one JSON line at start: ``{"pid", "argv",
                                        "env": {LLAMA_ARG_*...}, "XDG_CONFIG_HOME"}``
+  ``FAKE_LLAMA_REQUEST_LOG=FILE``      append ``{"pid", "path", "body"}`` per inference request
+  ``FAKE_LLAMA_REPLIES=FILE``          JSON ``[[needle, reply], ...]``: a prompt containing a
+                                       needle is answered with its reply (the first match; a
+                                       word per piece), others with ``t0 t1 ...``
 
 Signals: like the real server, SIGTERM/SIGINT kill it during loading (rc -15/-2); once ready
 they make it exit 0 at once, even with requests in flight.
+
+Inference answers carry ``timings`` like the real server's (``prompt_n``, ``predicted_n``, their
+``_ms``, ``_per_token_ms`` and ``_per_second``); generation takes ``FAKE_LLAMA_STREAM_DELAY``
+per piece and says so, prompt processing 0.1 ms.
 
 Endpoints: ``/health``, ``/v1/models`` (``/models``), ``/props``, ``/metrics``,
 ``/v1/chat/completions``, ``/v1/completions``, ``/completion``, ``/v1/messages``,

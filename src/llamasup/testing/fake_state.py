@@ -6,6 +6,7 @@ is part of every test that uses it.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -110,6 +111,38 @@ class Behaviour:
         self.tokens = 8 if tokens is None else max(0, tokens)
         self.log_spam = integer("FAKE_LLAMA_LOG_SPAM") or 0
         self.argv_log = environ.get("FAKE_LLAMA_ARGV_LOG") or None
+        self.request_log = environ.get("FAKE_LLAMA_REQUEST_LOG") or None
+        self.replies = _replies(environ.get("FAKE_LLAMA_REPLIES") or None)
+
+    def reply_to(self, prompt: str) -> str | None:
+        """The scripted reply of the first needle found in the prompt, if any."""
+        for needle, reply in self.replies:
+            if needle in prompt:
+                return reply
+        return None
+
+    def log_request(self, pid: int, path: str, body: object) -> None:
+        assert self.request_log is not None
+        line = json.dumps({"pid": pid, "path": path, "body": body}) + "\n"
+        # one O_APPEND write per line keeps concurrent requests and fakes from interleaving
+        fd = os.open(self.request_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _write_all(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+def _replies(path: str | None) -> list[tuple[str, str]]:
+    """``FAKE_LLAMA_REPLIES``: a JSON file of ``[[needle, reply], ...]`` (or an object)."""
+    if path is None:
+        return []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise FakeUsageError(f"FAKE_LLAMA_REPLIES={path!r}: {exc}") from exc
+    items = data.items() if isinstance(data, dict) else data
+    return [(str(needle), str(reply)) for needle, reply in items]
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -111,3 +111,21 @@ def test_not_an_object(raw: bytes) -> None:
         with pytest.raises(ProxyError) as caught:
             parse_body(body)
         assert caught.value.code == "invalid_json"
+
+
+def _sized(members: bytes, *, large: bool) -> bytes:
+    """``{members}``, padded past :data:`SPLICE_FROM` when ``large``."""
+    pad = b',"pad":"' + b"x" * SPLICE_FROM + b'"' if large else b""
+    raw = b"{" + members + pad + b"}"
+    assert (len(raw) >= SPLICE_FROM) == large
+    return raw
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["reserialised", "spliced"])
+def test_deep_nesting_is_invalid_json_not_a_crash(large: bool) -> None:
+    nested = b"[" * 1400 + b"]" * 1400  # past Python's recursion limit, below SPLICE_FROM
+    for raw in (_sized(b'"model":"alpha","messages":' + nested, large=large), nested):
+        with pytest.raises(ProxyError) as caught:
+            parse_body(raw + (b" " * SPLICE_FROM if large else b""))
+        assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+        assert "nested too deeply" in caught.value.message

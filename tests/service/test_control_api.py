@@ -316,6 +316,10 @@ async def test_apply_errors(tmp_path: Path, fake_server_bin: Path) -> None:
             (json.dumps({"files": {}}).encode(), {"content-type": "application/json"}),
             (original.encode(), {"content-type": "application/yaml"}),  # a dir needs JSON
             (b"\xff\xfe", {"content-type": "application/json"}),
+            (
+                b'{"files": ' + b"[" * 1400 + b"]" * 1400 + b"}",
+                {"content-type": "application/json"},
+            ),
         ):
             bad = await running.client.post("/api/apply", content=content, headers=headers)
             assert bad.status_code == 400, content
@@ -452,7 +456,7 @@ async def test_unload(tmp_path: Path, fake_server_bin: Path) -> None:
             missing = await request
             assert missing.status_code == 404
             assert missing.json()["error"]["code"] in ("unknown_model", "unknown_sidecar")
-        for body_text in ("[1]", "{oops", '{"model": 3}'):
+        for body_text in ("[1]", "{oops", '{"model": 3}', "[" * 1400 + "]" * 1400):
             bad = await running.client.post(
                 "/api/unload", content=body_text, headers={"content-type": "application/json"}
             )

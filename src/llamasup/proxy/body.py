@@ -7,6 +7,8 @@ twice as much as parsing it (~450 µs for a 120 KB body on this machine, see
 So the top level of a large object is walked by hand, each value parsed by the standard C
 scanner, and the span of every top-level value remembered for the edits. Small bodies
 (below :data:`SPLICE_FROM` bytes) are cheaper to parse and re-serialise whole.
+
+A body nested deeper than Python's recursion limit is invalid JSON (400), not a crash.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def parse_body(raw: bytes) -> RequestBody:
         return _walk(raw, raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProxyError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # the C scanner counts nesting against the recursion limit
+        raise ProxyError(
+            400, "invalid_json", "request body is not valid JSON: it is nested too deeply"
+        ) from exc
 
 
 def _walk(raw: bytes, text: str) -> RequestBody:

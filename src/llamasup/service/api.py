@@ -208,7 +208,7 @@ async def _json_body(scope: Scope, receive: Receive) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "request body must be a JSON object")

@@ -8,7 +8,11 @@ So the top level of a large object is walked by hand, each value parsed by the s
 scanner, and the span of every top-level value remembered for the edits. Small bodies
 (below :data:`SPLICE_FROM` bytes) are cheaper to parse and re-serialise whole.
 
-A body nested deeper than Python's recursion limit is invalid JSON (400), not a crash.
+Both paths read a body the same way: a key given twice means its last value (as
+``json.loads`` has it), and a body llamasup edits goes out with each key once, so the sidecar
+reads what llamasup decided whatever its parser does with duplicates (a body that needs no
+edit goes out as sent). A body nested deeper than Python's recursion limit is invalid JSON
+(400), not a crash.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def _walk(raw: bytes, text: str) -> RequestBody:
     after_brace = at
     values: dict[str, Any] = {}
     spans: dict[str, tuple[int, int]] = {}
+    repeated = False
     at = _skip(text, at)
     if text[at : at + 1] == "}":
         at += 1
@@ -90,6 +95,7 @@ def _walk(raw: bytes, text: str) -> RequestBody:
             if text[at : at + 1] != ":":
                 raise ValueError(f"expecting ':' at character {at}")
             start = _skip(text, at + 1)
+            repeated = repeated or key in values
             values[key], end = _DECODER.raw_decode(text, start)
             spans[key] = (start, end)
             at = _skip(text, end)
@@ -101,6 +107,10 @@ def _walk(raw: bytes, text: str) -> RequestBody:
                 raise ValueError(f"expecting ',' or '}}' at character {at}")
     if _skip(text, at) != len(text):
         raise ValueError(f"extra data after the object at character {at}")
+    if repeated:
+        # a splice would leave the earlier occurrences in the text for the sidecar to read
+        # (or not): re-serialise instead, which keeps each key once, with its last value
+        return RequestBody(raw, "", values, None, 0)
     return RequestBody(raw, text, values, spans, after_brace)
 
 

@@ -25,6 +25,7 @@ import uvicorn
 from llamasup.errors import LlamasupError
 from llamasup.profiles.types import Profiles, is_loopback
 from llamasup.service.app import Service
+from llamasup.service.log_limits import limit_repeats
 from llamasup.service.uvicorn_settings import uvicorn_config
 
 logger = logging.getLogger("llamasup")
@@ -84,6 +85,7 @@ class _Server(uvicorn.Server):
 
 
 async def run(options: ServeOptions, profiles: Profiles) -> int:
+    limit_repeats()  # a flood (descriptors gone, a failing route) logs a count, not a torrent
     service = Service(
         options.path,
         profiles,

@@ -20,6 +20,7 @@ from llamasup.errors import CapacityError, LlamasupError
 from llamasup.profiles.types import ServerConfig
 from llamasup.proxy.asgi import (
     ASGIApp,
+    BodyTimeoutError,
     BodyTooLargeError,
     ClientGoneError,
     Receive,
@@ -29,7 +30,7 @@ from llamasup.proxy.asgi import (
     send_json,
 )
 from llamasup.proxy.body import parse_body
-from llamasup.proxy.envelope import Dialect, ProxyError, send_error, too_large
+from llamasup.proxy.envelope import Dialect, ProxyError, send_error, too_large, too_slow
 from llamasup.proxy.hooks import ProxyObserver, RequestRecord
 from llamasup.proxy.limits import ConcurrencyGates
 from llamasup.proxy.models import model_listing
@@ -167,7 +168,9 @@ class ProxyApp:
         resolver = self._resolver()
         server = resolver.profiles.server
         headers = scan_headers(scope["headers"])
-        raw = await read_body(receive, headers.content_length, server.max_request_body)
+        raw = await read_body(
+            receive, headers.content_length, server.max_request_body, server.client_timeouts.body
+        )
         body = parse_body(raw)
         model, agent = pick_target(body.get("model"), headers.model, headers.agent)
         resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
@@ -201,7 +204,9 @@ class ProxyApp:
         resolver = self._resolver()
         server = resolver.profiles.server
         headers = scan_headers(scope["headers"])
-        raw = await read_body(receive, headers.content_length, server.max_request_body)
+        raw = await read_body(
+            receive, headers.content_length, server.max_request_body, server.client_timeouts.body
+        )
         model, agent = pick_target(None, name, headers.agent)
         resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
         out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
@@ -217,6 +222,8 @@ class ProxyApp:
             await self._refuse(ex, send, exc, ex.dialect)
         except BodyTooLargeError as exc:
             await self._refuse(ex, send, too_large(exc), ex.dialect)
+        except BodyTimeoutError as exc:
+            await self._refuse(ex, send, too_slow(exc), ex.dialect)
         except ClientGoneError:
             ex.status, ex.error = 499, "client_disconnected"
         finally:

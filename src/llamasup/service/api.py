@@ -18,6 +18,7 @@ from llamasup.errors import ProfileError
 from llamasup.profiles.persist import PersistError
 from llamasup.profiles.store import ApplyError
 from llamasup.proxy.asgi import (
+    BodyTimeoutError,
     BodyTooLargeError,
     ClientGoneError,
     Receive,
@@ -53,6 +54,9 @@ class ControlApi:
             await send_api_error(send, exc)
         except BodyTooLargeError as exc:
             await send_api_error(send, ApiError(413, "request_too_large", str(exc)))
+        except BodyTimeoutError as exc:
+            closing = [(b"connection", b"close")]  # the rest of the body may still come
+            await send_api_error(send, ApiError(408, "request_timeout", str(exc), headers=closing))
         except ClientGoneError:
             return
         except Exception:
@@ -83,7 +87,7 @@ class ControlApi:
                 send, 422 if rejected else 200, answer, "application/json", error=rejected
             )
         elif path == "/api/unload" and method == "POST":
-            body = await _json_body(scope, receive)
+            body = await _json_body(scope, receive, self._body_timeout())
             await send_json(send, 200, await self._unload(body))
         elif path.startswith("/api/logs/") and method == "GET":
             name = unquote(path[len("/api/logs/") :])
@@ -107,7 +111,9 @@ class ControlApi:
             raise ApiError(404, "not_found", f"no route for {path}")
 
     async def _apply(self, scope: Scope, receive: Receive, send: Send, *, dry_run: bool) -> None:
-        body = await read_body(receive, _content_length(scope), MAX_APPLY_BODY)
+        body = await read_body(
+            receive, _content_length(scope), MAX_APPLY_BODY, self._body_timeout()
+        )
         try:
             files = parse_files(body, _header(scope, b"content-type"), self._host.store)
             result = await apply_request(self._host, files, dry_run=dry_run)
@@ -124,6 +130,9 @@ class ControlApi:
         except (ApplyError, ValueError) as exc:
             raise ApiError(400, "bad_apply", str(exc)) from exc
         await send_json(send, 200, result)
+
+    def _body_timeout(self) -> float:
+        return self._host.profiles.server.client_timeouts.body
 
     async def _unload(self, body: Mapping[str, Any]) -> dict[str, Any]:
         reconciler = self._host.reconciler
@@ -202,8 +211,8 @@ def _content_length(scope: Scope) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-async def _json_body(scope: Scope, receive: Receive) -> dict[str, Any]:
-    body = await read_body(receive, _content_length(scope), 1 << 20)
+async def _json_body(scope: Scope, receive: Receive, stall: float) -> dict[str, Any]:
+    body = await read_body(receive, _content_length(scope), 1 << 20, stall)
     if not body.strip():
         return {}
     try:

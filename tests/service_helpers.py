@@ -239,7 +239,14 @@ async def running_service(
         allow_public=allow_public,
     )
     port = free_port()
-    server = _Server(uvicorn_config(service.asgi, host="127.0.0.1", port=port, lifespan="off"))
+    config = uvicorn_config(
+        service.asgi,
+        host="127.0.0.1",
+        port=port,
+        limits=lambda: service.front_limits,
+        lifespan="off",
+    )
+    server = _Server(config)
     await service.start()
     serving = asyncio.create_task(server.serve())
     try:

@@ -91,6 +91,26 @@ def test_units_and_ttl_zero_means_never(tmp_path: Path) -> None:
     assert models["d"].ttl is None  # pinned sidecars never idle out
 
 
+def test_front_limits(tmp_path: Path) -> None:
+    defaults = load(write(tmp_path / "d.yaml", MINIMAL)).server
+    assert defaults.max_connections is None
+    assert (defaults.client_timeouts.idle, defaults.client_timeouts.head) == (5.0, 10.0)
+    assert defaults.client_timeouts.body == 30.0
+    server = load(
+        write(
+            tmp_path / "p.yaml",
+            "server: {max_connections: 500, client_timeouts: {head: 2s, body: 1m}}\n" + MINIMAL,
+        )
+    ).server
+    assert server.max_connections == 500
+    assert (server.client_timeouts.idle, server.client_timeouts.head) == (5.0, 2.0)
+    assert server.client_timeouts.body == 60.0
+    bad = "server: {max_connections: 0, client_timeouts: {idle: 0, bogus: 1s}}\n" + MINIMAL
+    found = issues(write(tmp_path / "bad.yaml", bad))
+    assert find(found, "server.max_connections")
+    assert find(found, "server.client_timeouts")
+
+
 def test_env_substitution(tmp_path: Path) -> None:
     path = write(
         tmp_path / "p.yaml",

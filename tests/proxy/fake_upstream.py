@@ -10,9 +10,11 @@ little as possible and the proxy's own overhead is what gets measured.
 Prints ``listening on http://H:P`` on stdout once bound. ``/health`` answers 503 for
 ``--load-delay`` seconds, then 200. Inference routes echo what they received in ``x_fake``
 (method, path, parsed body, headers); a JSON body may carry ``x_fake_ctl`` with ``tokens``,
-``delay`` (seconds between stream events), ``rate`` (events per second) and
-``crash_after`` (SIGKILL itself after that many events). ``GET /x-fake/stats`` answers
-``{"requests", "active", "cancelled"}``; cancelled counts streams whose client left early.
+``delay`` (seconds between stream events), ``rate`` (events per second),
+``crash_after`` (SIGKILL itself after that many events) and ``content_type`` (of a streamed
+answer; ``text/event-stream`` unless told: another type makes it a plain chunked body).
+``GET /x-fake/stats`` answers ``{"requests", "active", "cancelled"}``; cancelled counts
+streams whose client left early.
 """
 
 from __future__ import annotations
@@ -170,10 +172,7 @@ class FakeProtocol(asyncio.Protocol):
                     tokens = min(tokens, body[cap])
         stream = isinstance(body, dict) and body.get("stream") is True
         if stream and path in _STREAM_ROUTES:
-            pace = (float(ctl.get("delay", opts.delay)), float(ctl.get("rate", opts.rate)))
-            self.task = asyncio.get_running_loop().create_task(
-                self.stream(path, echo, tokens, pace, ctl.get("crash_after"))
-            )
+            self.task = asyncio.get_running_loop().create_task(self.stream(path, echo, tokens, ctl))
             return
         self.respond(200, json.dumps(_answer(path, opts.alias, echo, tokens)).encode())
 
@@ -182,17 +181,19 @@ class FakeProtocol(asyncio.Protocol):
         path: bytes,
         echo: dict[str, Any],
         tokens: int,
-        pace: tuple[float, float],
-        crash_after: Any,
+        ctl: dict[str, Any],
     ) -> None:
-        delay, rate = pace
+        delay = float(ctl.get("delay", self.opts.delay))
+        rate = float(ctl.get("rate", self.opts.rate))
+        crash_after = ctl.get("crash_after")
+        content_type = str(ctl.get("content_type", "text/event-stream")).encode()
         assert self.transport is not None
         transport = self.transport
         self.streaming = True
         Stats.active += 1
         try:
             transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"HTTP/1.1 200 OK\r\ncontent-type: " + content_type + b"\r\n"
                 b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
             )
             events = _anthropic_events if path == b"/v1/messages" else _openai_events

@@ -111,3 +111,44 @@ def test_not_an_object(raw: bytes) -> None:
         with pytest.raises(ProxyError) as caught:
             parse_body(body)
         assert caught.value.code == "invalid_json"
+
+
+def _sized(members: bytes, *, large: bool) -> bytes:
+    """``{members}``, padded past :data:`SPLICE_FROM` when ``large``."""
+    pad = b',"pad":"' + b"x" * SPLICE_FROM + b'"' if large else b""
+    raw = b"{" + members + pad + b"}"
+    assert (len(raw) >= SPLICE_FROM) == large
+    return raw
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["reserialised", "spliced"])
+def test_deep_nesting_is_invalid_json_not_a_crash(large: bool) -> None:
+    nested = b"[" * 1400 + b"]" * 1400  # past Python's recursion limit, below SPLICE_FROM
+    for raw in (_sized(b'"model":"alpha","messages":' + nested, large=large), nested):
+        with pytest.raises(ProxyError) as caught:
+            parse_body(raw + (b" " * SPLICE_FROM if large else b""))
+        assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+        assert "nested too deeply" in caught.value.message
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["reserialised", "spliced"])
+def test_a_repeated_key_means_its_last_value_on_both_paths(large: bool) -> None:
+    raw = _sized(b'"model":"beta","temperature":null,"model":"alpha@coder","temperature":0.5',
+                 large=large)  # fmt: skip
+    parsed = parse_body(raw)
+    assert parsed.get("model") == "alpha@coder"
+    assert parsed.get("temperature") == 0.5
+    out = edit_body(parsed, model="alpha", defaults=DEFAULTS, synonyms=SYNONYMS)
+
+    def first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        kept: dict[str, Any] = {}
+        for key, value in pairs:
+            kept.setdefault(key, value)
+        return kept
+
+    # whatever the sidecar's parser does with duplicates, it reads what llamasup decided
+    sent_first = json.loads(out, object_pairs_hook=first_wins)
+    sent_last = json.loads(out)
+    assert sent_first == sent_last
+    assert sent_last["model"] == "alpha"
+    assert sent_last["temperature"] == 0.5  # the client's (last) value, not the default

@@ -294,6 +294,12 @@ def test_resolution_errors(proxy: ProxyServer) -> None:
         post(proxy, "/v1/chat/completions", b'{"model": "alpha",'), 400, "invalid_json"
     )
     assert_llamasup_error(post(proxy, "/v1/chat/completions", b"[1, 2]"), 400, "invalid_json")
+    nested = b'{"model": "alpha", "messages": ' + b"[" * 1400 + b"]" * 1400 + b"}"
+    for deep in (nested, nested + b" " * 4096):  # both body paths (see body.SPLICE_FROM)
+        error = assert_llamasup_error(
+            post(proxy, "/v1/chat/completions", deep), 400, "invalid_json"
+        )
+        assert "nested too deeply" in error["message"]
     assert_llamasup_error(post(proxy, "/v1/chat/completions", {"model": 7}), 400, "invalid_model")
     assert sum(proxy.pool.starts.values()) == 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,8 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from llamasup.proxy.hooks import RequestRecord
+from llamasup.service.metrics import RequestObserver
 from llamasup.testing.poll import poll_until, wait_for
 from proxy.pool_fixture import ProxyServer
 from proxy.proxy_profiles import PROFILE, ProxyFactory
@@ -259,3 +262,31 @@ def test_observer_sees_every_request(make_proxy: ProxyFactory) -> None:
         "",
         False,
     )
+
+
+@pytest.mark.parametrize("content_type", ["text/event-stream", "application/x-ndjson"])
+def test_a_response_broken_by_its_sidecar_counts_as_502(
+    make_proxy: ProxyFactory, content_type: str
+) -> None:
+    """The client saw 200 (and, for a stream, an in-band error event), but what happened
+    was a failed upstream: metrics count it as such."""
+    registry = CollectorRegistry()
+    proxy = make_proxy(observer=RequestObserver(registry))
+    body = stream_body("alpha", 10, 0.0)
+    body["x_fake_ctl"].update(crash_after=3, content_type=content_type)
+    with (
+        httpx.Client(base_url=proxy.url, timeout=30) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        with contextlib.suppress(httpx.HTTPError):  # the plain body is cut off
+            response.read()
+    labels = {"model": "alpha", "agent": "", "route": "/v1/chat/completions"}
+
+    def count(status: str) -> float:
+        return (
+            registry.get_sample_value("llamasup_requests_total", {**labels, "status": status}) or 0
+        )
+
+    poll_until(lambda: count("502") == 1, what="the broken response counted")
+    assert count("200") == 0

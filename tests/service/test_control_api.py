@@ -329,15 +329,33 @@ async def test_apply_errors(tmp_path: Path, fake_server_bin: Path) -> None:
             (json.dumps({"files": {}}).encode(), {"content-type": "application/json"}),
             (original.encode(), {"content-type": "application/yaml"}),  # a dir needs JSON
             (b"\xff\xfe", {"content-type": "application/json"}),
+            (
+                b'{"files": ' + b"[" * 1400 + b"]" * 1400 + b"}",
+                {"content-type": "application/json"},
+            ),
         ):
             bad = await running.client.post("/api/apply", content=content, headers=headers)
             assert bad.status_code == 400, content
             assert bad.json()["error"]["code"] == "bad_apply"
-        for name in ("sub/p.yaml", "../p.yaml", ".hidden.yaml", "p.txt"):
-            bad = await running.client.post("/api/apply", json={"files": {name: original}})
+        for name in ("sub/p.yaml", "../p.yaml", ".hidden.yaml", "p.txt", "\ud800.yaml"):
+            bad = await running.client.post(
+                "/api/apply",  # ASCII JSON: a lone surrogate is only sendable escaped
+                content=json.dumps({"files": {name: original}}),
+                headers={"content-type": "application/json"},
+            )
             assert bad.status_code == 400, name
             assert bad.json()["error"]["code"] == "bad_apply"
-            assert name in bad.json()["error"]["message"]
+            assert repr(name) in bad.json()["error"]["message"]
+
+        too_long = "n" * 300 + ".yaml"  # 305 bytes: past the file system's NAME_MAX (255)
+        for query in ("?dry_run=1", ""):
+            bad = await running.client.post(
+                "/api/apply" + query, json={"files": {too_long: original}}
+            )
+            assert bad.status_code == 400, bad.text
+            assert bad.json()["error"]["code"] == "bad_apply"
+            assert "305 bytes" in bad.json()["error"]["message"]
+            assert "at most 255 bytes" in bad.json()["error"]["message"]
 
         huge = await running.client.post(
             "/api/apply", json={"files": {"p.yaml": original + "#" * (8 << 20)}}
@@ -357,6 +375,29 @@ async def test_apply_errors(tmp_path: Path, fake_server_bin: Path) -> None:
             unknown = await running.client.get(path)
             assert unknown.status_code == 404, path
             assert unknown.json()["error"]["code"] == "not_found"
+
+
+async def test_a_file_name_of_the_longest_length_is_applied(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    """255 bytes (NAME_MAX) is allowed, so the staged and backup files beside it (whose
+    names are built from it) must fit as well."""
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta"])
+    (setup.root / "p.yaml").write_text(setup.text({"alpha": ""}))
+    longest = "é" * 124 + "nn.yaml"  # 2 bytes per é: 131 characters, 255 bytes
+    assert len(longest.encode()) == 255
+    texts = [
+        models_yaml(setup.state, {"beta": ""}),
+        models_yaml(setup.state, {"beta": "aliases: [b]"}),
+    ]
+    async with running_service(setup.root, watch=False) as running:
+        for text in texts:  # the second apply replaces the file (a backup beside it)
+            files = {"p.yaml": setup.text({"alpha": ""}), longest: text}
+            reply = await running.client.post("/api/apply", json={"files": files})
+            assert reply.status_code == 200, reply.text
+        assert (setup.root / longest).read_text() == texts[-1]
+        assert running.service.profiles.find_model("b") is not None
+        assert sorted(p.name for p in setup.root.iterdir()) == sorted(["p.yaml", longest])
 
 
 async def test_apply_that_cannot_be_written_changes_nothing(
@@ -465,7 +506,7 @@ async def test_unload(tmp_path: Path, fake_server_bin: Path) -> None:
             missing = await request
             assert missing.status_code == 404
             assert missing.json()["error"]["code"] in ("unknown_model", "unknown_sidecar")
-        for body_text in ("[1]", "{oops", '{"model": 3}'):
+        for body_text in ("[1]", "{oops", '{"model": 3}', "[" * 1400 + "]" * 1400):
             bad = await running.client.post(
                 "/api/unload", content=body_text, headers={"content-type": "application/json"}
             )

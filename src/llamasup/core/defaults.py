@@ -30,3 +30,9 @@ RESTART_WINDOW = 300.0
 MAX_WAIT = 3.0
 #: a request's ``keep_alive`` is clamped to this
 MAX_KEEP_ALIVE = 3600.0
+#: the front closes a client connection idle between requests after this long
+CLIENT_IDLE_TIMEOUT = 5.0
+#: ... one whose request head (request line and headers) is not complete after this long
+CLIENT_HEAD_TIMEOUT = 10.0
+#: ... and answers 408 to a request whose body sends nothing for this long
+CLIENT_BODY_TIMEOUT = 30.0

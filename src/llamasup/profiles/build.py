@@ -16,6 +16,7 @@ from llamasup.flags.vocabulary import Kind, Layer
 from llamasup.profiles.types import (
     AgentConfig,
     ApiKeyConfig,
+    ClientTimeouts,
     GroupConfig,
     ModelConfig,
     Profiles,
@@ -204,6 +205,8 @@ class _Builder:
             return {"restart": _restart(raw)}
         if key == "scheduling":
             return {"scheduling": _scheduling(raw)}
+        if key == "client_timeouts":
+            return {"client_timeouts": _client_timeouts(raw)}
         if key in ("cors_origins", "allowed_hosts"):
             return {key: tuple(str(item).lower().rstrip(".") for item in raw)}
         return {key: raw}
@@ -553,6 +556,17 @@ def _scheduling(raw: Mapping[str, Any]) -> SchedulingConfig:
         aging=optional("aging", defaults.aging),
         max_keep_alive=parse_duration(raw.get("max_keep_alive", defaults.max_keep_alive)),
     )
+
+
+def _client_timeouts(raw: Mapping[str, Any]) -> ClientTimeouts:
+    defaults = ClientTimeouts()
+    seconds: dict[str, float] = {}
+    for name in ("idle", "head", "body"):
+        value = parse_duration(raw.get(name, getattr(defaults, name)))
+        if value <= 0:
+            raise ValueError(f"client_timeouts.{name} must be more than 0")
+        seconds[name] = value
+    return ClientTimeouts(**seconds)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -49,9 +49,9 @@ def write_set(
 
     ``journal_dir`` (the profile directory) holds the crash journal; without one, a crash
     halfway is not recoverable (tests and callers that do not need it)."""
-    targets = _targets(writes, stale)
     journal = _Journal(journal_dir / JOURNAL_NAME if journal_dir is not None else None)
     try:
+        targets = _targets(writes, stale)
         for real, text in targets:
             journal.stage(real, text)
         written = [real for real, _ in targets]
@@ -278,9 +278,28 @@ class _Journal:
                 path.unlink(missing_ok=True)
 
 
+def name_max(directory: Path) -> int:
+    """The longest file name (in bytes) ``directory``'s file system takes (255 on Linux)."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):  # no such directory yet, or no pathconf (Windows)
+        return _NAME_MAX
+
+
+#: NAME_MAX of POSIX file systems, when the file system cannot be asked
+_NAME_MAX = 255
+#: what mkstemp adds to a scratch name besides the suffix: two dots and eight random letters
+_SCRATCH_EXTRA = 10
+
+
 def _temp_beside(path: Path, suffix: str) -> Path:
-    """A new file name in ``path``'s directory, hidden (dot) so no profile loader reads it."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    """A new file name in ``path``'s directory, hidden (dot) so no profile loader reads it.
+
+    It starts with ``path``'s name, cut so that the whole name still fits the file system
+    (a profile file named at the longest allowed length gets scratch files too)."""
+    room = name_max(path.parent) - _SCRATCH_EXTRA - len(suffix.encode())
+    stem = path.name.encode()[:room].decode("utf-8", "ignore")
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     return Path(name)
 

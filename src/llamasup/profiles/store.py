@@ -21,7 +21,7 @@ from typing import Any, Literal
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
 from llamasup.profiles.discover import PROFILE_SUFFIXES, profile_files
 from llamasup.profiles.load import load_profiles, load_texts
-from llamasup.profiles.persist import write_set
+from llamasup.profiles.persist import name_max, write_set
 from llamasup.profiles.types import Profiles
 
 logger = logging.getLogger(__name__)
@@ -167,6 +167,8 @@ class ProfileStore:
                 raise ApplyError(
                     f"file name {name!r} must be a plain *.yaml or *.yml name (no directories)"
                 )
+            if self.is_directory:
+                self._check_writable_name(name)
             pairs.append((name, base))
         if not self.is_directory:
             if len(pairs) != 1:
@@ -175,6 +177,20 @@ class ProfileStore:
                 )
             return [(pairs[0][0], self.path.name)]
         return pairs
+
+    def _check_writable_name(self, name: str) -> None:
+        """A name the served directory's file system can hold (checked before validation,
+        so a dry run refuses what the apply could not write)."""
+        try:
+            size = len(os.fsencode(name))
+        except UnicodeEncodeError as exc:
+            raise ApplyError(f"file name {name!r} cannot be a file name here: {exc}") from exc
+        longest = name_max(self.path)
+        if size > longest:
+            raise ApplyError(
+                f"file name {name[:40]!r}... is {size} bytes; a file name may be at most "
+                f"{longest} bytes (NAME_MAX of the file system of {self.path})"
+            )
 
     def _persist(self, files: Mapping[str, str]) -> None:
         """Write the set to the profile path, all or nothing (see ``profile_persist``)."""

@@ -66,6 +66,18 @@ class SchedulingConfig:
 
 
 @dataclass(frozen=True)
+class ClientTimeouts:
+    """``server.client_timeouts``: how long the front waits on a client (seconds)."""
+
+    #: a connection idle between requests is closed
+    idle: float = defaults.CLIENT_IDLE_TIMEOUT
+    #: a connection whose request head is not complete is answered 408 and closed
+    head: float = defaults.CLIENT_HEAD_TIMEOUT
+    #: a request whose body sends nothing for this long is answered 408
+    body: float = defaults.CLIENT_BODY_TIMEOUT
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     listen_host: str = defaults.LISTEN_HOST
     listen_port: int = defaults.LISTEN_PORT
@@ -89,6 +101,9 @@ class ServerConfig:
     state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
     log_level: str = "info"
     max_request_body: int = 64 * 2**20
+    #: client connections open at once; None: as many as the open files limit allows
+    max_connections: int | None = None
+    client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
     api_keys: tuple[ApiKeyConfig, ...] = ()
     #: ``/metrics`` without a key even when keys are configured (a scrape by annotation)
     open_metrics: bool = False

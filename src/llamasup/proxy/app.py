@@ -20,6 +20,7 @@ from llamasup.errors import CapacityError, LlamasupError
 from llamasup.profiles.types import ServerConfig
 from llamasup.proxy.asgi import (
     ASGIApp,
+    BodyTimeoutError,
     BodyTooLargeError,
     ClientGoneError,
     Receive,
@@ -35,6 +36,7 @@ from llamasup.proxy.envelope import (
     send_error,
     stream_error_event,
     too_large,
+    too_slow,
 )
 from llamasup.proxy.hooks import ProxyObserver, RequestRecord
 from llamasup.proxy.limits import ConcurrencyGates
@@ -187,7 +189,9 @@ class ProxyApp:
         resolver = self._resolver()
         server = resolver.profiles.server
         headers = scan_headers(scope["headers"])
-        raw = await read_body(receive, headers.content_length, server.max_request_body)
+        raw = await read_body(
+            receive, headers.content_length, server.max_request_body, server.client_timeouts.body
+        )
         body = parse_body(raw)
         model, agent = pick_target(body.get("model"), headers.model, headers.agent)
         resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
@@ -228,7 +232,9 @@ class ProxyApp:
         resolver = self._resolver()
         server = resolver.profiles.server
         headers = scan_headers(scope["headers"])
-        raw = await read_body(receive, headers.content_length, server.max_request_body)
+        raw = await read_body(
+            receive, headers.content_length, server.max_request_body, server.client_timeouts.body
+        )
         model, agent = pick_target(None, name, headers.agent)
         resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
         out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
@@ -244,6 +250,8 @@ class ProxyApp:
             await self._refuse(ex, send, exc, ex.dialect)
         except BodyTooLargeError as exc:
             await self._refuse(ex, send, too_large(exc), ex.dialect)
+        except BodyTimeoutError as exc:
+            await self._refuse(ex, send, too_slow(exc), ex.dialect)
         except ClientGoneError:
             ex.status, ex.error = 499, "client_disconnected"
         finally:

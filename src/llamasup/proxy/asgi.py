@@ -1,11 +1,13 @@
 """The bits of ASGI the proxy uses: types, reading a bounded body, sending small answers.
 
 Nothing here knows an API's error format: a body over its limit raises
-:class:`BodyTooLargeError`, and each front answers it in its own envelope.
+:class:`BodyTooLargeError`, a body that stalls :class:`BodyTimeoutError`, and each front
+answers them in its own envelope.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -29,31 +31,52 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
-async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
-    """The whole request body, refusing (413) as soon as it is known to exceed ``limit``."""
+class BodyTimeoutError(Exception):
+    """The client sent no body data for ``timeout`` seconds."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            f"request body stalled: nothing received for {timeout:g} s "
+            "(server.client_timeouts.body)"
+        )
+        self.timeout = timeout
+
+
+async def read_body(receive: Receive, declared: int | None, limit: int, stall: float) -> bytes:
+    """The whole request body, refusing (413) as soon as it is known to exceed ``limit``,
+    and giving up (:class:`BodyTimeoutError`) when nothing arrives for ``stall`` seconds
+    (a bound per chunk, not on the whole body, which a caller's timeout could be)."""
     if declared is not None and declared > limit:
         raise BodyTooLargeError(limit)
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGoneError
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise BodyTooLargeError(limit)
-        return body
-    parts = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGoneError
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(limit)
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts)
+    # one deadline for the whole read, pushed back at each chunk: a body that arrived with
+    # its head (the usual case) costs one timer
+    try:
+        async with asyncio.timeout(stall) as deadline:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGoneError
+            body: bytes = message.get("body", b"")
+            if not message.get("more_body", False):
+                if len(body) > limit:
+                    raise BodyTooLargeError(limit)
+                return body
+            parts = [body]
+            size = len(body)
+            loop = asyncio.get_running_loop()
+            while True:
+                deadline.reschedule(loop.time() + stall)
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGoneError
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLargeError(limit)
+                parts.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(parts)
+    except TimeoutError as exc:
+        raise BodyTimeoutError(stall) from exc
 
 
 async def send_json(send: Send, status: int, payload: object) -> None:

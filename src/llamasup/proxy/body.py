@@ -7,6 +7,12 @@ twice as much as parsing it (~450 µs for a 120 KB body on this machine, see
 So the top level of a large object is walked by hand, each value parsed by the standard C
 scanner, and the span of every top-level value remembered for the edits. Small bodies
 (below :data:`SPLICE_FROM` bytes) are cheaper to parse and re-serialise whole.
+
+Both paths read a body the same way: a key given twice means its last value (as
+``json.loads`` has it), and a body llamasup edits goes out with each key once, so the sidecar
+reads what llamasup decided whatever its parser does with duplicates (a body that needs no
+edit goes out as sent). A body nested deeper than Python's recursion limit is invalid JSON
+(400), not a crash.
 """
 
 from __future__ import annotations
@@ -61,6 +67,10 @@ def parse_body(raw: bytes) -> RequestBody:
         return _walk(raw, raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProxyError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # the C scanner counts nesting against the recursion limit
+        raise ProxyError(
+            400, "invalid_json", "request body is not valid JSON: it is nested too deeply"
+        ) from exc
 
 
 def _walk(raw: bytes, text: str) -> RequestBody:
@@ -72,6 +82,7 @@ def _walk(raw: bytes, text: str) -> RequestBody:
     after_brace = at
     values: dict[str, Any] = {}
     spans: dict[str, tuple[int, int]] = {}
+    repeated = False
     at = _skip(text, at)
     if text[at : at + 1] == "}":
         at += 1
@@ -84,6 +95,7 @@ def _walk(raw: bytes, text: str) -> RequestBody:
             if text[at : at + 1] != ":":
                 raise ValueError(f"expecting ':' at character {at}")
             start = _skip(text, at + 1)
+            repeated = repeated or key in values
             values[key], end = _DECODER.raw_decode(text, start)
             spans[key] = (start, end)
             at = _skip(text, end)
@@ -95,6 +107,10 @@ def _walk(raw: bytes, text: str) -> RequestBody:
                 raise ValueError(f"expecting ',' or '}}' at character {at}")
     if _skip(text, at) != len(text):
         raise ValueError(f"extra data after the object at character {at}")
+    if repeated:
+        # a splice would leave the earlier occurrences in the text for the sidecar to read
+        # (or not): re-serialise instead, which keeps each key once, with its last value
+        return RequestBody(raw, "", values, None, 0)
     return RequestBody(raw, text, values, spans, after_brace)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 
-from llamasup.proxy.asgi import BodyTooLargeError, Send
+from llamasup.proxy.asgi import BodyTimeoutError, BodyTooLargeError, Send
 
 LLAMASUP_ERROR_HEADER = (b"x-llamasup-error", b"1")
 
@@ -32,8 +32,10 @@ _OPENAI_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+    431: "invalid_request_error",
     500: "server_error",
     502: "server_error",
     503: "unavailable_error",
@@ -47,8 +49,10 @@ _ANTHROPIC_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    431: "invalid_request_error",
     500: "api_error",
     502: "api_error",
     503: "overloaded_error",
@@ -102,6 +106,9 @@ class ProxyError(Exception):
         ]
         if self.status == 429:
             headers.append((b"retry-after", b"1"))
+        elif self.status == 408:
+            # the rest of the body may still be on its way: do not read it as a request
+            headers.append((b"connection", b"close"))
         if self.allow is not None:
             headers.append((b"allow", self.allow.encode()))
         return headers
@@ -124,6 +131,11 @@ def stream_error_event(dialect: Dialect, message: str, code: str) -> bytes:
 def too_large(exc: BodyTooLargeError) -> ProxyError:
     """413 for a body over its limit."""
     return ProxyError(413, "request_too_large", str(exc))
+
+
+def too_slow(exc: BodyTimeoutError) -> ProxyError:
+    """408 for a body that stopped arriving (the connection is closed after it)."""
+    return ProxyError(408, "request_timeout", str(exc))
 
 
 async def send_error(send: Send, exc: ProxyError, dialect: Dialect) -> None:

@@ -18,7 +18,9 @@ class RequestRecord:
     #: canonical model id, ``""`` if the request failed before it was resolved
     model: str
     agent: str
-    #: HTTP status sent to the client; 499 if the client left before the response ended
+    #: HTTP status sent to the client; 499 if the client left before the response ended;
+    #: 502 if the sidecar broke the response after its status went out (the client saw its
+    #: 200, then a cut body or an ``upstream_disconnected`` error event)
     status: int
     #: seconds from the request's arrival to the end of its response
     duration: float

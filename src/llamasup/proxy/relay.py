@@ -15,6 +15,10 @@ _DROPPED_RESPONSE_HEADERS = frozenset(
 _SSE_REPLACED = frozenset({b"cache-control", b"x-accel-buffering", b"content-length"})
 #: an event stream with no event boundary for this long is relayed anyway
 _MAX_HELD_BACK = 64 * 1024
+#: what a response the sidecar broke after its head went out counts as: the client saw the
+#: sidecar's status (200) and a cut body or an in-band error event, but the exchange failed
+#: the way a sidecar that does not answer fails (502 ``upstream_unreachable``)
+BROKEN_STATUS = 502
 
 
 class UpstreamBrokeError(Exception):
@@ -97,7 +101,7 @@ async def relay(
         try:
             chunk = await response.read()
         except UpstreamError as exc:
-            ex.error = "upstream_broke"
+            ex.status, ex.error = BROKEN_STATUS, "upstream_broke"
             raise UpstreamBrokeError(str(exc)) from exc
         last = response.complete
         if ex.ttfb is None and chunk and ex.observed:
@@ -143,7 +147,7 @@ async def _relay_events(ex: Exchange, response: UpstreamResponse, send: Send) ->
         try:
             chunk = await response.read()
         except UpstreamError as exc:
-            ex.error = "upstream_disconnected"
+            ex.status, ex.error = BROKEN_STATUS, "upstream_disconnected"
             ex.finished = True
             event = stream_error_event(
                 ex.dialect,

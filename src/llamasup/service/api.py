@@ -18,6 +18,7 @@ from llamasup.errors import ProfileError
 from llamasup.profiles.persist import PersistError
 from llamasup.profiles.store import ApplyError
 from llamasup.proxy.asgi import (
+    BodyTimeoutError,
     BodyTooLargeError,
     ClientGoneError,
     Receive,
@@ -57,6 +58,9 @@ class ControlApi:
             await send_api_error(send, exc)
         except BodyTooLargeError as exc:
             await send_api_error(send, ApiError(413, "request_too_large", str(exc)))
+        except BodyTimeoutError as exc:
+            closing = [(b"connection", b"close")]  # the rest of the body may still come
+            await send_api_error(send, ApiError(408, "request_timeout", str(exc), headers=closing))
         except ClientGoneError:
             return
         except Exception:
@@ -117,7 +121,7 @@ class ControlApi:
         await send_bytes(send, 422 if rejected else 200, answer, "application/json", error=rejected)
 
     async def _unload_route(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
-        body = await _json_body(scope, receive)
+        body = await _json_body(scope, receive, self._body_timeout())
         await send_json(send, 200, await self._unload(body))
 
     async def _logs(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
@@ -134,7 +138,9 @@ class ControlApi:
         await send_bytes(send, 200, exposition, content_type)
 
     async def _apply(self, scope: Scope, receive: Receive, send: Send, *, dry_run: bool) -> None:
-        body = await read_body(receive, _content_length(scope), MAX_APPLY_BODY)
+        body = await read_body(
+            receive, _content_length(scope), MAX_APPLY_BODY, self._body_timeout()
+        )
         try:
             files = parse_files(body, _header(scope, b"content-type"), self._host.store)
             result = await apply_request(self._host, files, dry_run=dry_run)
@@ -151,6 +157,9 @@ class ControlApi:
         except (ApplyError, ValueError) as exc:
             raise ApiError(400, "bad_apply", str(exc)) from exc
         await send_json(send, 200, result)
+
+    def _body_timeout(self) -> float:
+        return self._host.profiles.server.client_timeouts.body
 
     async def _unload(self, body: Mapping[str, Any]) -> dict[str, Any]:
         reconciler = self._host.reconciler
@@ -207,13 +216,13 @@ def _content_length(scope: Scope) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-async def _json_body(scope: Scope, receive: Receive) -> dict[str, Any]:
-    body = await read_body(receive, _content_length(scope), 1 << 20)
+async def _json_body(scope: Scope, receive: Receive, stall: float) -> dict[str, Any]:
+    body = await read_body(receive, _content_length(scope), 1 << 20, stall)
     if not body.strip():
         return {}
     try:
         data = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "request body must be a JSON object")

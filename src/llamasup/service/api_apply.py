@@ -28,7 +28,7 @@ def parse_files(body: bytes, content_type: str, store: ProfileStore) -> dict[str
     if "json" in content_type.lower():
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise ApplyError(f"the apply body is not JSON: {exc}") from exc
         files = data.get("files") if isinstance(data, dict) else None
         if not isinstance(files, dict) or not all(

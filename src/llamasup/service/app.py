@@ -24,6 +24,7 @@ from llamasup.service.api import ControlApi
 from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
 from llamasup.service.browser_gate import BrowserGate
 from llamasup.service.compat import CompatRoutes
+from llamasup.service.front_limits import FrontLimits, front_limits, open_files_limit
 from llamasup.service.host import HostEvents
 from llamasup.service.metrics import Metrics
 from llamasup.service.ownlog import OwnLog
@@ -56,6 +57,11 @@ class Service:
         self._allow_public = allow_public
         self.environ = os.environ if environ is None else environ
         self.started_with = profiles.server
+        #: this process's open files limit (``serve`` raises it before building the service)
+        self.open_files = open_files_limit()
+        #: what the front enforces on client connections; the protocol reads it for each
+        #: new connection, so a reload applies to the next ones
+        self.front_limits = self._front_limits_for(profiles)
         self.events = HostEvents()
         self.keys: tuple[ApiKey, ...] = load_keys(profiles.server.api_keys, self.environ)
         self.supervisor = Supervisor.for_server(profiles.server)
@@ -136,7 +142,22 @@ class Service:
             if getattr(profiles.server, name) != getattr(self.started_with, name)
         ]
 
+    def _front_limits_for(self, profiles: Profiles) -> FrontLimits:
+        limits = front_limits(profiles.server, self.open_files)
+        wanted = profiles.server.max_connections
+        if wanted is not None and wanted > limits.max_connections:
+            logger.warning(
+                "server.max_connections is %d, but %d open files allow %d client connections: "
+                "using %d (raise the open files limit, LimitNOFILE= under systemd, for more)",
+                wanted,
+                self.open_files,
+                limits.max_connections,
+                limits.max_connections,
+            )
+        return limits
+
     def _adopt(self, profiles: Profiles) -> None:
+        self.front_limits = self._front_limits_for(profiles)
         self._refresh_keys(profiles)
         self.events.restart_needed = self.restart_needed(profiles)
         if self.events.restart_needed:

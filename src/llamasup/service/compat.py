@@ -76,10 +76,11 @@ class CompatRoutes:
         await self._logs(tail or None, scope, receive, send, follow=True)
 
     async def _models_load(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
-        await send_json(send, *self._load(await _model_field(scope, receive)))
+        await send_json(send, *self._load(await self._model_field(scope, receive)))
 
     async def _models_unload(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
-        await send_json(send, *(await self._router_unload(await _model_field(scope, receive))))
+        name = await self._model_field(scope, receive)
+        await send_json(send, *(await self._router_unload(name)))
 
     async def _props_route(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
         await send_json(send, 200, self._props())
@@ -157,6 +158,19 @@ class CompatRoutes:
 
     # -- llama.cpp's router ----------------------------------------------------------------------
 
+    async def _model_field(self, scope: Scope, receive: Receive) -> str:
+        stall = self._host.profiles.server.client_timeouts.body
+        body = await read_body(receive, None, 1 << 16, stall)
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from exc
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "bad_request", 'give {"model": "NAME"}')
+        return model
+
+
     def _load(self, name: str) -> tuple[int, dict[str, Any]]:
         """Start the model's sidecar now, as a request for it would, without waiting."""
         model = self._host.profiles.find_model(name)
@@ -205,13 +219,3 @@ def _router_error(message: str) -> tuple[int, dict[str, Any]]:
     return 400, {"error": {"code": 400, "message": message, "type": "invalid_request_error"}}
 
 
-async def _model_field(scope: Scope, receive: Receive) -> str:
-    body = await read_body(receive, None, 1 << 16)
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from exc
-    model = data.get("model") if isinstance(data, dict) else None
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "bad_request", 'give {"model": "NAME"}')
-    return model

@@ -25,6 +25,8 @@ import uvicorn
 from llamasup.errors import LlamasupError
 from llamasup.profiles.types import Profiles, is_loopback
 from llamasup.service.app import Service
+from llamasup.service.front_limits import log_open_files, raise_open_files_limit
+from llamasup.service.log_limits import limit_repeats
 from llamasup.service.uvicorn_settings import uvicorn_config
 
 logger = logging.getLogger("llamasup")
@@ -84,17 +86,22 @@ class _Server(uvicorn.Server):
 
 
 async def run(options: ServeOptions, profiles: Profiles) -> int:
+    # before anything opens a descriptor: every client connection needs one
+    before, after = raise_open_files_limit()
+    limit_repeats()  # a flood (descriptors gone, a failing route) logs a count, not a torrent
     service = Service(
         options.path,
         profiles,
         listen=(options.host, options.port),
         allow_public=options.allow_public,
     )
+    log_open_files(before, after, service.front_limits)
     # connections get as long to finish as a drained sidecar stop (server.stop_grace)
     config = uvicorn_config(
         service.asgi,
         host=options.host,
         port=options.port,
+        limits=lambda: service.front_limits,
         lifespan="off",
         timeout_graceful_shutdown=max(1.0, profiles.server.stop_grace),
     )

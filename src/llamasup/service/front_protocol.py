@@ -1,0 +1,276 @@
+"""uvicorn's httptools protocol with the limits it lacks: connections, head size, head time.
+
+uvicorn hands every connection to this protocol (``uvicorn.Config(http=...)`` accepts a
+class). On top of what uvicorn does it:
+
+- answers a connection past ``max_connections`` with ``503 too_many_connections`` (as soon
+  as its request head arrives, or closes it if none does within a second) instead of
+  holding it: uvicorn's ``limit_concurrency`` also counts connections but lets idle ones
+  stay, which is what exhausts the descriptors;
+- bounds a request head (request line and headers) to ``max_head_bytes`` and
+  ``max_headers``: httptools has no limit of its own and buffers a header until it ends,
+  so ten clients sending 50 MB headers cost half a gigabyte. Past either bound the answer
+  is ``431 request_header_too_large`` and the connection is closed;
+- closes a connection whose request head is not complete ``head_timeout`` seconds after it
+  opened or after the request began: silently if nothing was sent, else with ``408``.
+  uvicorn only times out idle keep-alive connections (``idle_timeout`` here), never a new
+  one that sends nothing or a head that trickles in.
+
+Each answer is llamasup's error envelope with ``X-Llamasup-Error: 1`` and ``connection:
+close``. The per-request cost is a timer per head and a few additions per header; response
+bodies are not touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, ClassVar, cast
+
+import httptools
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from llamasup.proxy.envelope import Dialect, ProxyError
+from llamasup.service.front_limits import FrontLimits
+
+logger = logging.getLogger(__name__)
+
+#: seconds a connection past the cap may take to send the request it is refused
+REFUSAL_WAIT = 1.0
+#: seconds a refused connection is read (and the data dropped) after the answer: closing
+#: with unread data makes the kernel reset the connection, and a reset can destroy the
+#: answer before the client reads it
+LINGER = 2.0
+
+
+class _HeadRefused(Exception):
+    """Raised in a parser callback to stop parsing a head that is over a limit."""
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """Build one bound to the live limits with :func:`guarded_protocol`."""
+
+    limits_source: ClassVar[Callable[[], FrontLimits]]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # read once per connection: a reload changes the limits of the next connections
+        self.limits = type(self).limits_source()
+        # uvicorn's idle keep-alive timer (typed int there; call_later takes any seconds)
+        self.timeout_keep_alive = self.limits.idle_timeout  # type: ignore[assignment]
+        self._head_timer: asyncio.TimerHandle | None = None
+        #: between two requests or inside a head (not in a body or a response)
+        self._in_head = True
+        self._head_started = False
+        #: bytes received while the current head is incomplete
+        self._head_received = 0
+        #: bytes of the current head parsed so far (URL, names and values, 4 per header)
+        self._head_size = 0
+        self._head_fields = 0
+        self._refusal: ProxyError | None = None
+        #: answered and closing: what still arrives is dropped
+        self._lingering = False
+
+    # -- connection ------------------------------------------------------------------------
+    def connection_made(  # type: ignore[override]
+        self, transport: asyncio.Transport
+    ) -> None:
+        super().connection_made(transport)
+        wait = self.limits.head_timeout
+        if len(self.connections) > self.limits.max_connections:
+            self.app = _over_capacity(len(self.connections), self.limits.max_connections)
+            wait = min(wait, REFUSAL_WAIT)
+        self._arm_head_timer(wait)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, with the head limits: a refusal raised in a parser
+        # callback is answered here, a head still incomplete is measured after each read
+        if self._lingering:
+            return
+        if self._in_head:
+            self._head_received += len(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is not None:
+                self._refuse(self._refusal)
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        if self._in_head and self._head_received > self.limits.max_head_bytes:
+            self._refuse(self._head_too_large())
+
+    # -- parser callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_started = True
+        self._head_size = 0
+        self._head_fields = 0
+        if self._head_timer is None:  # the next request of a kept-alive connection
+            self._arm_head_timer(self.limits.head_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        if self._head_size > self.limits.max_head_bytes:
+            self._stop(self._head_too_large())
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_fields += 1
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.limits.max_head_bytes:
+            self._stop(self._head_too_large())
+        if self._head_fields > self.limits.max_headers:
+            self._stop(
+                ProxyError(
+                    431,
+                    "request_header_too_large",
+                    f"request has more than {self.limits.max_headers} header fields",
+                )
+            )
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head_started = False
+        self._head_received = 0
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing() or not (self._in_head and self._head_started):
+            return
+        # the next head began arriving during the response: its own timeout applies (it
+        # answers 408), not the idle one uvicorn has just armed
+        self._unset_keepalive_if_required()
+        if self._head_timer is None:
+            self._arm_head_timer(self.limits.head_timeout)
+
+    # -- refusals --------------------------------------------------------------------------
+    def _head_too_large(self) -> ProxyError:
+        return ProxyError(
+            431,
+            "request_header_too_large",
+            f"request line and headers exceed {self.limits.max_head_bytes} bytes",
+        )
+
+    def _stop(self, refusal: ProxyError) -> None:
+        self._refusal = refusal
+        raise _HeadRefused(refusal.message)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._in_head:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a head arriving behind a response: timed from the response's end
+        if not self._head_started:  # nothing sent: nobody to tell
+            self.transport.close()
+            return
+        seconds = self.limits.head_timeout
+        self._refuse(
+            ProxyError(
+                408,
+                "request_timeout",
+                f"request head not complete within {seconds:g} s (server.client_timeouts.head)",
+            )
+        )
+
+    def _refuse(self, error: ProxyError) -> None:
+        """Answer ``error`` and end the connection: the answer, our end shut, then whatever
+        the client still sends is read and dropped until it closes too (or LINGER)."""
+        self._cancel_head_timer()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(_raw_answer(error))
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER, transport.close)
+
+    def _arm_head_timer(self, seconds: float) -> None:
+        self._head_timer = self.loop.call_later(seconds, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+
+def guarded_protocol(limits: Callable[[], FrontLimits]) -> type[GuardedHttpProtocol]:
+    """The protocol class for uvicorn's ``http=``, reading ``limits()`` per connection."""
+
+    class Bound(GuardedHttpProtocol):
+        limits_source = staticmethod(limits)
+
+    return Bound
+
+
+def _raw_answer(error: ProxyError) -> bytes:
+    """A whole HTTP response for ``error`` that ends the connection."""
+    body = error.body(Dialect.OPENAI)
+    status = HTTPStatus(error.status)
+    lines = [b"HTTP/1.1 %d %s" % (status.value, status.phrase.encode())]
+    headers = error.headers(len(body))
+    lines += [name + b": " + value for name, value in headers if name != b"connection"]
+    lines.append(b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _over_capacity(open_now: int, limit: int) -> ASGI3Application:
+    """The app a connection past the cap gets instead of llamasup's: one 503, then close."""
+    logger.warning(
+        "refusing client connections: %d open, the limit is %d "
+        "(server.max_connections, and what the open files limit allows)",
+        open_now,
+        limit,
+    )
+    error = ProxyError(
+        503,
+        "too_many_connections",
+        f"llamasup has {limit} client connections open, its limit (server.max_connections, "
+        "and what its open files limit allows); retry shortly",
+    )
+    body = error.body(Dialect.OPENAI)
+    headers = [*error.headers(len(body)), (b"retry-after", b"1"), (b"connection", b"close")]
+
+    async def refuse(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return cast(ASGI3Application, refuse)

@@ -28,6 +28,7 @@ from llamasup.service.metrics import Metrics
 from llamasup.service.watch import watch_profiles
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.supervisor import Supervisor
+from llamasup.spec.hostcheck import startable_issues
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Service:
             profiles,
             self._adopt,
             environ=self.environ,
-            vet=self._exposure_issues,
+            vet=self._vet,
             on_unchanged=self._refresh_keys,
         )
         self.metrics = Metrics(self.supervisor, self.reconciler, self.store)
@@ -88,6 +89,15 @@ class Service:
     @property
     def profiles(self) -> Profiles:
         return self.store.current
+
+    def _vet(self, candidate: Profiles) -> list[ProfileIssue]:
+        """Why this running llamasup refuses a valid profile set (a reload or apply with any
+        issue is rejected like an invalid one, and the last good set keeps serving)."""
+        return [
+            *self._exposure_issues(candidate),
+            # never stop a working sidecar for one that cannot start here
+            *startable_issues(self.store.current, candidate, self.environ),
+        ]
 
     def _exposure_issues(self, candidate: Profiles) -> list[ProfileIssue]:
         """A running front on a non-loopback address never loses its last key to a reload or

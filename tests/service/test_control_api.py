@@ -105,7 +105,10 @@ async def test_status_document(tmp_path: Path, fake_server_bin: Path) -> None:
         profiles: dict[str, Any] = status["profiles"]
         assert set(profiles) == {
             "source", "revision", "files", "loaded_at", "last_reload", "warnings",
-            "auth_error", "restart_needed",
+            "auth_error", "restart_needed", "watch",
+        }  # fmt: skip
+        assert profiles["watch"] == {  # this service was not asked to watch
+            "state": "off", "paths": [], "since": None, "error": None, "losses": 0,
         }  # fmt: skip
         assert profiles["source"] == str(setup.root)
         assert profiles["revision"] == running.service.profiles.revision

@@ -25,7 +25,7 @@ from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
 from llamasup.service.browser_gate import BrowserGate
 from llamasup.service.host import HostEvents
 from llamasup.service.metrics import Metrics
-from llamasup.service.watch import watch_profiles
+from llamasup.service.watch import ProfileWatcher
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.supervisor import Supervisor
 from llamasup.spec.hostcheck import startable_issues
@@ -83,6 +83,7 @@ class Service:
             keyed=lambda: bool(self.keys),
         )
         self._watch = watch
+        self.watcher = ProfileWatcher(path, self.store.reload)
         self._tasks: list[asyncio.Task[None]] = []
         self._sidecars_at_shutdown: list[Sidecar] = []
 
@@ -153,9 +154,7 @@ class Service:
         """Begin reconciling (pinned and preload sidecars start now) and watching profiles."""
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
         if self._watch:
-            self._tasks.append(
-                asyncio.create_task(watch_profiles(self.path, self.reload), name="watcher")
-            )
+            self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
         self.reconciler.trigger()
 
     async def reload(self, trigger: str) -> ReloadResult:

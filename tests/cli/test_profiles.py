@@ -149,3 +149,62 @@ def test_validate_warns_about_two_keys_with_one_value(
     assert main(["validate", str(path)]) == 0
     err = capsys.readouterr().err
     assert "p.yaml:4: server.api_keys: api keys 'ops' and 'app' have the same value" in err
+
+
+def _host(tmp_path: Path) -> tuple[Path, Path]:
+    """An executable stand-in for llama-server and a model file it could load."""
+    binary = tmp_path / "bin" / "llama-server"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    return binary, tmp_path / "tiny.gguf"
+
+
+def test_validate_check_host_makes_a_binary_typo_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary, _ = _host(tmp_path)
+    typo = f"{binary.parent}/llama-servr"
+    path = write(tmp_path / "p.yaml", f"server:\n  binary: {typo}\n" + GOOD)
+    assert main(["validate", str(path)]) == 0  # away from the host it cannot know
+    capsys.readouterr()
+    assert main(["validate", "--check-host", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {path}:2: server.binary: llama-server binary from profile does not " in err
+    assert f"exist: {typo}" in err and "(needed to start tiny)" in err
+    assert "invalid (1 error)" in err
+    # a model's own binary is named at its key; JSON says the host was checked
+    own = write(tmp_path / "own.yaml", GOOD.replace("tiny: {", f"tiny: {{binary: {typo}, "))
+    assert main(["validate", "--check-host", str(own), "-o", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["host_checked"] is True
+    assert [(e["line"], e["path"]) for e in report["errors"]] == [(2, "models.tiny.binary")]
+
+
+def test_validate_check_host_makes_a_missing_model_file_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary, model = _host(tmp_path)
+    path = write(tmp_path / "p.yaml", f"server:\n  binary: {binary}\n" + GOOD)
+    assert main(["validate", "--check-host", str(path)]) == 0
+    assert "every model can start on this host" in capsys.readouterr().out
+    model.unlink()
+    assert main(["validate", str(path)]) == 0  # the default keeps it a warning
+    assert f"warning: {path}:5: models.tiny.path: model file" in capsys.readouterr().err
+    assert main(["validate", "--check-host", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {path}:5: models.tiny.path: the model file {model} does not exist" in err
+    assert "warning:" not in err  # the same finding, said once
+
+
+def test_validate_check_host_looks_for_command_programs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path / "p.yaml",
+        "models:\n  echo:\n    command: [no-such-program-llamasup, --port, '${PORT}']\n",
+    )
+    assert main(["validate", "--check-host", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:3: models.echo.command: the command's program 'no-such-program-llamasup'" in err

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,34 +181,74 @@ write_set(
 """
 
 
-@pytest.mark.parametrize(
-    ("function", "at"),
-    [
-        ("replace", 2),  # journal written, nothing replaced yet
-        ("replace", 3),  # one file replaced
-        ("replace", 5),  # both written, one stale file moved aside
-        ("unlink", 2),  # every change made, the journal not yet removed
-    ],
-)
-def test_recover_rolls_back_an_apply_cut_short_by_a_crash(
-    profiles: Path, function: str, at: int
-) -> None:
-    before = _snapshot(profiles)
-    crashed = subprocess.run(
-        [sys.executable, "-c", CRASHING_APPLY, str(profiles), function, str(at)],
-        capture_output=True,
-        text=True,
-        check=False,
+#: every os function write_set calls that a crash can cut short
+CRASH_POINTS = ("open", "fsync", "close", "chmod", "link", "replace", "unlink")
+APPLIED = {"00-server.yaml": "server: new\n", "30-new.yaml": "new\n"}
+
+
+def _calls_of_one_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often a whole apply of CRASHING_APPLY's set calls each of CRASH_POINTS."""
+    root = tmp_path / "counted"
+    root.mkdir()
+    for name in ("00-server.yaml", "10-beta.yaml", "20-gamma.yaml"):
+        (root / name).write_text("old\n")
+    counts = dict.fromkeys(CRASH_POINTS, 0)
+    for name in CRASH_POINTS:
+        real = getattr(os, name)
+
+        def counting(*args: object, _name: str = name, _real: Any = real, **kwargs: object) -> Any:
+            counts[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, counting)
+    write_set(
+        [(root / "00-server.yaml", "server: new\n"), (root / "30-new.yaml", "new\n")],
+        [root / "10-beta.yaml", root / "20-gamma.yaml"],
+        journal_dir=root,
     )
-    assert crashed.returncode == 9, crashed.stderr
-    crashed_state = _snapshot(profiles)
-    assert JOURNAL_NAME in crashed_state
-    visible = {name: text for name, text in crashed_state.items() if not name.startswith(".")}
-    assert (visible == before) == (at == 2 and function == "replace")  # mid-change, really
-    message = recover(profiles)
-    assert message is not None and "rolled back" in message
-    assert _snapshot(profiles) == before  # every file, and no journal, temp or backup left
-    assert recover(profiles) is None
+    monkeypatch.undo()
+    return counts
+
+
+def test_a_crash_at_any_step_is_recovered_without_leftovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL at every call an apply makes: ``recover`` leaves the set as it was before, or
+    (once the journal says the apply was complete) as applied, and no hidden file behind:
+    no journal, no staged ``.tmp``, no ``.bak``."""
+    counts = _calls_of_one_apply(tmp_path, monkeypatch)
+    assert counts["replace"] >= 4 and counts["unlink"] >= 4, counts
+    before = {"00-server.yaml": "server: old\n", "10-beta.yaml": "beta: old\n"}
+    before["20-gamma.yaml"] = "gamma: old\n"
+    outcomes: dict[str, int] = {}
+    for function in CRASH_POINTS:
+        for at in range(1, counts[function] + 1):
+            root = tmp_path / f"{function}-{at}"
+            root.mkdir()
+            for name, text in before.items():
+                (root / name).write_text(text)
+            crashed = subprocess.run(
+                [sys.executable, "-c", CRASHING_APPLY, str(root), function, str(at)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            where = f"a crash at {function} #{at}"
+            assert crashed.returncode == 9, (where, crashed.stderr)
+            journal = root / JOURNAL_NAME
+            phase = json.loads(journal.read_text()).get("phase") if journal.exists() else None
+            message = recover(root)
+            recovered = _snapshot(root)  # hidden files included: none may be left
+            if phase is None:  # cut short before its journal was in place, or after it went
+                assert recovered in (before, APPLIED), (where, recovered)
+            else:
+                assert recovered == (APPLIED if phase == "committed" else before), where
+            if phase == "committing":
+                assert message is not None and "rolled back" in message, where
+            assert recover(root) is None, where
+            outcomes[str(phase)] = outcomes.get(str(phase), 0) + 1
+    # the sweep met every phase: before the journal, and each of its three
+    assert set(outcomes) == {"None", "staging", "committing", "committed"}, outcomes
 
 
 def test_a_completed_apply_leaves_no_journal(profiles: Path) -> None:
@@ -221,3 +263,36 @@ def test_an_unreadable_journal_is_reported(profiles: Path) -> None:
     (profiles / JOURNAL_NAME).write_text("{not json")
     with pytest.raises(PersistError, match="unreadable apply journal"):
         recover(profiles)
+
+
+def test_scratch_files_no_journal_names_are_removed_at_recovery(profiles: Path) -> None:
+    """What interrupted applies of an older llamasup left (its journal came after the scratch
+    files and went before they did): removed at the next start; nothing else is."""
+    before = _snapshot(profiles)
+    left = [
+        ".00-server.yaml.k7hx3tk0.tmp",
+        ".10-beta.yaml.o5nlc3u_.bak",
+        ".gone.yml.1234abcd.bak",
+        "..llamasup-apply.journal.a7coa0om.tmp",
+    ]
+    kept = {".00-server.yaml.swp": "an editor's\n", ".notes.yaml.bak": "mine\n"}
+    for name in left:
+        (profiles / name).write_text("old scratch\n")
+    for name, text in kept.items():
+        (profiles / name).write_text(text)
+    message = recover(profiles)
+    assert message == "removed 4 scratch file(s) left by interrupted applies"
+    assert _snapshot(profiles) == {**before, **kept}
+    assert recover(profiles) is None
+
+
+def test_beside_a_single_profile_file_only_its_scratch_files_are_removed(tmp_path: Path) -> None:
+    """A single profile file is often kept in a busy directory (a home): only that file's
+    scratch files, and the journal's, are taken for an apply's."""
+    (tmp_path / "llamasup.yaml").write_text("x\n")
+    ours = [".llamasup.yaml.0a1b2c3d.tmp", "..llamasup-apply.journal.0a1b2c3d.tmp"]
+    theirs = [".other.yaml.0a1b2c3d.bak"]
+    for name in ours + theirs:
+        (tmp_path / name).write_text("scratch\n")
+    assert recover(tmp_path, profile_file="llamasup.yaml") is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*theirs, "llamasup.yaml"]

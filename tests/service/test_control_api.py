@@ -106,7 +106,10 @@ async def test_status_document(tmp_path: Path, fake_server_bin: Path) -> None:
         profiles: dict[str, Any] = status["profiles"]
         assert set(profiles) == {
             "source", "revision", "files", "loaded_at", "last_reload", "warnings",
-            "auth_error", "restart_needed",
+            "auth_error", "restart_needed", "watch",
+        }  # fmt: skip
+        assert profiles["watch"] == {  # this service was not asked to watch
+            "state": "off", "paths": [], "since": None, "error": None, "losses": 0,
         }  # fmt: skip
         assert profiles["source"] == str(setup.root)
         assert profiles["revision"] == running.service.profiles.revision
@@ -582,44 +585,67 @@ async def test_logs_of_an_agent_sidecar_by_its_name(tmp_path: Path, fake_server_
         assert (await running.client.get("/api/logs/alpha@nobody")).status_code == 404
 
 
-def test_serve_rolls_back_an_apply_a_crash_cut_short(tmp_path: Path, fake_server_bin: Path) -> None:
+CRASHING_APPLY = """
+import os, sys
+from pathlib import Path
+from llamasup.profiles.persist import write_set
+name, at, root = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+real, calls = getattr(os, name), []
+def crash(*args):
+    calls.append(args)
+    if len(calls) == at: os._exit(9)
+    real(*args)
+setattr(os, name, crash)
+write_set([(root / '00-server.yaml', sys.argv[4]), (root / '10-beta.yaml', sys.argv[5])],
+          journal_dir=root)
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "at", "outcome"),
+    [
+        # the journal recorded (staging, then committing), the first file replaced, then the
+        # crash: a mixed set, rolled back
+        ("replace", 4, "rolled back an apply interrupted by a crash"),
+        # every file replaced and the journal says so; the crash is in removing the backups
+        ("unlink", 1, "after it was complete"),
+    ],
+    ids=["mid-commit", "mid-cleanup"],
+)
+def test_serve_finishes_an_apply_a_crash_cut_short(
+    tmp_path: Path, fake_server_bin: Path, function: str, at: int, outcome: str
+) -> None:
     """SIGKILL of llamasup halfway through persisting an apply: the next ``serve`` finds the
-    journal, puts the previous files back, says so, and serves the previous set."""
-    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta"])
+    journal, puts the previous files back (or keeps a complete apply), says so, serves that
+    set, and leaves none of the apply's hidden scratch files behind."""
+    setup = make_setup(tmp_path, fake_server_bin, ["alpha", "beta", "gamma"])
     before = {
         "00-server.yaml": setup.text({"alpha": ""}),
         "10-beta.yaml": models_yaml(setup.state, {"beta": ""}),
     }
     for name, text in before.items():
         (setup.root / name).write_text(text)
-    crash = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from llamasup.profiles.persist import write_set\n"
-        "real = os.replace\n"
-        "calls = []\n"
-        "def crash(*args):\n"
-        "    calls.append(args)\n"
-        "    if len(calls) == 3: os._exit(9)\n"  # journal, first file, then the crash
-        "    real(*args)\n"
-        "os.replace = crash\n"
-        "root = Path(sys.argv[1])\n"
-        "write_set([(root / '00-server.yaml', sys.argv[2]), (root / '10-beta.yaml', 'x: [')],"
-        " journal_dir=root)\n"
-    )
-    applied = setup.text({"alpha": "", "gamma": ""})
+    applied = {
+        "00-server.yaml": setup.text({"alpha": "", "gamma": ""}),
+        "10-beta.yaml": models_yaml(setup.state, {"beta": "description: applied"}),
+    }
+    argv = [function, str(at), str(setup.root), *applied.values()]
     crashed = subprocess.run(
-        [sys.executable, "-c", crash, str(setup.root), applied], capture_output=True, check=False
+        [sys.executable, "-c", CRASHING_APPLY, *argv],
+        capture_output=True,
+        check=False,
     )
     assert crashed.returncode == 9, crashed.stderr
-    assert (setup.root / "00-server.yaml").read_text() == applied  # a mixed, invalid set
+    assert (setup.root / "00-server.yaml").read_text() == applied["00-server.yaml"]
+    assert any(p.name.startswith(".") for p in setup.root.iterdir())  # scratch files, journal
+    expected = applied if outcome == "after it was complete" else before
     with serving(setup.root) as served:
-        assert any("rolled back an apply interrupted by a crash" in line
-                   for line in served.process.lines)  # fmt: skip
+        assert any(outcome in line for line in served.process.lines)
         assert sorted(served.status()["profiles"]["files"]) == sorted(
-            str(setup.root / name) for name in before
+            str(setup.root / name) for name in expected
         )
-    assert {p.name: p.read_text() for p in setup.root.iterdir()} == before
+        assert served.status()["profiles"]["revision"] == load_profiles(setup.root).revision
+    assert {p.name: p.read_text() for p in setup.root.iterdir()} == expected
 
 
 async def test_a_bug_in_the_control_api_is_still_answered_as_llamasup(

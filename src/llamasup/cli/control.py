@@ -75,6 +75,12 @@ def status_lines(doc: Mapping[str, Any], now: float) -> list[str]:
     ]
     lines += [f"  error: {issue_text(issue)}" for issue in reload["errors"]]
     lines += [f"warning: {issue_text(issue)}" for issue in profiles["warnings"]]
+    watch = profiles.get("watch") or {}
+    if watch.get("state") == "lost":
+        lines.append(
+            f"watch lost: {watch['error']} (edits are not seen until it is back; "
+            "`llamasup reload` reads them now)"
+        )
     if profiles.get("auth_error"):
         lines.append(f"api keys: {profiles['auth_error']}")
     if profiles.get("restart_needed"):

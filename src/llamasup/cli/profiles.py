@@ -17,6 +17,7 @@ from llamasup.profiles.load import load_profiles
 from llamasup.profiles.types import Profiles
 from llamasup.service.auth import ApiKeyError, load_keys
 from llamasup.spec.childenv import is_scrubbed
+from llamasup.spec.hostcheck import host_issues
 from llamasup.spec.resolve import Resolved, resolve, split_target
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -32,12 +33,21 @@ def run_validate(args: argparse.Namespace) -> int:
     if not root.exists():
         _fail(args, f"{root}: no such file or directory", EXIT_USAGE)
         return EXIT_USAGE
+    check_host = bool(getattr(args, "check_host", False))
     try:
         profiles = load_profiles(root)
     except ProfileError as exc:
         _report_invalid(args, root, exc.issues, exc.warnings)
         return EXIT_INVALID
     warnings = [*profiles.warnings, *_key_warnings(profiles)]
+    if check_host:
+        # on the host, what keeps a model (or serve) from starting is an error, not a note
+        errors = [*host_issues(profiles, os.environ), *_key_warnings(profiles)]
+        if errors:
+            located = {(e.file, e.line, e.path) for e in errors}
+            kept = [w for w in profiles.warnings if (w.file, w.line, w.path) not in located]
+            _report_invalid(args, root, tuple(errors), tuple(kept))
+            return EXIT_INVALID
     if args.output == "json":
         _print_json(
             {
@@ -45,6 +55,7 @@ def run_validate(args: argparse.Namespace) -> int:
                 "source": str(root),
                 "files": list(profiles.files),
                 "revision": profiles.revision,
+                "host_checked": check_host,
                 "errors": [],
                 "warnings": [w.as_dict() for w in warnings],
                 "models": sorted(profiles.models),
@@ -54,9 +65,11 @@ def run_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    checked = "; every model can start on this host" if check_host else ""
     print(
         f"{root}: valid ({_count(len(profiles.files), 'file')}, revision {profiles.revision}): "
         f"{_count(len(profiles.models), 'model')}, {_count(len(profiles.agents), 'agent')}"
+        f"{checked}"
     )
     return EXIT_OK
 
@@ -94,6 +107,7 @@ def _report_invalid(
             {
                 "valid": False,
                 "source": str(root),
+                "host_checked": bool(getattr(args, "check_host", False)),
                 "errors": [issue.as_dict() for issue in issues],
                 "warnings": [issue.as_dict() for issue in warnings],
             }

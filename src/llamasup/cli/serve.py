@@ -40,7 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path: Path = args.path or default_profile_path()
     try:
         # an apply cut short by a crash of the last llamasup is rolled back before loading
-        recovered = recover(path if path.is_dir() else path.parent)
+        single = None if path.is_dir() else path.name
+        recovered = recover(path.parent if single else path, profile_file=single)
         if recovered:
             print(f"llamasup: {path}: {recovered}", file=sys.stderr)
         profiles = load_profiles(path, os.environ)

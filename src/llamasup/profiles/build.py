@@ -57,6 +57,9 @@ def _issue(parsed: ParsedFile | str, path: KeyPath, message: str) -> ProfileIssu
     return ProfileIssue(parsed.name, parsed.doc.line_of(path), format_path(path), message)
 
 
+#: model keys whose place ``Profiles.sources`` records (checks on the host point at them)
+_LOCATED_MODEL_KEYS = ("path", "binary", "command")
+
 _SOURCE_FLAGS = frozenset(
     {
         "--hf-repo",
@@ -161,7 +164,18 @@ class _Builder:
             files=tuple(files),
             revision=revision,
             warnings=tuple(self.log.warnings),
+            sources=self._key_sources(),
         )
+
+    def _key_sources(self) -> dict[tuple[str, ...], Source]:
+        sources: dict[tuple[str, ...], Source] = {
+            ("server", key): _source(at) for key, (at, _) in self.server.items()
+        }
+        for name, (at, raw) in self.sections["models"].items():
+            for key in _LOCATED_MODEL_KEYS:
+                if isinstance(raw, Mapping) and key in raw:
+                    sources[("models", name, key)] = _source(_At(at.file, (*at.path, key)))
+        return sources
 
     def _server(self) -> ServerConfig:
         values: dict[str, Any] = {}

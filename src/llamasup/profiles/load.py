@@ -23,11 +23,23 @@ from llamasup.profiles.types import (
     Profiles,
 )
 
+#: a profile set as read: (file name, text, directory its relative paths resolve against)
+ProfileTexts = tuple[tuple[str, str, Path], ...]
+
 
 def load_profiles(path: Path | str, environ: Mapping[str, str] | None = None) -> Profiles:
     """Load and validate a profile file or directory; raise ``ProfileError`` listing all issues."""
     root = Path(path).expanduser()
     env = os.environ if environ is None else environ
+    return load_texts(read_texts(root), source=str(root), environ=env)
+
+
+def read_texts(path: Path | str) -> ProfileTexts:
+    """The text of every file of a profile path, as ``load_texts`` takes it; raises
+    ``ProfileError`` when the path is missing, holds no profile or a file cannot be read.
+
+    A watcher reads this until it stops changing, then loads exactly what it read."""
+    root = Path(path).expanduser()
     if not root.exists():
         raise ProfileError([ProfileIssue(str(root), None, "", "no such file or directory")])
     files = profile_files(root)
@@ -41,7 +53,7 @@ def load_profiles(path: Path | str, environ: Mapping[str, str] | None = None) ->
             texts.append((str(file), file.read_text("utf-8"), file.parent.resolve()))
         except (OSError, UnicodeDecodeError) as exc:
             raise ProfileError([ProfileIssue(str(file), None, "", f"cannot read: {exc}")]) from exc
-    return load_texts(texts, source=str(root), environ=env)
+    return tuple(texts)
 
 
 def load_texts(

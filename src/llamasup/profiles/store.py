@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from llamasup.errors import LlamasupError, ProfileError, ProfileIssue
 from llamasup.profiles.discover import PROFILE_SUFFIXES, profile_files
-from llamasup.profiles.load import load_profiles, load_texts
+from llamasup.profiles.load import ProfileTexts, load_profiles, load_texts
 from llamasup.profiles.persist import name_max, write_set
 from llamasup.profiles.types import Profiles
 
@@ -84,11 +84,17 @@ class ProfileStore:
     def is_directory(self) -> bool:
         return self.path.is_dir()
 
-    async def reload(self, trigger: str) -> ReloadResult:
-        """Read the profile path again and adopt it if it is valid and different."""
+    async def reload(self, trigger: str, texts: ProfileTexts | None = None) -> ReloadResult:
+        """Read the profile path again and adopt it if it is valid and different.
+
+        ``texts``: what a caller already read from the path (a watcher that waited for the
+        files to settle), loaded as is instead of reading again."""
         async with self._lock:
             try:
-                candidate = await asyncio.to_thread(load_profiles, self.path, self._environ)
+                if texts is None:
+                    candidate = await asyncio.to_thread(load_profiles, self.path, self._environ)
+                else:
+                    candidate = await asyncio.to_thread(self._load, texts)
                 self._check(candidate)
             except ProfileError as exc:
                 for issue in exc.issues:
@@ -96,6 +102,9 @@ class ProfileStore:
                 logger.error("keeping profile revision %s", self.current.revision)
                 return self._record(trigger, "error", None, exc.issues)
             return self._adopt(candidate, trigger)
+
+    def _load(self, texts: ProfileTexts) -> Profiles:
+        return load_texts(texts, source=str(self.path.expanduser()), environ=self._environ)
 
     def _adopt(self, candidate: Profiles, trigger: str) -> ReloadResult:
         if candidate.revision == self.current.revision:

@@ -187,6 +187,13 @@ class Profiles:
     files: tuple[str, ...]
     revision: str
     warnings: tuple[ProfileIssue, ...] = ()
+    #: where keys a check after loading may need to point at were written: every
+    #: ``("server", KEY)`` and each model's ``path``, ``binary`` and ``command``
+    sources: Mapping[tuple[str, ...], Source] = field(default_factory=dict, compare=False)
+
+    def source_of(self, *path: str) -> Source | None:
+        """Where the key at ``path`` (``"server", "binary"``) was written, if recorded."""
+        return self.sources.get(path)
 
     def find_model(self, name: str) -> ModelConfig | None:
         """A model by id or alias."""

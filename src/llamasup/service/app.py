@@ -28,9 +28,10 @@ from llamasup.service.front_limits import FrontLimits, front_limits, open_files_
 from llamasup.service.host import HostEvents
 from llamasup.service.metrics import Metrics
 from llamasup.service.ownlog import OwnLog
-from llamasup.service.watch import watch_profiles
+from llamasup.service.watch import ProfileWatcher
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.supervisor import Supervisor
+from llamasup.spec.hostcheck import startable_issues
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Service:
             profiles,
             self._adopt,
             environ=self.environ,
-            vet=self._exposure_issues,
+            vet=self._vet,
             on_unchanged=self._refresh_keys,
         )
         self.metrics = Metrics(self.supervisor, self.reconciler, self.store)
@@ -97,12 +98,22 @@ class Service:
             keyed=lambda: bool(self.keys),
         )
         self._watch = watch
+        self.watcher = ProfileWatcher(path, self.store.reload)
         self._tasks: list[asyncio.Task[None]] = []
         self._sidecars_at_shutdown: list[Sidecar] = []
 
     @property
     def profiles(self) -> Profiles:
         return self.store.current
+
+    def _vet(self, candidate: Profiles) -> list[ProfileIssue]:
+        """Why this running llamasup refuses a valid profile set (a reload or apply with any
+        issue is rejected like an invalid one, and the last good set keeps serving)."""
+        return [
+            *self._exposure_issues(candidate),
+            # never stop a working sidecar for one that cannot start here
+            *startable_issues(self.store.current, candidate, self.environ),
+        ]
 
     def _exposure_issues(self, candidate: Profiles) -> list[ProfileIssue]:
         """A running front on a non-loopback address never loses its last key to a reload or
@@ -175,9 +186,7 @@ class Service:
         self.supervisor.reap_orphans()
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
         if self._watch:
-            self._tasks.append(
-                asyncio.create_task(watch_profiles(self.path, self.reload), name="watcher")
-            )
+            self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
         self.reconciler.trigger()
 
     async def reload(self, trigger: str) -> ReloadResult:

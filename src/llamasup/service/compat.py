@@ -170,7 +170,6 @@ class CompatRoutes:
             raise ApiError(400, "bad_request", 'give {"model": "NAME"}')
         return model
 
-
     def _load(self, name: str) -> tuple[int, dict[str, Any]]:
         """Start the model's sidecar now, as a request for it would, without waiting."""
         model = self._host.profiles.find_model(name)
@@ -217,5 +216,3 @@ class CompatRoutes:
 def _router_error(message: str) -> tuple[int, dict[str, Any]]:
     """The router's error shape (it is not llamasup's envelope: its clients read this one)."""
     return 400, {"error": {"code": 400, "message": message, "type": "invalid_request_error"}}
-
-

@@ -13,6 +13,7 @@ from typing import Protocol
 from llamasup.profiles.store import ProfileStore, ReloadResult
 from llamasup.profiles.types import Profiles
 from llamasup.reconcile.reconciler import Reconciler
+from llamasup.service.watch import ProfileWatcher
 
 
 @dataclass
@@ -38,6 +39,9 @@ class ControlHost(Protocol):
 
     @property
     def profiles(self) -> Profiles: ...
+
+    @property
+    def watcher(self) -> ProfileWatcher: ...
 
     def restart_needed(self, profiles: Profiles) -> list[str]:
         """Server settings of ``profiles`` that take effect only when llamasup restarts."""

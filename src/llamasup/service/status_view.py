@@ -98,6 +98,7 @@ def status(host: ControlHost) -> dict[str, Any]:
             "files": [str(Path(f).absolute()) for f in profiles.files],
             "loaded_at": store.loaded_at,
             "last_reload": store.last_reload.as_dict(),
+            "watch": host.watcher.status.as_dict(),
             "warnings": [issue.as_dict() for issue in profiles.warnings],
             "auth_error": host.events.auth_error,
             "restart_needed": list(host.events.restart_needed),

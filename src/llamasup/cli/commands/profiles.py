@@ -27,6 +27,14 @@ def register(commands: Any) -> None:
         description="Check a profile file or directory and report every problem found.",
     )
     validate.add_argument("path", nargs="?", type=Path, help="profile file or directory")
+    validate.add_argument(
+        "--check-host",
+        action="store_true",
+        help="also check this host can start every model: its llama-server binary (or "
+        "command) resolves and is executable, its model file exists and is readable, API key "
+        "values are readable (errors here; without the flag a missing model file or key "
+        "value is a warning and binaries are not looked for)",
+    )
     add_output_flag(validate)
     validate.set_defaults(handler=LazyHandler("llamasup.cli.profiles:run_validate"))
 

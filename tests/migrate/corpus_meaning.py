@@ -203,10 +203,12 @@ class _ModelCompare:
         self._lifecycle()
         self._names()
 
-    def _path(self, value: str) -> str:
-        if "/" in value and not value.startswith(("/", "~")) and "://" not in value:
-            return os.path.normpath(os.path.join(self.outer.workdir, value))
-        return value
+    def _path(self, value: str, *, program: bool = True) -> str:
+        """As llama-swap's process saw it: relative to llama-swap's working directory (a
+        program only with a directory part: a bare name is looked up on PATH)."""
+        if value.startswith(("/", "~")) or "://" in value or (program and "/" not in value):
+            return value
+        return os.path.normpath(os.path.join(self.outer.workdir, value))
 
     def _command(self, argv: list[str], ours: list[str], port: int | None) -> None:
         ours = [w.replace("${PORT}", str(port)).replace("${HOST}", "127.0.0.1") for w in ours]
@@ -245,7 +247,7 @@ class _ModelCompare:
                 takes = definition is not None and definition.value.arity > 0 and not eq
                 value = argv[i + 1] if takes and i + 1 < len(argv) else inline
                 if flag == "--model":
-                    path = self._path(value)
+                    path = self._path(value, program=False)
                 elif flag == "--host" and value not in _LOOPBACK:
                     self.find("host", f"--host {value}", "cmd", mentioning="--host")
                 elif flag not in _PLACED:

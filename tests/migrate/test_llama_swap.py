@@ -658,3 +658,33 @@ def test_variant_ids_keep_working_and_may_not_name_another_model(tmp_path: Path)
     assert info.value.problems == [
         "models.qwen.filters.setParamsByID.fast: already an alias of 'other' (llama-swap refuses)"
     ]
+
+
+def test_cli_a_config_whose_only_model_is_lost_still_imports_with_its_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "models:\n  tts: {cmd: /opt/tts/server, proxy: 'http://127.0.0.1:5002'}\n", "utf-8"
+    )
+    out = tmp_path / "mine.yaml"
+    assert main(["import", "llama-swap", str(config), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: models.tts.cmd: not imported: it listens on port 5002" in err
+    assert "imported 0 models" in err and f"→ {out}" in err
+    assert load_profiles(out, {}).models == {}
+
+
+def test_cli_relative_paths_resolve_against_the_workdir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "models:\n  m: {cmd: './bin/llama-server --port ${PORT} -m models/m.gguf'}\n", "utf-8"
+    )
+    out = tmp_path / "out" / "profiles.yaml"
+    code = main(["import", "llama-swap", str(config), "-o", str(out), "--workdir", "/srv/swap"])
+    assert code == 0
+    assert "written as /srv/swap/bin/llama-server" in capsys.readouterr().err
+    model = load_profiles(out, {}).models["m"]
+    assert str(model.path) == "/srv/swap/models/m.gguf"

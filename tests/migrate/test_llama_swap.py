@@ -152,7 +152,8 @@ def test_unset_environment_variable_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         import_swap_fixture("macros.yaml", tmp_path, env)
     assert info.value.problems == [
-        "environment variable THREADS is not set (llama-swap refuses such a config too)"
+        "environment variable THREADS is not set (llama-swap refuses a config that names an "
+        "unset variable anywhere)"
     ]
 
 
@@ -177,7 +178,7 @@ def test_macro_names_are_checked(tmp_path: Path) -> None:
     """
     with pytest.raises(InputError) as info:
         import_swap_text(dedent(config), tmp_path)
-    assert "macros.PORT: PORT is reserved" in info.value.problems
+    assert "macros.PORT: PORT is reserved (llama-swap sets it)" in info.value.problems
     assert any(p.startswith("macros.bad name:") for p in info.value.problems)
 
 
@@ -222,14 +223,15 @@ def test_numbers_written_as_environment_references(tmp_path: Path) -> None:
 # -- groups, command models ---------------------------------------------------------------------
 
 
-def test_groups_map_to_max_running_and_pinning(tmp_path: Path) -> None:
+def test_groups_keep_swap_exclusive_and_persistent(tmp_path: Path) -> None:
     result = import_swap_fixture("groups.yaml", tmp_path)
     groups, models = result.profiles.groups, result.profiles.models
-    assert {name: g.max_running for name, g in groups.items()} == {
-        "big": 1,
-        "always-on": 2,
-        "audio": 3,
-        "swap-default": 1,
+    assert {n: (g.max_running, g.exclusive, g.persistent) for n, g in groups.items()} == {
+        "big": (1, True, False),
+        "always-on": (2, False, True),
+        "audio": (3, False, False),
+        # llama-swap's implicit default group: swap and exclusive
+        "swap-default": (1, True, False),
     }
     assert {m.id: m.group for m in models.values()} == {
         "llama-70b": "big",
@@ -242,12 +244,31 @@ def test_groups_map_to_max_running_and_pinning(tmp_path: Path) -> None:
         "small-a": "swap-default",
         "small-b": "swap-default",
     }
-    assert models["embed"].pinned and not models["rerank"].pinned
+    assert not any(m.pinned for m in models.values())  # persistent is not pinned (preloaded)
     assert models["rerank"].ttl == 300
     assert result.profiles.server.max_sidecars is None
-    assert "no longer unloads the other groups" in result.warning("groups.big.exclusive")
-    persistent = result.warning("groups.always-on.persistent")
-    assert "pinned: embed" in persistent and "not pinned: rerank" in persistent
+    assert not [w for w in result.warning_paths if w.startswith("groups")]
+
+
+def test_one_group_and_ungrouped_models_keep_llama_swaps_exclusivity(tmp_path: Path) -> None:
+    """The R3 report: one declared group plus ungrouped models ran five sidecars at once
+    where llama-swap keeps one loaded (every group is exclusive by default)."""
+    config = """
+    models:
+      a: {cmd: "llama-server --port ${PORT} -m /a.gguf"}
+      b: {cmd: "llama-server --port ${PORT} -m /b.gguf"}
+      c: {cmd: "llama-server --port ${PORT} -m /c.gguf"}
+      d: {cmd: "llama-server --port ${PORT} -m /d.gguf"}
+      e: {cmd: "llama-server --port ${PORT} -m /e.gguf"}
+    groups:
+      pair: {swap: false, members: [a, b]}
+    """
+    result = import_swap_text(dedent(config), tmp_path)
+    groups, models = result.profiles.groups, result.profiles.models
+    assert (groups["pair"].max_running, groups["pair"].exclusive) == (2, True)
+    default = groups["swap-default"]
+    assert (default.max_running, default.exclusive, default.persistent) == (1, True, False)
+    assert [m.group for m in models.values()] == ["pair", "pair"] + ["swap-default"] * 3
 
 
 def test_command_models_keep_their_argv_with_a_port_placeholder(tmp_path: Path) -> None:
@@ -281,7 +302,7 @@ def test_a_command_without_any_port_is_written_commented_out(tmp_path: Path) -> 
     """
     result = import_swap_text(dedent(config), tmp_path)
     assert sorted(result.profiles.models) == ["ok"]
-    assert "no ${PORT}" in result.warning("models.fixed.cmd")
+    assert "port 9000 (from proxy), which is neither ${PORT}" in result.warning("models.fixed.cmd")
     assert "  # fixed:\n  #   command: [/opt/tts/server, --listen, 0.0.0.0:5000]" in result.text
 
 
@@ -304,31 +325,48 @@ def test_matrix_has_no_equivalent_and_sets_no_global_limit(tmp_path: Path) -> No
 # -- filters, API keys, ids, fallbacks ---------------------------------------------------------
 
 
-def test_set_params_become_model_defaults_and_agents(tmp_path: Path) -> None:
+def test_filters_become_forced_and_stripped_request_parameters(tmp_path: Path) -> None:
     result = import_swap_fixture("filters.yaml", tmp_path, {"TEAM_KEY": "k"})
     assert result.argv("gpt-oss-20b") == [
         "llama-server", "--model", "/m/gpt-oss-20b.gguf",
-        "--jinja", "--temp", "1.0", "--top-p", "1.0",  # setParams replaced the cmd's --temp 0.6
+        "--jinja", "--temp", "0.6",  # the cmd's own default stays; setParams forces over it
         "--alias", "gpt-oss-20b",
     ]  # fmt: skip
-    # the variants share the model's sidecar: agents carry request-time defaults only
-    assert result.argv("gpt-oss-20b", "gpt-oss-20b:high") == result.argv("gpt-oss-20b")
-    assert result.request_defaults("gpt-oss-20b", "gpt-oss-20b:high") == {
+    model = resolve(result.profiles, "gpt-oss-20b")
+    forced = {"temperature": 1.0, "top_p": 1.0, "provider": {"zdr": True}}
+    assert dict(model.request_force) == forced
+    assert model.request_strip == ("temperature", "top_p")
+    # the variants share the model's sidecar and force their own values over the model's
+    high = resolve(result.profiles, "gpt-oss-20b:high")
+    assert high.spec.key == model.spec.key
+    assert dict(high.request_force) == {
+        **forced,
         "chat_template_kwargs": {"reasoning_effort": "high"},
-        "n_predict": 4096,
+        "max_tokens": 4096,
     }
-    assert result.request_defaults("gpt-oss-20b", "gpt-oss-20b:low") == {
-        "chat_template_kwargs": {"reasoning_effort": "low"}
-    }
-    assert result.profiles.agents["gpt-oss-20b:low"].model == "gpt-oss-20b"
+    low = resolve(result.profiles, "gpt-oss-20b", "gpt-oss-20b:low")
+    assert low.request_force["chat_template_kwargs"] == {"reasoning_effort": "low"}
     prefix = "models.gpt-oss-20b.filters"
-    assert "client sends now wins" in result.warning(f"{prefix}.setParams")
-    assert "not a llama-server" in result.warning(f"{prefix}.setParams.provider")
-    assert "no equivalent" in result.warning(f"{prefix}.stripParams")
-    high = result.warning(f"{prefix}.setParamsByID.gpt-oss-20b:high")
-    assert "gpt-oss-20b@gpt-oss-20b:high" in high and "no longer an alias" in high
-    # the explicit alias of the same name would silently drop the parameters: removed
+    assert not [w for w in result.warning_paths if w.startswith(prefix)]
+    # the explicit alias of the same name would route without the parameters: removed
     assert result.profiles.models["gpt-oss-20b"].aliases == ("gpt-oss",)
+
+
+def test_filter_keys_that_are_json_paths_are_reported(tmp_path: Path) -> None:
+    config = """
+    models:
+      m:
+        cmd: llama-server --port ${PORT} -m /m.gguf
+        filters:
+          stripParams: "seed, a.b"
+          setParams: {"chat_template_kwargs.enable_thinking": false, top_k: 5}
+    """
+    result = import_swap_text(dedent(config), tmp_path)
+    resolved = resolve(result.profiles, "m")
+    assert (dict(resolved.request_force), resolved.request_strip) == ({"top_k": 5}, ("seed",))
+    assert "JSON paths" in result.warning("models.m.filters.stripParams")
+    path = "models.m.filters.setParams.chat_template_kwargs.enable_thinking"
+    assert "JSON paths" in result.warning(path)
 
 
 def test_api_keys_are_never_written(tmp_path: Path) -> None:
@@ -398,9 +436,6 @@ def test_every_documented_setting_is_converted_or_reported(tmp_path: Path) -> No
         "sendLoadingState", "includeAliasesInList", "logRequests", "peers", "profiles",
         "models.everything.cmdStop", "models.everything.name", "models.everything.metadata",
         "models.everything.timeouts", "models.everything.sendLoadingState",
-        "models.everything.aliases[1]", "models.everything.filters.strip_params",
-        "models.everything.filters.setParams",
-        "models.everything.filters.setParamsByID.everything-greedy",
     ):  # fmt: skip
         assert key in reported, key
     assert not [w for w in result.draft.warnings if "unknown llama-swap" in w.message]
@@ -412,12 +447,11 @@ def test_every_documented_setting_is_converted_or_reported(tmp_path: Path) -> No
     assert (model.ttl, model.unlisted, model.upstream_model) == (120, True, "upstream-name")
     assert (model.concurrency, model.queue, model.preload) == (2, 0, True)
     assert model.aliases == ("every", "all")
-    # one group and nothing outside it: exclusive changes nothing, so it is not reported
-    assert result.profiles.groups["pair"].max_running == 2
-    assert result.argv("everything", "everything-greedy")[-4:] == [
-        "--top-k", "40", "--alias", "everything",
-    ]  # fmt: skip
-    assert result.request_defaults("everything", "everything-greedy") == {"temperature": 0.0}
+    assert (model.request.force, model.request.strip) == ({"top_k": 40}, ("seed",))
+    pair = result.profiles.groups["pair"]
+    assert (pair.max_running, pair.exclusive) == (2, True)
+    greedy = resolve(result.profiles, "everything-greedy")
+    assert dict(greedy.request_force) == {"top_k": 40, "temperature": 0}
 
 
 def test_public_listen_without_keys_is_explicit(tmp_path: Path) -> None:
@@ -460,7 +494,7 @@ def test_cli_writes_a_valid_profile_and_lists_warnings(
     code = main(["import", "llama-swap", str(SWAP_FIXTURES / "groups.yaml"), "-o", str(out)])
     assert code == 0
     err = capsys.readouterr().err
-    assert "warning: groups.big.exclusive: no equivalent" in err
+    assert "warning: models.vllm.cmdStop: no equivalent" in err
     assert "imported 9 models" in err
     assert sorted(load_profiles(out, {}).models)[0] == "embed"
     assert main(["render", "whisper", "-f", str(out)]) == 0
@@ -602,27 +636,55 @@ def test_e2e_chat_completion_through_llamasup(
     assert 0 < response["usage"]["completion_tokens"] <= 8
 
 
-def test_variant_ids_keep_working_unless_a_model_has_that_name(tmp_path: Path) -> None:
-    config = dedent(
-        """
-        models:
-          other:
-            cmd: llama-server --port ${PORT} -m /models/other.gguf
-            aliases: [fast]
-          qwen:
-            cmd: llama-server --port ${PORT} -m /models/qwen.gguf
-            filters:
-              setParamsByID:
-                "qwen:think": {temperature: 0.6}
-                "fast": {temperature: 0.1}
-        """
+def test_variant_ids_keep_working_and_may_not_name_another_model(tmp_path: Path) -> None:
+    config = """
+    models:
+      other:
+        cmd: llama-server --port ${PORT} -m /models/other.gguf
+        aliases: [fast]
+      qwen:
+        cmd: llama-server --port ${PORT} -m /models/qwen.gguf
+        filters:
+          setParamsByID:
+            "qwen:think": {temperature: 0.6}
+    """
+    result = import_swap_text(dedent(config), tmp_path)
+    think = resolve(result.profiles, "qwen:think")  # the old id still routes, with its params
+    assert (think.model.id, dict(think.request_force)) == ("qwen", {"temperature": 0.6})
+    # llama-swap registers setParamsByID keys as aliases: one naming another model's is refused
+    clash = config.replace('"qwen:think"', "fast")
+    with pytest.raises(InputError) as info:
+        import_swap_text(dedent(clash), tmp_path)
+    assert info.value.problems == [
+        "models.qwen.filters.setParamsByID.fast: already an alias of 'other' (llama-swap refuses)"
+    ]
+
+
+def test_cli_a_config_whose_only_model_is_lost_still_imports_with_its_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "models:\n  tts: {cmd: /opt/tts/server, proxy: 'http://127.0.0.1:5002'}\n", "utf-8"
     )
-    result = import_swap_text(config, tmp_path)
-    think = result.warning("models.qwen.filters.setParamsByID.qwen:think")
-    assert "clients may keep requesting 'qwen:think'" in think
-    assert resolve(result.profiles, "qwen:think").model.id == "qwen"  # the old id still routes
-    fast = result.warning("models.qwen.filters.setParamsByID.fast")
-    assert "instead of 'fast'" in fast  # 'fast' is other's alias, which wins
-    assert resolve(result.profiles, "fast").model.id == "other"
-    named = [w for w in result.profiles.warnings if w.path == "agents.fast"]
-    assert named and "has the name of model 'other'" in named[0].message
+    out = tmp_path / "mine.yaml"
+    assert main(["import", "llama-swap", str(config), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: models.tts.cmd: not imported: it listens on port 5002" in err
+    assert "imported 0 models" in err and f"→ {out}" in err
+    assert load_profiles(out, {}).models == {}
+
+
+def test_cli_relative_paths_resolve_against_the_workdir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "models:\n  m: {cmd: './bin/llama-server --port ${PORT} -m models/m.gguf'}\n", "utf-8"
+    )
+    out = tmp_path / "out" / "profiles.yaml"
+    code = main(["import", "llama-swap", str(config), "-o", str(out), "--workdir", "/srv/swap"])
+    assert code == 0
+    assert "written as /srv/swap/bin/llama-server" in capsys.readouterr().err
+    model = load_profiles(out, {}).models["m"]
+    assert str(model.path) == "/srv/swap/models/m.gguf"

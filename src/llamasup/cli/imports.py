@@ -38,9 +38,16 @@ def run_import_swap(args: argparse.Namespace) -> int:
     if args.listen and not re.match(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$", args.listen):
         return _usage(args, f"--listen {args.listen}: expected HOST:PORT")
 
+    workdir = (args.workdir or Path.cwd()).resolve()
+
     def build(anchor: Path) -> Draft:
         return import_swap(
-            text, source=str(config), environ=os.environ, anchor=anchor, listen=args.listen
+            text,
+            source=str(config),
+            environ=os.environ,
+            anchor=anchor,
+            workdir=workdir,
+            listen=args.listen,
         )
 
     return _run(args, build)
@@ -88,11 +95,14 @@ def _run(args: argparse.Namespace, build: Callable[[Path], Draft]) -> int:
     except InputError as exc:
         return _invalid(args, "cannot import", exc.problems)
     files = render_directory(draft) if as_dir else render_single(draft)
+    if out is not None and not as_dir:
+        files = {out.name: next(iter(files.values()))}  # messages name the file to write
     try:
         profiles = validate(files, anchor, os.environ)
     except ProfileError as exc:
         problems = [str(issue) for issue in exc.issues]
-        return _invalid(args, "the written profiles would not validate", problems)
+        what = "the imported profiles would not validate, so nothing was written"
+        return _invalid(args, what, problems, draft)
     targets = {anchor / name: text for name, text in files.items()} if as_dir else {}
     if out is not None and not as_dir:
         targets = {out: next(iter(files.values()))}
@@ -175,11 +185,22 @@ def _report_text(draft: Draft, profiles: Profiles, out: Path | None) -> None:
         print(f"check a model: llamasup render {first} -f {out}", file=sys.stderr)
 
 
-def _invalid(args: argparse.Namespace, what: str, problems: list[str]) -> int:
+def _invalid(
+    args: argparse.Namespace, what: str, problems: list[str], draft: Draft | None = None
+) -> int:
+    warnings = draft.warnings if draft is not None else []
     if args.output == "json":
-        json.dump({"error": what, "problems": problems, "exit_code": EXIT_INVALID}, sys.stdout)
+        report = {
+            "error": what,
+            "problems": problems,
+            "warnings": [w.as_dict() for w in warnings],
+            "exit_code": EXIT_INVALID,
+        }
+        json.dump(report, sys.stdout)
         sys.stdout.write("\n")
     else:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         print(f"llamasup: {what} ({len(problems)} problem(s))", file=sys.stderr)

@@ -171,6 +171,8 @@ def render_view(resolved: Resolved) -> dict[str, Any]:
         "argv": argv,
         "env": {"set": dict(spec.env), "removed": inherited},
         "request_defaults": dict(resolved.request_defaults),
+        "request_force": dict(resolved.request_force),
+        "request_strip": list(resolved.request_strip),
         "upstream_model": spec.served_name,
     }
 
@@ -192,6 +194,10 @@ def _print_render(view: Mapping[str, Any]) -> None:
     defaults = view["request_defaults"]
     shown = json.dumps(defaults, sort_keys=True) if defaults else "(none)"
     print(f"request defaults: {shown}")
+    if view["request_force"]:
+        print(f"request forced:   {json.dumps(view['request_force'], sort_keys=True)}")
+    if view["request_strip"]:
+        print(f"request stripped: {', '.join(view['request_strip'])}")
 
 
 def _fail(args: argparse.Namespace, message: str, code: int = EXIT_INVALID) -> None:

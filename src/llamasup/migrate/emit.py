@@ -100,7 +100,9 @@ def _server_block(draft: Draft) -> list[str]:
 def _section(title: str, entries: Mapping[str, Entry]) -> list[str]:
     if not entries:
         return []
-    lines = [f"{title}:"]
+    # a section of commented-out entries only would read as null
+    everything_off = all(entry.disabled for entry in entries.values())
+    lines = [f"{title}: {{}}" if everything_off else f"{title}:"]
     for name, entry in entries.items():
         lines += _comments(entry.notes, 2)
         body = [f"  {_key(name)}:"]

@@ -13,6 +13,7 @@ from llamasup.core.yamlsrc import KeyPath, YamlDoc, format_path
 from llamasup.errors import FlagError, ProfileIssue
 from llamasup.flags.flagset import FlagSet, env_owned_by_llamasup, lookup, parse, tokenize
 from llamasup.flags.vocabulary import Kind, Layer
+from llamasup.profiles.request_rules import request_rules
 from llamasup.profiles.types import (
     AgentConfig,
     ApiKeyConfig,
@@ -20,6 +21,7 @@ from llamasup.profiles.types import (
     GroupConfig,
     ModelConfig,
     Profiles,
+    RequestRules,
     RestartConfig,
     SchedulingConfig,
     ServerConfig,
@@ -343,6 +345,7 @@ class _Builder:
             unlisted=bool(raw.get("unlisted", False)),
             upstream_model=raw.get("upstream_model"),
             priority=int(raw.get("priority", 0)),
+            request=self._request(raw.get("request"), _At(at.file, (*at.path, "request"))),
             send_loading_state=None
             if raw.get("send_loading_state") is None
             else bool(raw["send_loading_state"]),
@@ -368,6 +371,7 @@ class _Builder:
             flags_at = _At(at.file, (*at.path, "flags"))
         errors_before = len(self.log.errors)
         flags = self._flags(raw.get("flags"), flags_at, Layer.AGENT)
+        request = self._request(raw.get("request"), _At(at.file, (*at.path, "request")))
         model_name = raw.get("model")
         model_id = None
         if model_name is not None:
@@ -389,7 +393,14 @@ class _Builder:
             model=model_id,
             description=str(raw.get("description", "")),
             priority=None if raw.get("priority") is None else int(raw["priority"]),
+            request=request,
         )
+
+    def _request(self, raw: Any, at: _At) -> RequestRules:
+        rules, problems = request_rules(raw)
+        for suffix, message in problems:
+            self.error(at, message, *suffix)
+        return rules
 
     def _check_aliases(self, models: Mapping[str, ModelConfig]) -> None:
         owners: dict[str, str] = {}

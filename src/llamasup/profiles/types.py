@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from llamasup.core import defaults
 from llamasup.core.paths import default_state_dir
@@ -124,6 +124,22 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class RequestRules:
+    """``request:`` of a model or agent: edits the proxy makes to every request body.
+
+    ``force`` values replace whatever the client sent (llama-swap's ``setParams``);
+    ``strip`` keys never reach the sidecar (``stripParams``). Both are top-level body keys;
+    ``model`` is never one of them.
+    """
+
+    force: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    strip: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.force or self.strip)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     id: str
     source: Source
@@ -146,6 +162,7 @@ class ModelConfig:
     upstream_model: str | None = None
     #: higher: its requests are served first and its sidecar drained last
     priority: int = 0
+    request: RequestRules = field(default_factory=RequestRules)
     #: stream progress to chat clients while it loads (None: ``server.send_loading_state``)
     send_loading_state: bool | None = None
 
@@ -163,6 +180,7 @@ class AgentConfig:
     description: str = ""
     #: the priority of this agent's requests (None: the model's)
     priority: int | None = None
+    request: RequestRules = field(default_factory=RequestRules)
 
 
 @dataclass(frozen=True)

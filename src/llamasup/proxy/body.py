@@ -1,11 +1,12 @@
 """The request body: parsed once, edited in place as text instead of re-serialised.
 
-An agent's request is usually long (the whole conversation) and needs two small edits: the
-``model`` value and a few sampling defaults. Re-serialising the parsed body costs about
-twice as much as parsing it (~450 µs for a 120 KB body on this machine, see
-``bench/RESULTS.md``); splicing the two edits into the original text costs almost nothing.
+An agent's request is usually long (the whole conversation) and needs a few small edits: the
+``model`` value, a few sampling defaults, and the parameters a profile forces or strips.
+Re-serialising the parsed body costs about twice as much as parsing it (~450 µs for a 120 KB
+body on this machine, see ``bench/RESULTS.md``); splicing the edits into the original text
+costs almost nothing.
 So the top level of a large object is walked by hand, each value parsed by the standard C
-scanner, and the span of every top-level value remembered for the edits. Small bodies
+scanner, and the span of every top-level member remembered for the edits. Small bodies
 (below :data:`SPLICE_FROM` bytes) are cheaper to parse and re-serialise whole.
 
 Both paths read a body the same way: a key given twice means its last value (as
@@ -18,7 +19,7 @@ edit goes out as sent). A body nested deeper than Python's recursion limit is in
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, AnyStr
 
 from llamasup.proxy.envelope import ProxyError
@@ -32,9 +33,13 @@ SPLICE_FROM = 3 * 1024
 
 class RequestBody:
     """A JSON object body: its top-level values and, for a large body, where each value
-    sits in the text (``spans`` is None for a small body, which is re-serialised instead)."""
+    sits in the text (``spans`` is None for a small body, which is re-serialised instead).
 
-    __slots__ = ("after_brace", "raw", "spans", "text", "values")
+    ``members`` lists every top-level member of a large body in order, duplicates included,
+    as (key, start of its key, end of its value): what removing a member needs.
+    """
+
+    __slots__ = ("after_brace", "members", "raw", "spans", "text", "values")
 
     def __init__(
         self,
@@ -43,12 +48,15 @@ class RequestBody:
         values: dict[str, Any],
         spans: dict[str, tuple[int, int]] | None,
         after_brace: int,
+        *,
+        members: list[tuple[str, int, int]] | None = None,
     ) -> None:
         self.raw = raw
         self.text = text
         self.values = values
         self.spans = spans
         self.after_brace = after_brace
+        self.members = members or []
 
     def get(self, key: str) -> Any:
         return self.values.get(key)
@@ -83,6 +91,7 @@ def _walk(raw: bytes, text: str) -> RequestBody:
     values: dict[str, Any] = {}
     spans: dict[str, tuple[int, int]] = {}
     repeated = False
+    members: list[tuple[str, int, int]] = []
     at = _skip(text, at)
     if text[at : at + 1] == "}":
         at += 1
@@ -90,6 +99,7 @@ def _walk(raw: bytes, text: str) -> RequestBody:
         while True:
             if text[at : at + 1] != '"':
                 raise ValueError(f"expecting a property name at character {at}")
+            key_start = at
             key, at = _scanstring(text, at + 1)
             at = _skip(text, at)
             if text[at : at + 1] != ":":
@@ -98,6 +108,7 @@ def _walk(raw: bytes, text: str) -> RequestBody:
             repeated = repeated or key in values
             values[key], end = _DECODER.raw_decode(text, start)
             spans[key] = (start, end)
+            members.append((key, key_start, end))
             at = _skip(text, end)
             sep = text[at : at + 1]
             at = _skip(text, at + 1)
@@ -111,7 +122,7 @@ def _walk(raw: bytes, text: str) -> RequestBody:
         # a splice would leave the earlier occurrences in the text for the sidecar to read
         # (or not): re-serialise instead, which keeps each key once, with its last value
         return RequestBody(raw, "", values, None, 0)
-    return RequestBody(raw, text, values, spans, after_brace)
+    return RequestBody(raw, text, values, spans, after_brace, members=members)
 
 
 def _skip(text: str, at: int) -> int:
@@ -128,17 +139,26 @@ def edit_body(
     model: str,
     defaults: Mapping[str, Any],
     synonyms: Mapping[str, tuple[str, ...]],
+    force: Mapping[str, Any] | None = None,
+    strip: Collection[str] = (),
 ) -> bytes:
-    """The body with ``model`` set and ``defaults`` added where the client set nothing.
+    """The body with ``model`` set, ``strip`` keys removed, ``defaults`` added where the client
+    set nothing, and ``force`` values set whatever the client sent.
 
-    Client values win (an explicit ``null`` counts as unset); a default is also skipped when
-    the client set one of its ``synonyms``. Unchanged bodies go out as the client's bytes.
+    Client values win over defaults (an explicit ``null`` counts as unset); a default is also
+    skipped when the client set one of its ``synonyms``, and for a stripped or forced key.
+    Forced values win over everything. Unchanged bodies go out as the client's bytes.
     """
+    force = force or {}
+    # a forced key is removed wherever it appears (duplicates too) and added once
+    removed = {key for key in (*strip, *force) if key in body.values}
     if body.spans is None:
-        return _reserialise(body, model, defaults, synonyms)
+        return _reserialise(
+            body, model=model, defaults=defaults, synonyms=synonyms, force=force, strip=strip
+        )
     values = body.values
     spans = body.spans
-    edits: list[tuple[int, int, str]] = []  # replacements of top-level values
+    edits: list[tuple[int, int, str]] = _removals(body, removed)
     added: list[str] = []  # new members
     if values.get("model") != model:
         span = spans.get("model")
@@ -147,7 +167,7 @@ def edit_body(
         else:
             edits.append((span[0], span[1], json.dumps(model)))
     for key, value in defaults.items():
-        if values.get(key) is not None:
+        if values.get(key) is not None or key in force or key in strip:
             continue
         others = synonyms.get(key)
         if others is not None and any(values.get(s) is not None for s in others):
@@ -157,16 +177,45 @@ def edit_body(
             added.append(json.dumps(key) + ":" + json.dumps(value, separators=(",", ":")))
         else:  # the client sent null: the default takes its place
             edits.append((span[0], span[1], json.dumps(value, separators=(",", ":"))))
+    added += [json.dumps(k) + ":" + json.dumps(v, separators=(",", ":")) for k, v in force.items()]
     if not edits and not added:
         return body.raw
     if added:
         # new members go first, right after the opening brace
-        edits.append((body.after_brace, body.after_brace, ",".join(added) + ("," if spans else "")))
+        kept = any(key not in removed for key, _, _ in body.members)
+        edits.append((body.after_brace, body.after_brace, ",".join(added) + ("," if kept else "")))
     edits.sort()
     if len(body.raw) == len(body.text):
         # all ASCII: offsets in text and bytes agree, so splice the bytes (one copy)
         return _splice(body.raw, [(a, z, r.encode()) for a, z, r in edits])
     return _splice(body.text, edits).encode()
+
+
+def _removals(body: RequestBody, removed: Collection[str]) -> list[tuple[int, int, str]]:
+    """Edits that delete every member named in ``removed``, with the commas between them.
+
+    A run of removed members goes from its first key to the next kept member's key; a run
+    that ends the object goes from the end of the kept member before it (its comma with it).
+    """
+    if not removed:
+        return []
+    members = body.members
+    edits: list[tuple[int, int, str]] = []
+    i = 0
+    while i < len(members):
+        if members[i][0] not in removed:
+            i += 1
+            continue
+        first = i
+        while i < len(members) and members[i][0] in removed:
+            i += 1
+        if i < len(members):
+            edits.append((members[first][1], members[i][1], ""))
+        elif first > 0:
+            edits.append((members[first - 1][2], members[-1][2], ""))
+        else:
+            edits.append((members[0][1], members[-1][2], ""))
+    return edits
 
 
 def _splice(source: AnyStr, edits: list[tuple[int, int, AnyStr]]) -> AnyStr:
@@ -181,21 +230,31 @@ def _splice(source: AnyStr, edits: list[tuple[int, int, AnyStr]]) -> AnyStr:
 
 def _reserialise(
     body: RequestBody,
+    *,
     model: str,
     defaults: Mapping[str, Any],
     synonyms: Mapping[str, tuple[str, ...]],
+    force: Mapping[str, Any],
+    strip: Collection[str],
 ) -> bytes:
     values = body.values
     changed = False
+    for key in strip:
+        if key in values and key not in force:
+            del values[key]
+            changed = True
     if values.get("model") != model:
         values["model"] = model
         changed = True
     for key, value in defaults.items():
-        if values.get(key) is not None:
+        if values.get(key) is not None or key in force or key in strip:
             continue
         others = synonyms.get(key)
         if others is not None and any(values.get(s) is not None for s in others):
             continue
+        values[key] = value
+        changed = True
+    for key, value in force.items():
         values[key] = value
         changed = True
     if not changed:

@@ -285,9 +285,17 @@ def resolve_error(exc: ResolveError) -> ProxyError:
 
 def prepare_body(body: RequestBody, resolved: Resolved, route: RouteInfo) -> bytes:
     """The body for the sidecar: ``model`` set to the served name, agent defaults added
-    (generation routes only; the client's own values win)."""
+    (generation routes only; the client's own values win), and the profile's ``request``
+    rules applied on every route (forced values win over the client's; stripped keys go)."""
     defaults = resolved.request_defaults if route.generation else _NO_DEFAULTS
-    return edit_body(body, model=resolved.spec.served_name, defaults=defaults, synonyms=SYNONYMS)
+    return edit_body(
+        body,
+        model=resolved.spec.served_name,
+        defaults=defaults,
+        synonyms=SYNONYMS,
+        force=resolved.request_force,
+        strip=resolved.request_strip,
+    )
 
 
 _SWITCH_ENV = {"--embeddings": "LLAMA_ARG_EMBEDDINGS", "--reranking": "LLAMA_ARG_RERANKING"}

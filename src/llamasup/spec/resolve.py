@@ -87,12 +87,19 @@ AGENT_SEPARATOR = "@"
 
 @dataclass(frozen=True)
 class Resolved:
-    """What a (model, agent) pair means: the sidecar to use and the per-request defaults."""
+    """What a (model, agent) pair means: the sidecar to use and the per-request defaults.
+
+    ``request_force`` and ``request_strip`` are the model's ``request`` rules with the
+    agent's over them: values set and keys removed in every request body, whatever the
+    client sent.
+    """
 
     spec: SidecarSpec
     model: ModelConfig
     agent: AgentConfig | None
     request_defaults: Mapping[str, Any]
+    request_force: Mapping[str, Any] = field(default_factory=dict)
+    request_strip: tuple[str, ...] = ()
 
     @property
     def upstream_model(self) -> str:
@@ -175,7 +182,10 @@ def resolve(
         request_defaults.update(overlay.request_defaults())
     load_overlay = merge(*(o.without_kind(Kind.REQUEST) for o in overlays))
     spec = _spec(profiles, model_config, load_overlay, agent_config)
-    return Resolved(spec, model_config, agent_config, request_defaults)
+    rules = [model_config.request, *([agent_config.request] if agent_config else [])]
+    force = {key: value for rule in rules for key, value in rule.force.items()}
+    strip = tuple(dict.fromkeys(key for rule in rules for key in rule.strip))
+    return Resolved(spec, model_config, agent_config, request_defaults, force, strip)
 
 
 def _agent(profiles: Profiles, name: str | None) -> AgentConfig | None:

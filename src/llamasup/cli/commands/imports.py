@@ -25,6 +25,13 @@ def register(commands: Any) -> None:
     swap.add_argument(
         "--listen", metavar="HOST:PORT", help="server.listen (llama-swap's -listen was a flag)"
     )
+    swap.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="the directory llama-swap ran in: its relative paths (./bin/llama-server, "
+        "-m models/x.gguf) are written resolved against it (default: the current directory)",
+    )
     _common(swap)
     swap.set_defaults(handler=LazyHandler("llamasup.cli.imports:run_import_swap"))
     sidecar = kinds.add_parser(

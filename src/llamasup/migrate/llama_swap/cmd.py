@@ -1,12 +1,11 @@
-"""llama-swap's ``cmd`` strings: macros, comment lines, continuations, words, and flags.
+"""llama-swap's ``cmd`` strings: comment lines, continuations, words, and flags.
 
 llama-swap runs ``cmd`` without a shell: it drops lines whose first non-blank character is
 ``#``, turns a trailing backslash into a space, and splits the rest like a POSIX shell would.
-Macros (``${name}``) are replaced last-defined first, so a macro may use the ones defined
-before it; ``${MODEL_ID}`` comes first of all and ``${PORT}`` is handed out per model after.
-``${env.NAME}`` is read from the environment. Here an environment reference is kept as written
-whenever it stays one argument, so the profile keeps reading the variable (llamasup supports
-the same ``${env.NAME}`` syntax); the expanded value is used only to understand the command.
+Macros are already applied here (``expand``). ``${env.NAME}`` is read from the environment;
+an environment reference is kept as written whenever it stays one argument, so the profile
+keeps reading the variable (llamasup supports the same ``${env.NAME}`` syntax); the expanded
+value is used only to understand the command.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from llamasup.flags.vocabulary import Kind, Layer
 
 ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 MACRO_REF = re.compile(r"\$\{([A-Za-z0-9_-]+)\}")
-MACRO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 PORT = "${PORT}"
 _LEGACY = frozenset({"--no-mmap", "--mmap", "--mlock", "--direct-io", "-dio"})
 _FA_VALUES = frozenset(
@@ -39,45 +37,6 @@ def macro_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
         return str(int(value))
     return str(value)
-
-
-def macro_problems(macros: Mapping[str, Any], where: str) -> list[str]:
-    problems = []
-    for name, value in macros.items():
-        if not MACRO_NAME.match(str(name)) or len(str(name)) >= 64:
-            problems.append(f"{where}.{name}: macro names match ^[a-zA-Z0-9_-]+$, under 64 chars")
-        elif name in ("PORT", "MODEL_ID"):
-            problems.append(f"{where}.{name}: {name} is reserved")
-        elif not isinstance(value, str | int | float | bool):
-            problems.append(f"{where}.{name}: a macro value is a string, number or boolean")
-        elif isinstance(value, str) and f"${{{name}}}" in value:
-            problems.append(f"{where}.{name}: a macro cannot refer to itself")
-    return problems
-
-
-def merged_macros(
-    model_id: str, global_macros: Mapping[str, Any], model_macros: Mapping[str, Any]
-) -> list[tuple[str, Any]]:
-    """MODEL_ID, the global macros, then the model's (which replace globals in place)."""
-    merged: list[tuple[str, Any]] = [("MODEL_ID", model_id), *global_macros.items()]
-    for name, value in model_macros.items():
-        for i, (existing, _) in enumerate(merged):
-            if existing == name:
-                merged[i] = (name, value)
-                break
-        else:
-            merged.append((name, value))
-    return merged
-
-
-def expand_macros(text: str, macros: Sequence[tuple[str, Any]]) -> str:
-    for name, value in reversed(macros):
-        text = text.replace(f"${{{name}}}", macro_text(value))
-    return text
-
-
-def unknown_macros(text: str, allowed: frozenset[str] = frozenset({"PORT"})) -> list[str]:
-    return [m for m in MACRO_REF.findall(text) if m not in allowed]
 
 
 def strip_comments(text: str) -> str:

@@ -2,9 +2,9 @@
 
 The import is a pure function of the config text and the environment: ``import_swap`` returns
 a ``Draft`` (entries, comments, warnings), or raises ``InputError`` listing what llama-swap
-itself would refuse (bad YAML, wrong types, unknown macros, unset ``${env.*}``). Per-model work
-is in ``migrate_swap_model``, filters in ``migrate_swap_filters``, groups and preloading in
-``migrate_swap_groups``.
+itself would refuse (bad YAML, wrong types, unknown macros, unset ``${env.*}``, the checks of
+its loader in ``rules``). Macros are applied first, to the whole config (``expand``);
+per-model work is in ``model``, filters in ``filters``, groups and preloading in ``groups``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ from llamasup.migrate.draft import (
     valid_id,
 )
 from llamasup.migrate.emit import model_argvs, render_single, validate
-from llamasup.migrate.llama_swap.cmd import ENV_REF, macro_problems
+from llamasup.migrate.llama_swap.cmd import ENV_REF
+from llamasup.migrate.llama_swap.expand import expand
 from llamasup.migrate.llama_swap.filters import apply_filters, set_or_drop
 from llamasup.migrate.llama_swap.groups import apply_groups, apply_preload
 from llamasup.migrate.llama_swap.model import Context, ModelImport, import_model, put
+from llamasup.migrate.llama_swap.paths import WorkDir
+from llamasup.migrate.llama_swap.rules import fifo_priorities, refusals, routing
 from llamasup.migrate.llama_swap.shape import shape_problems
 
 TOP_KEYS = frozenset(
@@ -41,7 +44,8 @@ TOP_KEYS = frozenset(
         "healthCheckTimeout", "logRequests", "logLevel", "logTimeFormat", "logToStdout",
         "metricsMaxInMemory", "captureBuffer", "globalTTL", "models", "profiles", "groups",
         "matrix", "macros", "startPort", "hooks", "sendLoadingState", "includeAliasesInList",
-        "apiKeys", "peers",
+        "apiKeys", "peers", "routing", "unloadTimeout", "performance", "selectors", "store",
+        "ui", "upstream",
     }
 )  # fmt: skip
 _TOP_NO_EQUIVALENT = {
@@ -54,6 +58,12 @@ _TOP_NO_EQUIVALENT = {
     "includeAliasesInList": "no equivalent; /v1/models lists model ids",
     "profiles": "no equivalent; use groups with max_running, or agents, instead",
     "peers": "no equivalent; llamasup serves only local sidecars",
+    "unloadTimeout": "no equivalent; llamasup waits server.stop_grace for a stopping sidecar",
+    "performance": "no equivalent; llamasup does not sample system performance",
+    "selectors": "no equivalent; clients name a model or an agent",
+    "store": "no equivalent; llamasup keeps no request history",
+    "ui": "no equivalent; llamasup has no web UI",
+    "upstream": "no equivalent; /upstream passes through to a model by name",
 }
 PORT_SPAN = 100
 
@@ -64,31 +74,38 @@ def import_swap(
     source: str,
     environ: Mapping[str, str],
     anchor: Path,
+    workdir: Path | None = None,
     listen: str | None = None,
 ) -> Draft:
-    """Convert a llama-swap config; ``anchor`` is where relative paths will resolve."""
+    """Convert a llama-swap config; ``anchor`` is where relative paths will resolve and
+    ``workdir`` where llama-swap ran (its relative paths resolved there; default: the
+    current directory)."""
     data = _document(text)
     draft = Draft(source)
+    expanded = expand(data, environ)
+    if expanded.problems:
+        raise InputError(expanded.problems)
     missing: set[str] = set()
-    problems = shape_problems(data, environ, missing)
+    problems = routing(data) or shape_problems(data, environ, missing)
+    problems = problems or refusals(data)
     if problems:
         raise InputError(problems)
-    global_macros = data.get("macros") or {}
-    problems += macro_problems(global_macros, "macros")
-    for orig, raw in data["models"].items():
-        problems += macro_problems(raw.get("macros") or {}, f"models.{orig}.macros")
-    ctx = Context(draft, environ, global_macros, problems, missing, _checker(anchor, environ))
-    imports = _models(ctx, data["models"])
+    where = WorkDir((workdir or Path.cwd()).resolve())
+    ctx = Context(draft, environ, problems, missing, _checker(anchor, environ), where)
+    imports = _models(ctx, data.get("models") or {})
     problems += [
         f"environment variable {name} is not set (llama-swap refuses such a config too)"
         for name in sorted(ctx.missing_env)
     ]
     if problems:
         raise InputError(problems)
+    if not imports:
+        draft.warn("models", "none: the imported profile set serves no model")
     _aliases(draft, imports)
     for imp in imports:
         apply_filters(draft, imp, data["models"][imp.orig].get("filters") or {})
     _ttls(draft, imports, data)
+    _priorities(draft, imports, data)
     try:
         apply_groups(draft, imports, data)
     except ValueError as exc:
@@ -103,9 +120,38 @@ def import_swap(
             # values of lists and mappings are not echoed: peers may hold API keys
             shown = "" if isinstance(value, dict | list) else f"{json.dumps(value)}: "
             draft.warn(key, shown + _TOP_NO_EQUIVALENT[key])
+        elif key == "routing":
+            _routing_rest(draft, value)
         elif key not in TOP_KEYS:
             draft.warn(key, "unknown llama-swap setting; not imported")
     return draft
+
+
+def _priorities(draft: Draft, imports: list[ModelImport], data: Mapping[str, Any]) -> None:
+    """routing.scheduler.settings.fifo.priority: higher first in both."""
+    by_name = {name: imp for imp in imports for name, _ in [(imp.orig, ""), *imp.aliases]}
+    for name, value in fifo_priorities(data).items():
+        imp = by_name.get(name)
+        if imp is None or not isinstance(value, int) or isinstance(value, bool):
+            continue
+        clamped = max(-1000, min(1000, value))
+        if clamped != value:
+            draft.warn(
+                f"routing.scheduler.settings.fifo.priority.{name}",
+                f"{value} became {clamped}: llamasup priorities go from -1000 to 1000",
+            )
+        if clamped:
+            put(imp.entry, "priority", clamped)
+
+
+def _routing_rest(draft: Draft, routing_block: Any) -> None:
+    router = routing_block.get("router") if isinstance(routing_block, dict) else None
+    for key in routing_block if isinstance(routing_block, dict) else ():
+        if key not in ("router", "scheduler"):
+            draft.warn(f"routing.{key}", "unknown llama-swap routing setting; not imported")
+    for key in router if isinstance(router, dict) else ():
+        if key not in ("use", "settings"):
+            draft.warn(f"routing.router.{key}", "unknown llama-swap router setting; not imported")
 
 
 def _document(text: str) -> dict[str, Any]:
@@ -116,10 +162,12 @@ def _document(text: str) -> dict[str, Any]:
     if doc.duplicates:
         raise InputError([f"{'.'.join(map(str, p))}: duplicate key" for p, _, _ in doc.duplicates])
     data = doc.data
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
-        raise InputError(["models: required, a mapping of model id → settings"])
-    if not data["models"]:
-        raise InputError(["models: no models to import"])
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(["the config is not a mapping of settings"])
+    if data.get("models") is not None and not isinstance(data["models"], dict):
+        raise InputError(["models: a mapping of model id → settings"])
     return data
 
 

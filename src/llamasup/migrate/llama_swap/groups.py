@@ -1,11 +1,12 @@
-"""llama-swap's swap policy (groups, matrix) and startup preloading → groups, limits, pinning.
+"""llama-swap's swap policy (groups, matrix) and startup preloading → groups, limits, preload.
 
-llama-swap semantics, for reference: without ``groups`` every model is in one group that runs
-one model at a time. A group with ``swap: true`` runs one member at a time, ``swap: false``
-runs all of them; ``exclusive: true`` (the default) unloads every other group when a member
-starts, except ``persistent`` groups. Models in no group form a default group with ``swap``
-and ``exclusive`` on. llamasup has per-group ``max_running`` and global limits (count and
-memory), but nothing that unloads one group because another started.
+llama-swap (``internal/config/config.go`` AddDefaultGroupToConfig, ``internal/router/group.go``):
+every model is in a group; the models no group names form the implicit default group, with
+``swap`` and ``exclusive`` on. Starting a model stops its group's other members when the
+group swaps, and every model of the other groups when its group is exclusive, except members
+of persistent groups. llamasup's groups say the same: ``max_running: 1`` for a swapping
+group (else its member count), and ``exclusive``/``persistent`` as they are. Without any
+declared group the default group holds every model, which is ``server.max_sidecars: 1``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ def apply_groups(draft: Draft, imports: list[ModelImport], data: Mapping[str, An
     if not isinstance(groups, dict):
         raise ValueError("groups: a mapping of group id → settings")
     if data.get("matrix") is not None:
-        if groups:
-            raise ValueError("groups and matrix: llama-swap accepts one or the other")
+        where = "matrix" if "matrix" in data and "routing" not in data else "routing.router"
         draft.warn(
-            "matrix",
-            "no equivalent: llamasup has no solver over allowed model sets; limit what runs "
-            "together with groups (max_running), server.max_sidecars or server.memory_budget",
+            where,
+            "no equivalent: llamasup has no solver over allowed model sets, so models start "
+            "side by side without unloading each other; limit what runs together with groups "
+            "(max_running, exclusive), server.max_sidecars or server.memory_budget",
         )
         return
     live = [imp for imp in imports if not imp.entry.disabled]
@@ -50,13 +51,20 @@ def apply_groups(draft: Draft, imports: list[ModelImport], data: Mapping[str, An
         name = str(gid) if valid_id(str(gid)) else sanitize_id(str(gid), taken)
         taken.add(name)
         members = _members(draft, str(gid), raw.get("members") or [], by_orig, grouped)
-        _group(draft, str(gid), name, raw, members, several=len(groups) > 1)
+        _group(draft, str(gid), name, raw, members)
     rest = [imp for imp in live if imp.orig not in grouped]
-    if len(rest) > 1:
+    if rest:
         name = sanitize_id(DEFAULT_GROUP, taken)
         draft.groups[name] = Entry(
-            {"max_running": 1, "description": "models in no llama-swap group"},
-            ["llama-swap's implicit default group: swap and exclusive, one member at a time"],
+            {
+                "max_running": 1,
+                "exclusive": True,
+                "description": "models in no llama-swap group",
+            },
+            [
+                "llama-swap's implicit default group: one member at a time, and a member "
+                "starting stops every other group's models but persistent groups'"
+            ],
         )
         for imp in rest:
             put(imp.entry, "group", name)
@@ -72,8 +80,6 @@ def _members(
     found = []
     for i, item in enumerate(members if isinstance(members, list) else []):
         member = str(item)
-        if member in grouped:
-            raise ValueError(f"groups.{gid}: {member} is also a member of {grouped[member]}")
         grouped[member] = gid
         imp = by_orig.get(member)
         if imp is None:
@@ -84,60 +90,28 @@ def _members(
 
 
 def _group(
-    draft: Draft,
-    gid: str,
-    name: str,
-    raw: Mapping[str, Any],
-    members: list[ModelImport],
-    *,
-    several: bool,
+    draft: Draft, gid: str, name: str, raw: Mapping[str, Any], members: list[ModelImport]
 ) -> None:
     swap = bool(raw.get("swap", True))
     exclusive = bool(raw.get("exclusive", True))
     persistent = bool(raw.get("persistent", False))
     limit = 1 if swap else max(1, len(members))
-    entry = Entry({"max_running": limit, "description": f"llama-swap group {gid}"})
+    fields: dict[str, Any] = {"max_running": limit}
+    if exclusive:
+        fields["exclusive"] = True
+    if persistent:
+        fields["persistent"] = True
+    fields["description"] = f"llama-swap group {gid}"
+    entry = Entry(fields)
     entry.notes.append(
         "swap: one member at a time" if swap else "swap: false: its members may all run at once"
     )
     draft.groups[name] = entry
     for imp in members:
         put(imp.entry, "group", name)
-    if exclusive and several:
-        draft.warn(
-            f"groups.{gid}.exclusive",
-            "no equivalent: starting a member no longer unloads the other groups; they stay "
-            "until evicted by server.max_sidecars/memory_budget or their ttl",
-            section="groups",
-            name=name,
-        )
-    if persistent:
-        _persistent(draft, gid, name, members, swap)
     for key in raw:
         if key not in ("swap", "exclusive", "persistent", "members"):
             draft.warn(f"groups.{gid}.{key}", "unknown llama-swap group setting; not imported")
-
-
-def _persistent(draft: Draft, gid: str, name: str, members: list[ModelImport], swap: bool) -> None:
-    pinned, kept = [], []
-    for imp in members:
-        if imp.ttl == 0 and (not swap or len(members) == 1):
-            put(imp.entry, "pinned", True)
-            pinned.append(imp.id)
-        else:
-            kept.append(imp.id)
-    parts = ["llamasup never unloads a model because another group started, so that holds"]
-    if pinned:
-        parts.append(
-            f"pinned: {', '.join(pinned)} (not evicted under memory pressure either, and "
-            "started at startup)"
-        )
-    if kept:
-        parts.append(
-            f"not pinned: {', '.join(kept)} (has a ttl, or swaps within its group, which "
-            "pinning would forbid)"
-        )
-    draft.warn(f"groups.{gid}.persistent", "; ".join(parts), section="groups", name=name)
 
 
 def apply_preload(draft: Draft, imports: list[ModelImport], data: Mapping[str, Any]) -> None:

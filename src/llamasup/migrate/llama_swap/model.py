@@ -15,27 +15,25 @@ from llamasup.migrate.llama_swap.cmd import (
     Command,
     ServerArgs,
     clean_command,
-    expand_macros,
-    merged_macros,
     server_args,
     split_command,
     split_words,
-    strip_comments,
-    unknown_macros,
 )
+from llamasup.migrate.llama_swap.paths import WorkDir
 
 MODEL_KEYS = frozenset(
     {
         "cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unlisted",
         "useModelName", "name", "description", "concurrencyLimit", "filters", "macros",
-        "metadata", "sendLoadingState", "timeouts",
+        "metadata", "sendLoadingState", "timeouts", "unloadTimeout", "capabilities", "compat",
     }
 )  # fmt: skip
 _DEFAULT_PROXY = re.compile(r"^https?://(localhost|127\.0\.0\.1|\[::1\]):\$\{PORT\}/?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FIELD_ORDER = (
     "description", "path", "command", "health", "binary", "args", "aliases", "env", "group",
-    "pinned", "preload", "ttl", "concurrency", "queue", "unlisted", "upstream_model",
+    "pinned", "preload", "ttl", "concurrency", "queue", "unlisted", "upstream_model", "priority",
+    "request",
 )  # fmt: skip
 
 
@@ -52,7 +50,6 @@ class ModelImport:
     orig: str
     id: str
     entry: Entry
-    macros: list[tuple[str, Any]]
     server: ServerArgs | None = None  # set for llama-server models
     binary: str = ""
     ttl: int = -1  # seconds; -1: the global default
@@ -67,21 +64,21 @@ class ModelImport:
 class Context:
     draft: Draft
     environ: Mapping[str, str]
-    global_macros: Mapping[str, Any]
     problems: list[str]  # input errors: the import stops
     missing_env: set[str]
     #: checks one model entry the way the profile loader would: a list of problems
     check: Callable[[str, Entry], list[str]]
+    #: llama-swap's working directory, against which its relative paths resolved
+    workdir: WorkDir
 
 
 def import_model(ctx: Context, orig: str, new_id: str, raw: Any) -> ModelImport | None:
+    """``raw`` has its macros expanded already (see ``expand``); ${PORT} is a placeholder."""
     where = f"models.{orig}"
     if not isinstance(raw, dict):
         ctx.problems.append(f"{where}: a model is a mapping with at least cmd")
         return None
-    model_macros = raw.get("macros") or {}
-    macros = merged_macros(orig, ctx.global_macros, model_macros)
-    result = ModelImport(orig, new_id, Entry(), macros)
+    result = ModelImport(orig, new_id, Entry())
     ctx.draft.models[new_id] = result.entry
 
     def warn(key: str, message: str) -> None:
@@ -91,10 +88,7 @@ def import_model(ctx: Context, orig: str, new_id: str, raw: Any) -> ModelImport 
     if not isinstance(cmd, str) or not cmd.strip():
         ctx.problems.append(f"{where}.cmd: required, the command that starts the server")
         return None
-    text = clean_command(expand_macros(strip_comments(cmd), macros))
-    for name in unknown_macros(text):
-        ctx.problems.append(f"{where}.cmd: unknown macro ${{{name}}}")
-    words, baked = split_words(text, ctx.environ, ctx.missing_env)
+    words, baked = split_words(clean_command(cmd), ctx.environ, ctx.missing_env)
     if baked:
         warn("cmd", "an ${env.*} value splits into several arguments, so its value is written")
     command = split_command(words)
@@ -102,27 +96,50 @@ def import_model(ctx: Context, orig: str, new_id: str, raw: Any) -> ModelImport 
         ctx.problems.append(f"{where}.cmd: empty command")
         return None
     fields = result.entry.fields
-    env = _env(raw.get("env"), command, warn, ctx.problems, where)
-    proxy = expand_macros(str(raw.get("proxy") or "http://localhost:${PORT}"), macros)
-    health = expand_macros(str(raw.get("checkEndpoint") or "/health"), macros)
-    if command.is_llama_server:
+    env, port_env = _env(raw.get("env"), command, warn, ctx.problems, where)
+    proxy = str(raw.get("proxy") or "http://localhost:${PORT}")
+    health = health_path(str(raw.get("checkEndpoint") or "/health"), proxy)
+    comment = next((w.value for w in command.args if w.value.startswith("#")), None)
+    if comment is not None:
+        warn(
+            "cmd",
+            f"{comment!r} and what follows are arguments: a folded (>) block joins comment "
+            "lines into the command, and llama-swap passes them to the program as they are; "
+            "kept as a command model running that exact argv (write cmd as a | block to "
+            "drop the comments)",
+        )
+    elif command.is_llama_server and not port_env:
         _server_model(ctx, result, command, health, warn)
     if not result.is_server:
-        _command_model(result, command, proxy, health, warn)
+        _command_model(
+            ctx, result, command, port_env=port_env, proxy=proxy, health=health, warn=warn
+        )
     elif not _DEFAULT_PROXY.match(proxy):
         warn("proxy", f"{proxy}: ignored; llamasup forwards to the llama-server it started")
     if env:
         fields["env"] = env
     _lifecycle(result, raw, warn, ctx.problems, where)
-    fields.update(_identity(raw, warn, macros))
+    fields.update(_identity(raw, warn))
     if not result.entry.disabled:
         problems = ctx.check(new_id, result.entry)
         if problems:
             result.entry.disabled = True
-            warn("", "not imported (written commented out): " + "; ".join(problems))
+            warn("", "not imported (written commented out): " + "; ".join(problems[:3]))
     result.entry.fields = {k: fields[k] for k in FIELD_ORDER if k in fields}
     _other_keys(raw, warn)
     return result
+
+
+def health_path(check: str, proxy: str) -> str:
+    """The path llama-swap probes: checkEndpoint goes through the reverse proxy, so a full
+    URL keeps only its path and query, and the proxy's own path comes first."""
+    check = check.strip()
+    if check == "none":
+        return check
+    url = urlsplit(check)
+    path = url.path if url.path.startswith("/") else f"/{url.path}"
+    prefix = urlsplit(proxy).path.rstrip("/")
+    return prefix + path + (f"?{url.query}" if url.query else "")
 
 
 def _server_model(
@@ -133,7 +150,7 @@ def _server_model(
     warn: Callable[[str, str], None],
 ) -> None:
     args = server_args(command.args)
-    trial = Entry(_server_fields(result, command, args))
+    trial = Entry(_server_fields(ctx.workdir, command, args, warn))
     failures = args.failures or ctx.check(result.id, trial)
     if failures:
         warn(
@@ -142,26 +159,22 @@ def _server_model(
             f"cannot take it: {'; '.join(failures)}",
         )
         return
-    result.server, result.binary = args, command.program.raw
+    result.server, result.binary = args, trial.fields["binary"]
     result.entry.fields.update(trial.fields)
     for _flag, message in args.dropped:
         warn("cmd", message)
     if health not in ("/health", "none"):
         warn("checkEndpoint", f"{health}: llamasup probes /health of llama-server sidecars")
-    if args.path is not None and not _absolute(args.path.value):
-        warn(
-            "cmd",
-            f"model path {args.path.value} was relative to llama-swap's working directory; "
-            "in a profile it is relative to the profile file",
-        )
     result.aliases += [(a, f"models.{result.orig}.cmd --alias") for a in args.aliases]
 
 
-def _server_fields(result: ModelImport, command: Command, args: ServerArgs) -> dict[str, Any]:
+def _server_fields(
+    workdir: WorkDir, command: Command, args: ServerArgs, warn: Callable[[str, str], None]
+) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if args.path is not None:
-        fields["path"] = args.path.raw
-    fields["binary"] = command.program.raw
+        fields["path"] = workdir.resolve(args.path.raw, "model path", warn)
+    fields["binary"] = workdir.resolve(command.program.raw, "program", warn)
     tokens = [token for segment in args.kept for token in segment.raw]
     if tokens:
         fields["args"] = tokens
@@ -169,22 +182,39 @@ def _server_fields(result: ModelImport, command: Command, args: ServerArgs) -> d
 
 
 def _command_model(
-    result: ModelImport, command: Command, proxy: str, health: str, warn: Callable[[str, str], None]
+    ctx: Context,
+    result: ModelImport,
+    command: Command,
+    *,
+    port_env: list[str],
+    proxy: str,
+    health: str,
+    warn: Callable[[str, str], None],
 ) -> None:
     fields = result.entry.fields
-    words = [command.program, *command.args]
-    argv = [w.raw for w in words]
+    program = ctx.workdir.resolve(command.program.raw, "program", warn)
+    argv = [*(["env", *port_env] if port_env else []), program, *(w.raw for w in command.args)]
     url = urlsplit(proxy)
     if not any(PORT in w for w in argv):
-        port = url.netloc.rpartition(":")[2]
-        argv = _port_placeholder(argv, int(port) if port.isdigit() else None)
+        port = url.port
+        argv = _port_placeholder(argv, port)
         if any(PORT in w for w in argv):
             warn("proxy", f"{proxy}: its fixed port in cmd became ${{PORT}} (llamasup assigns it)")
+        elif (known := _default_port_server(command, port)) is not None:
+            argv = ["env", known, *argv]
+            warn("cmd", f"{proxy} is the server's default port; now told its port by {known}")
         else:
-            warn("cmd", "no ${PORT} and no port from proxy found in it; llamasup must assign one")
+            warn(
+                "cmd",
+                f"not imported: it listens on port {port or '?'} (from proxy), which is "
+                "neither ${PORT} nor written in cmd, and llamasup must give each command its "
+                "port; add the program's port option with ${PORT} to command",
+            )
             result.entry.disabled = True
     if url.hostname not in (None, "localhost", "127.0.0.1", "::1"):
         warn("proxy", f"{proxy}: llamasup reaches command upstreams on 127.0.0.1:${{PORT}}")
+    elif url.path.strip("/"):
+        warn("proxy", f"{proxy}: its path is not kept; llamasup forwards request paths as sent")
     fields["command"] = argv
     if health == "none":
         fields["health"] = "/"
@@ -194,12 +224,21 @@ def _command_model(
             "path this server answers with 200)",
         )
     elif health != "/health":
-        fields["health"] = health if health.startswith("/") else f"/{health}"
+        fields["health"] = health
     if command.is_docker_llama_cpp:
         result.entry.notes.append(
             "runs llama.cpp's server image: llamasup supervises it as an opaque command (no flag "
             "checks, memory estimate or load-time agents); a native path: model gets all three"
         )
+
+
+#: servers that listen on a default port unless told otherwise: (program, port) → how to tell
+_DEFAULT_PORT_ENV = {("ollama", 11434): "OLLAMA_HOST=127.0.0.1:${PORT}"}
+
+
+def _default_port_server(command: Command, port: int | None) -> str | None:
+    name = re.split(r"[/\\]", command.program.value)[-1]
+    return _DEFAULT_PORT_ENV.get((name, port or 0))
 
 
 def _port_placeholder(argv: list[str], port: int | None) -> list[str]:
@@ -211,7 +250,9 @@ def _port_placeholder(argv: list[str], port: int | None) -> list[str]:
 
 def _env(
     raw: Any, command: Command, warn: Callable[[str, str], None], problems: list[str], where: str
-) -> dict[str, str]:
+) -> tuple[dict[str, str], list[str]]:
+    """The model's environment, and the ``NAME=...${PORT}...`` assignments, which only a
+    command can carry (llamasup substitutes ${PORT} in a command's argv, not in env)."""
     pairs: list[tuple[str, str, str]] = [(k, w.raw, "cmd") for k, w in command.env]
     if raw is not None and not isinstance(raw, list):
         problems.append(f"{where}.env: a list of NAME=value strings")
@@ -222,15 +263,18 @@ def _env(
             continue
         pairs.append((name, value, f"env[{i}]"))
     env: dict[str, str] = {}
+    port_env: list[str] = []
     for name, value, key in pairs:
         owned = env_owned_by_llamasup(name)
         if not _ENV_NAME.match(name):
             warn(key, f"{name} is not a valid environment variable name; not imported")
         elif owned is not None:
             warn(key, f"{name} would set {owned.name}, which llamasup owns; not imported")
+        elif PORT in value:
+            port_env.append(f"{name}={value}")
         else:
             env[name] = value
-    return env
+    return env, port_env
 
 
 def _lifecycle(
@@ -263,14 +307,12 @@ def _lifecycle(
             if item.get("name") or item.get("unlisted"):
                 warn(f"aliases[{i}]", "name/unlisted of an alias have no equivalent")
             alias = item.get("id", "")
-        result.aliases.append((expand_macros(str(alias), result.macros), f"{where}.aliases[{i}]"))
+        result.aliases.append((str(alias), f"{where}.aliases[{i}]"))
 
 
-def _identity(
-    raw: Mapping[str, Any], warn: Callable[[str, str], None], macros: list[tuple[str, Any]]
-) -> dict[str, Any]:
-    name = expand_macros(str(raw.get("name") or ""), macros)
-    description = expand_macros(str(raw.get("description") or ""), macros)
+def _identity(raw: Mapping[str, Any], warn: Callable[[str, str], None]) -> dict[str, Any]:
+    name = str(raw.get("name") or "")
+    description = str(raw.get("description") or "")
     if name:
         warn("name", "no display-name field in a profile; it leads the description instead")
     text = f"{name}: {description}" if name and description else name or description
@@ -283,6 +325,9 @@ _NO_EQUIVALENT = {
     "metadata": "no equivalent: /v1/models shows no custom metadata",
     "sendLoadingState": "no equivalent: llamasup does not stream loading progress",
     "timeouts": "no equivalent: llamasup's upstream timeouts are not configurable per model",
+    "unloadTimeout": "no equivalent: llamasup waits server.stop_grace for a stopping sidecar",
+    "capabilities": "no equivalent: /v1/models shows no capabilities",
+    "compat": "no equivalent: llamasup proxies HTTP requests, not websockets",
 }
 
 
@@ -292,7 +337,3 @@ def _other_keys(raw: Mapping[str, Any], warn: Callable[[str, str], None]) -> Non
             warn(key, _NO_EQUIVALENT[key])
         elif key not in MODEL_KEYS:
             warn(key, "unknown llama-swap model setting; not imported")
-
-
-def _absolute(path: str) -> bool:
-    return path.startswith(("/", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path) is not None

@@ -45,8 +45,10 @@ def shape_problems(
         if isinstance(model.get("filters"), dict):
             problems += _check(model["filters"], FILTERS, f"{where}.filters", environ, missing)
         for i, alias in enumerate(model.get("aliases") or []):
-            if not isinstance(alias, str | dict):
-                problems.append(f"{where}.aliases[{i}]: a string or {{id, name, unlisted}}")
+            if not isinstance(alias, str | int | float):
+                problems.append(
+                    f"{where}.aliases[{i}]: a name (llama-swap reads aliases as strings)"
+                )
     for group_id, group in (data.get("groups") or {}).items():
         if not isinstance(group, dict):
             problems.append(f"groups.{group_id}: a mapping with members")

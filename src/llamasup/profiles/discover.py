@@ -3,7 +3,8 @@
 The commands that take a profile path default to the same one (``serve``, ``validate``,
 ``doctor``, and the control client looking for the server to talk to). A control client also
 needs ``server.listen`` from a profile set that may not validate where it runs (it names a
-variable only the service's unit sets): :func:`read_listen` reads just that key.
+variable only the service's unit sets): :func:`read_listen` reads just that key. Shell
+completion needs the model ids and agent names: :func:`read_names` reads just those.
 """
 
 from __future__ import annotations
@@ -80,3 +81,41 @@ def read_listen(path: Path) -> tuple[str, int] | None:
         if host:
             return host, port
     return None
+
+
+def read_names(path: Path) -> tuple[list[str], list[str]]:
+    """Model ids (with their aliases) and agent names as written in a profile set, unvalidated.
+
+    For shell completion, which must answer in a blink and never fail: files that cannot be
+    read or parsed, and entries of the wrong shape, are skipped.
+
+    Args:
+        path: a profile file or directory.
+
+    Returns:
+        ``(models, agents)``, each sorted without duplicates; empty when ``path`` is missing.
+    """
+    models: set[str] = set()
+    agents: set[str] = set()
+    try:
+        files = profile_files(path) if path.exists() else []
+    except OSError:
+        files = []
+    for file in files:
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        declared = data.get("models")
+        if isinstance(declared, dict):
+            for model_id, model in declared.items():
+                models.add(str(model_id))
+                aliases = model.get("aliases") if isinstance(model, dict) else None
+                if isinstance(aliases, list):
+                    models.update(str(alias) for alias in aliases)
+        named = data.get("agents")
+        if isinstance(named, dict):
+            agents.update(str(name) for name in named)
+    return sorted(models), sorted(agents)

@@ -100,7 +100,8 @@ class Service:
         self._watch = watch
         # looked up at each reload, not bound once: the store (or a test) may wrap it
         self.watcher = ProfileWatcher(
-            path, lambda trigger, texts: self.store.reload(trigger, texts)
+            path,
+            lambda trigger, texts: self.store.reload(trigger, texts),  # noqa: PLW0108
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._sidecars_at_shutdown: list[Sidecar] = []

@@ -34,6 +34,12 @@ def register(commands: Any) -> None:
         "then serve the default profile set.",
     )
     _serve_arguments(quick)
+    quick.add_argument(
+        "--check",
+        action="store_true",
+        help="preflight only: say what quickstart would build, write and serve, and exit "
+        "(0 ready, 1 something to fix); builds and downloads nothing",
+    )
     quick.set_defaults(handler=LazyHandler("llamasup.cli.serve:cmd_quickstart"))
 
 

@@ -40,6 +40,7 @@ profiles  validate    check a profile set: exit 0 valid, 1 invalid (file:line: k
           import      profiles from a llama-swap config.yaml or llama-sidecar's environment
 operate   status  plan  logs  unload  reload  apply  diff     a running llamasup (--server URL)
 host      runtime     build or locate llama-server      doctor   check this host
+measure   bench       speed of models and flag variants  eval     accuracy on a JSONL suite
 shell     completion  print a bash, zsh or fish completion script
 
 examples:

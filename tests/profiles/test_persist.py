@@ -296,3 +296,16 @@ def test_beside_a_single_profile_file_only_its_scratch_files_are_removed(tmp_pat
         (tmp_path / name).write_text("scratch\n")
     assert recover(tmp_path, profile_file="llamasup.yaml") is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == [*theirs, "llamasup.yaml"]
+
+
+def test_recovery_with_nothing_to_do_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A served directory that is read-only (a Kubernetes ConfigMap) must not stop serve."""
+    (tmp_path / "p.yaml").write_text("models: {}\n")
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    assert recover(tmp_path) is None

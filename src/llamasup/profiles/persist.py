@@ -98,7 +98,9 @@ def recover(journal_dir: Path, *, profile_file: str | None = None) -> str | None
     them); scratch files no journal names are then only looked for beside it."""
     path = journal_dir / JOURNAL_NAME
     try:
-        (journal_dir / JOURNAL_TEMP).unlink(missing_ok=True)  # its write was cut short
+        temp = journal_dir / JOURNAL_TEMP
+        if os.path.lexists(temp):  # its write was cut short (and a read-only directory,
+            temp.unlink()  # a ConfigMap say, refuses even the unlink of a missing file)
         data = json.loads(path.read_text(encoding="utf-8"))
         phase: str = data.get("phase", "committing")  # older journals had no phases
         installs = [_Install(Path(r), _opt(b), Path(t)) for r, b, t in data["installs"]]

@@ -357,8 +357,8 @@ async def test_apply_errors(tmp_path: Path, fake_server_bin: Path) -> None:
             bad = await running.client.post(
                 "/api/apply" + query, json={"files": {too_long: original}}
             )
-            assert bad.status_code == 400, bad.text
-            assert bad.json()["error"]["code"] == "bad_apply"
+            assert bad.status_code == 422, bad.text
+            assert bad.json()["error"]["code"] == "file_name_too_long"
             assert "305 bytes" in bad.json()["error"]["message"]
             assert "at most 255 bytes" in bad.json()["error"]["message"]
 

@@ -33,6 +33,10 @@ class ApplyError(LlamasupError):
     """An apply request that cannot be carried out as asked (not a profile validation error)."""
 
 
+class FileNameTooLongError(ApplyError):
+    """A file name longer than the served directory's file system takes (``NAME_MAX``)."""
+
+
 @dataclass(frozen=True)
 class ReloadResult:
     at: float
@@ -196,7 +200,7 @@ class ProfileStore:
             raise ApplyError(f"file name {name!r} cannot be a file name here: {exc}") from exc
         longest = name_max(self.path)
         if size > longest:
-            raise ApplyError(
+            raise FileNameTooLongError(
                 f"file name {name[:40]!r}... is {size} bytes; a file name may be at most "
                 f"{longest} bytes (NAME_MAX of the file system of {self.path})"
             )

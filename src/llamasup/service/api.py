@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote
 
 from llamasup.errors import ProfileError
 from llamasup.profiles.persist import PersistError
-from llamasup.profiles.store import ApplyError
+from llamasup.profiles.store import ApplyError, FileNameTooLongError
 from llamasup.proxy.asgi import (
     BodyTimeoutError,
     BodyTooLargeError,
@@ -154,6 +154,8 @@ class ControlApi:
             ) from exc
         except PersistError as exc:
             raise ApiError(500, "persist_failed", str(exc)) from exc
+        except FileNameTooLongError as exc:
+            raise ApiError(422, "file_name_too_long", str(exc)) from exc
         except (ApplyError, ValueError) as exc:
             raise ApiError(400, "bad_apply", str(exc)) from exc
         await send_json(send, 200, result)

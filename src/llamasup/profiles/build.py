@@ -219,6 +219,9 @@ class _Builder:
             }
         if key == "restart":
             return {"restart": _restart(raw)}
+        if key == "request_log":
+            # YAML reads a bare off/on as a boolean: take it as meant
+            return {key: {False: "off", True: "text"}.get(raw, raw)}
         if key == "scheduling":
             return {"scheduling": _scheduling(raw)}
         if key == "client_timeouts":

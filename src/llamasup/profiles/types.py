@@ -109,6 +109,8 @@ class ServerConfig:
     open_metrics: bool = False
     #: stream progress to chat clients while their model loads (models may override)
     send_loading_state: bool = False
+    #: one line per request at info: ``text``, ``json`` (JSON lines) or ``off``
+    request_log: str = "text"
     agent_flags_enabled: bool = False
     agent_flags_allow_load: frozenset[str] = frozenset()
     restart: RestartConfig = field(default_factory=RestartConfig)

@@ -38,7 +38,7 @@ from llamasup.proxy.envelope import (
     too_large,
     too_slow,
 )
-from llamasup.proxy.hooks import ProxyObserver, RequestRecord
+from llamasup.proxy.hooks import ProxyObserver, RequestRecord, token_counts
 from llamasup.proxy.limits import ConcurrencyGates
 from llamasup.proxy.loading import LoadingStream, wants_loading_state
 from llamasup.proxy.models import model_listing
@@ -317,6 +317,7 @@ class ProxyApp:
             )
             async with lease as upstream:
                 entered = True
+                ex.key = upstream.key
                 if loader is not None:
                     await loader.end(ready=True)
                 if self._observer is not None:
@@ -365,6 +366,7 @@ class ProxyApp:
         observer = self._observer
         if observer is None:
             return
+        tokens_in, tokens_out = token_counts(ex.before + ex.tail) if ex.tail else (None, None)
         observer.request_finished(
             RequestRecord(
                 route=ex.route,
@@ -377,6 +379,9 @@ class ProxyApp:
                 streamed=ex.streamed,
                 error=ex.error,
                 started=ex.started,
+                key=ex.key,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
             )
         )
 

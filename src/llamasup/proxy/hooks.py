@@ -8,6 +8,7 @@ it skips even taking the timestamps. Labels are bounded: ``model`` is the canoni
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +35,26 @@ class RequestRecord:
     error: str | None
     #: whether :meth:`ProxyObserver.request_started` was called for this request
     started: bool
+    #: the sidecar key that served it ("" if none did)
+    key: str = ""
+    #: prompt and generated tokens, as the sidecar reported them at the end of its answer
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+class ObserverFanOut:
+    """Several observers as one (metrics and the request log)."""
+
+    def __init__(self, *observers: ProxyObserver) -> None:
+        self._observers = observers
+
+    def request_started(self, route: str, model: str, agent: str) -> None:
+        for observer in self._observers:
+            observer.request_started(route, model, agent)
+
+    def request_finished(self, record: RequestRecord) -> None:
+        for observer in self._observers:
+            observer.request_finished(record)
 
 
 class ProxyObserver(Protocol):
@@ -44,3 +65,18 @@ class ProxyObserver(Protocol):
 
     def request_finished(self, record: RequestRecord) -> None:
         """Every request ends here once, started or not (``record.started`` says which)."""
+
+
+# OpenAI's usage, Anthropic's, and llama-server's own timings (always in its last chunk)
+_IN = re.compile(rb'"(?:prompt_tokens|input_tokens|prompt_n)"\s*:\s*(\d+)')
+_OUT = re.compile(rb'"(?:completion_tokens|output_tokens|predicted_n)"\s*:\s*(\d+)')
+
+
+def token_counts(tail: bytes) -> tuple[int | None, int | None]:
+    """Prompt and generated tokens from the last chunk of an answer (None: not reported)."""
+    found_in = _IN.findall(tail)
+    found_out = _OUT.findall(tail)
+    return (
+        int(found_in[-1]) if found_in else None,
+        int(found_out[-1]) if found_out else None,
+    )

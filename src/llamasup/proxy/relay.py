@@ -31,10 +31,12 @@ class Exchange:
 
     __slots__ = (
         "agent",
+        "before",
         "client_gone",
         "dialect",
         "error",
         "finished",
+        "key",
         "model",
         "observed",
         "response_started",
@@ -43,6 +45,7 @@ class Exchange:
         "status",
         "streamed",
         "t0",
+        "tail",
         "ttfb",
         "wait",
     )
@@ -65,6 +68,12 @@ class Exchange:
         #: set before the last body message, so the disconnect watcher does not fire on it
         self.finished = False
         self.client_gone = False
+        #: the sidecar that served it, and the last chunk of its answer (a reference, kept
+        #: only when observed: the request log reads token counts from it)
+        self.key = ""
+        self.tail = b""
+        #: the chunk before it (a stream's last one is often just ``data: [DONE]``)
+        self.before = b""
 
 
 async def relay(
@@ -108,6 +117,8 @@ async def relay(
             ex.ttfb = perf_counter() - ex.t0
         if last:
             ex.finished = True
+        if ex.observed and chunk:
+            ex.before, ex.tail = ex.tail, chunk
         await send({"type": "http.response.body", "body": chunk, "more_body": not last})
         if last:
             return
@@ -175,6 +186,8 @@ async def _relay_events(ex: Exchange, response: UpstreamResponse, send: Send) ->
             ex.ttfb = perf_counter() - ex.t0
         if last:
             ex.finished = True
+        if ex.observed and chunk:
+            ex.before, ex.tail = ex.tail, chunk
         await send({"type": "http.response.body", "body": chunk, "more_body": not last})
         if last:
             return

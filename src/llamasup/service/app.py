@@ -19,6 +19,7 @@ from llamasup.profiles.store import ProfileStore, ReloadResult
 from llamasup.profiles.types import Profiles, http_url, is_loopback
 from llamasup.proxy.app import ProxyApp, create_proxy_app
 from llamasup.proxy.asgi import ASGIApp
+from llamasup.proxy.hooks import ObserverFanOut
 from llamasup.reconcile.reconciler import Reconciler
 from llamasup.service.api import ControlApi
 from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
@@ -28,6 +29,7 @@ from llamasup.service.front_limits import FrontLimits, front_limits, open_files_
 from llamasup.service.host import HostEvents
 from llamasup.service.metrics import Metrics
 from llamasup.service.ownlog import OwnLog
+from llamasup.service.request_log import RequestLog
 from llamasup.service.watch import ProfileWatcher
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.supervisor import Supervisor
@@ -83,7 +85,10 @@ class Service:
         self.proxy: ProxyApp = create_proxy_app(
             lambda: self.reconciler.resolver,
             self.reconciler,
-            observer=self.metrics.observer,
+            observer=ObserverFanOut(
+                self.metrics.observer,
+                RequestLog(lambda: self.profiles.server.request_log),
+            ),
             fallback=self.control,
         )
         self.asgi: ASGIApp = BrowserGate(

@@ -18,7 +18,7 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -380,10 +380,20 @@ def _show(value: FlagValue) -> str:
     return value
 
 
+#: a flag llamasup's table does not know, as the binary that will run it describes it
+ExtraFlags = Callable[[str], FlagDef | None]
+
+
 def parse(
-    tokens: Iterable[str], layer: Layer, *, allow_load: frozenset[str] = frozenset()
+    tokens: Iterable[str],
+    layer: Layer,
+    *,
+    allow_load: frozenset[str] = frozenset(),
+    extra: ExtraFlags | None = None,
 ) -> ParseResult:
-    """Parse one layer's tokens, collecting every error rather than stopping at the first."""
+    """Parse one layer's tokens, collecting every error rather than stopping at the first.
+
+    ``extra``: flags the binary knows beyond the table, accepted in trusted layers only."""
     items = list(tokens)
     builder = _LayerBuilder(layer)
     errors: list[FlagError] = []
@@ -391,7 +401,7 @@ def parse(
     while cursor.pos < len(items):
         token = cursor.take()
         try:
-            _consume(token, cursor, builder, allow_load=allow_load)
+            _consume(token, cursor, builder, allow_load=allow_load, extra=extra)
         except FlagError as exc:
             errors.append(exc)
     return ParseResult(FlagSet(tuple(builder.settings.values())), tuple(errors))
@@ -412,7 +422,12 @@ class _Cursor:
 
 
 def _consume(
-    word: str, cursor: _Cursor, builder: _LayerBuilder, *, allow_load: frozenset[str]
+    word: str,
+    cursor: _Cursor,
+    builder: _LayerBuilder,
+    *,
+    allow_load: frozenset[str],
+    extra: ExtraFlags | None = None,
 ) -> None:
     """Consume one flag and its values (the cursor advances even when the flag is refused).
 
@@ -430,6 +445,8 @@ def _consume(
         builder.add_legacy_load_mode(_LEGACY_LOAD_MODE[name], spelled)
         return
     flag = lookup(name)
+    if flag is None and extra is not None and layer.trusted:
+        flag = extra(spelled)
     if flag is None:
         # skip what looks like this unknown flag's value, so one typo yields one error
         following = cursor.peek()

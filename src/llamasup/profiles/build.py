@@ -11,8 +11,10 @@ from typing import Any
 from llamasup.core.units import format_bytes, parse_duration, parse_size
 from llamasup.core.yamlsrc import KeyPath, YamlDoc, format_path
 from llamasup.errors import FlagError, ProfileIssue
-from llamasup.flags.flagset import FlagSet, env_owned_by_llamasup, lookup, parse, tokenize
+from llamasup.flags.dialect import BinaryFlags, for_binary
+from llamasup.flags.flagset import FlagSet, env_owned_by_llamasup, lookup, merge, parse, tokenize
 from llamasup.flags.vocabulary import Kind, Layer
+from llamasup.profiles.binaries import BinaryCatalog
 from llamasup.profiles.request_rules import request_rules
 from llamasup.profiles.types import (
     AgentConfig,
@@ -27,6 +29,7 @@ from llamasup.profiles.types import (
     ServerConfig,
     Source,
 )
+from llamasup.runtime.locate import LLAMA_CPP_BUILD
 
 
 @dataclass
@@ -101,6 +104,7 @@ class _Builder:
             "agents": {},
             "groups": {},
         }
+        self._binaries = BinaryCatalog(environ)
 
     def error(self, at: _At, message: str, *suffix: str | int) -> None:
         self.log.error(at.file, (*at.path, *suffix), message)
@@ -202,7 +206,8 @@ class _Builder:
         if key in ("memory_budget", "max_request_body"):
             return {key: None if raw is None else parse_size(raw)}
         if key == "base_args":
-            return {"base_args": self._flags(raw, at, Layer.BASE)}
+            binary = self._binary_flags(self._configured_binary(None))
+            return {"base_args": self._flags(raw, at, Layer.BASE, binary)}
         if key == "env":
             return {"env": self._env(raw, at)}
         if key == "binary":
@@ -258,17 +263,41 @@ class _Builder:
                 allowed.add(definition.name)
         return frozenset(allowed)
 
-    def _flags(self, raw: Any, at: _At, layer: Layer) -> FlagSet:
+    def _flags(self, raw: Any, at: _At, layer: Layer, binary: BinaryFlags | None = None) -> FlagSet:
         try:
             tokens = tokenize(raw)
         except FlagError as exc:
             self.error(at, str(exc))
             return FlagSet()
-        result = parse(tokens, layer)
+        result = parse(tokens, layer, extra=None if binary is None else binary.unknown_flag)
         for problem in result.errors:
             index = _token_index(raw, problem.flag)
             self.error(at, str(problem), *(() if index is None else (index,)))
+        for setting in result.flags.settings:
+            if binary is not None and lookup(setting.name) is None:
+                self.log.warn(
+                    at.file,
+                    at.path,
+                    f"{setting.spelled} is not in llamasup's flag table (llama.cpp "
+                    f"b{LLAMA_CPP_BUILD}); accepted as a load-time flag because "
+                    f"{binary.describe()} lists it",
+                )
         return result.flags
+
+    def _configured_binary(
+        self, model_raw: Mapping[str, Any] | None, at: _At | None = None
+    ) -> str | None:
+        """The ``binary`` a model (or, without one, every model) is configured with."""
+        if model_raw is not None and model_raw.get("binary") is not None and at is not None:
+            return _binary(str(model_raw["binary"]), at.file.directory)
+        server_binary = self.server.get("binary")
+        if server_binary is None:
+            return None
+        where, raw = server_binary
+        return _binary(str(raw), where.file.directory)
+
+    def _binary_flags(self, configured: str | None) -> BinaryFlags | None:
+        return self._binaries.flags_for(configured)
 
     def _env(self, raw: Mapping[str, Any], at: _At) -> tuple[tuple[str, str], ...]:
         pairs: list[tuple[str, str]] = []
@@ -290,7 +319,16 @@ class _Builder:
         directory = at.file.directory
         command = raw.get("command")
         path = raw.get("path")
-        args = self._flags(raw.get("args"), _At(at.file, (*at.path, "args")), Layer.MODEL)
+        binary = (
+            None if command is not None else self._binary_flags(self._configured_binary(raw, at))
+        )
+        args_at = _At(at.file, (*at.path, "args"))
+        args = self._flags(raw.get("args"), args_at, Layer.MODEL, binary)
+        if binary is not None:
+            try:
+                for_binary(merge(server.base_args, args).argv(), binary)
+            except FlagError as exc:
+                self.error(args_at, str(exc))
         if command is not None:
             command = self._command(name, [str(part) for part in command], at)
             if command:  # its program resolves like ``binary``: relative to this file

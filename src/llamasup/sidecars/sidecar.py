@@ -22,8 +22,17 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
-from llamasup.errors import LlamasupError, SidecarError, SidecarFailedError, SidecarStartError
+from llamasup.errors import (
+    FlagError,
+    LlamasupError,
+    SidecarError,
+    SidecarFailedError,
+    SidecarStartError,
+)
+from llamasup.flags.dialect import binary_flags, for_binary
+from llamasup.runtime.binary_info import binary_info
 from llamasup.sidecars.orphans import MARKER, marker_value
 from llamasup.sidecars.ports import PortAllocator
 from llamasup.sidecars.probes import BindFailed, wait_until_ready, watch_health
@@ -258,6 +267,16 @@ class Sidecar:
                 self._run.abandon()
             raise
 
+    async def _args_for(self, binary: str) -> list[str] | None:
+        """The spec's args as this binary spells them (an older build has other names for
+        some flags); None: as they are. Asks the binary once (cached), off the event loop."""
+        if self.spec.kind != "llama-server":
+            return None
+        info = await asyncio.to_thread(binary_info, Path(binary))
+        if info is None:
+            return None
+        return for_binary(self.spec.args, binary_flags(info))
+
     async def _launch(self, avoid: frozenset[int]) -> Run:
         try:
             # a resolver is asked on every launch: a binary installed later is picked up
@@ -277,7 +296,12 @@ class Sidecar:
             port = self._ports.acquire(avoid=avoid)
         except OSError as exc:
             raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
-        argv = self.spec.command_line(binary, self.settings.host, port)
+        try:
+            args = await self._args_for(binary)
+        except FlagError as exc:
+            self._ports.release(port)
+            raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
+        argv = self.spec.command_line(binary, self.settings.host, port, args)
         self._exit_code = None
         run = Run(port, self.log)
         try:

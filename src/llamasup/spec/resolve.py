@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,14 +68,18 @@ class SidecarSpec:
         encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(encoded).hexdigest()[:16]
 
-    def command_line(self, binary_path: str, host: str, port: int) -> list[str]:
-        """The argv to exec, with llamasup's own host and port."""
+    def command_line(
+        self, binary_path: str, host: str, port: int, args: Sequence[str] | None = None
+    ) -> list[str]:
+        """The argv to exec, with llamasup's own host and port; ``args``: the spec's args
+        as the binary spells them (see :mod:`llamasup.flags.dialect`)."""
+        own = self.args if args is None else args
         if self.kind == "command":
             return [
                 part.replace(HOST_PLACEHOLDER, host).replace(PORT_PLACEHOLDER, str(port))
-                for part in (binary_path, *self.args)
+                for part in (binary_path, *own)
             ]
-        return [binary_path, *self.args, "--host", host, "--port", str(port)]
+        return [binary_path, *own, "--host", host, "--port", str(port)]
 
     @property
     def env_map(self) -> Mapping[str, str]:

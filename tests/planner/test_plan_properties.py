@@ -71,13 +71,29 @@ def wants(draw: st.DrawFn) -> list[Want]:
                 transient=transient,
             )
         )
+        made[-1] = replace(made[-1], devices=draw(splits(made[-1].memory)))
     return made
+
+
+def splits(memory: int | None) -> st.SearchStrategy[dict[str, int] | None]:
+    """None (all on the host), or a partial offload of ``memory`` to one GPU."""
+    if not memory:
+        return st.none()
+    return st.one_of(
+        st.none(),
+        st.integers(0, 4).map(
+            lambda quarters: {
+                "CUDA0": memory * quarters // 4,
+                "host": memory - memory * quarters // 4,
+            }
+        ),
+    )
 
 
 @st.composite
 def haves(draw: st.DrawFn) -> list[Have]:
     keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=len(KEYS)))
-    return [
+    observed = [
         Have(
             key=key,
             model=draw(st.sampled_from(MODELS)),
@@ -94,6 +110,7 @@ def haves(draw: st.DrawFn) -> list[Have]:
         )
         for key in keys
     ]
+    return [replace(have, devices=draw(splits(have.memory))) for have in observed]
 
 
 schedulings = st.one_of(
@@ -112,6 +129,15 @@ limits_st = st.builds(
     memory_budget=st.one_of(st.none(), st.integers(0, 14).map(lambda n: n * GIB)),
     groups=st.fixed_dictionaries({"g": st.integers(1, 2)}),
     scheduling=schedulings,
+    device_budgets=st.one_of(
+        st.just({}),
+        st.fixed_dictionaries(
+            {
+                "CUDA0": st.integers(0, 8).map(lambda n: n * GIB),
+                "host": st.integers(0, 12).map(lambda n: n * GIB),
+            }
+        ),
+    ),
 )
 nows = st.integers(0, 200).map(float)
 
@@ -124,12 +150,18 @@ def _memory(have: Have, want: Want | None) -> int:
 
 def _after(
     result: Plan, desired: list[Want], observed: list[Have]
-) -> tuple[int, int, dict[str, int]]:
-    """Count, memory and group members held once the plan is carried out."""
+) -> tuple[int, int, dict[str, int], dict[str, int]]:
+    """Count, memory, group members and memory per device held once the plan is done."""
     wanted = {w.key: w for w in desired}
     freed = {s.key for s in result.stops if s.in_flight == 0}
     count, memory = 0, 0
     groups: dict[str, int] = {}
+    devices: dict[str, int] = {}
+
+    def place(amount: int, split: dict[str, int] | None) -> None:
+        for device, part in (split or {"host": amount}).items():
+            devices[device] = devices.get(device, 0) + part
+
     for have in observed:
         if have.key in freed or (have.state not in RUNNING_STATES and have.state != "stopping"):
             continue
@@ -137,15 +169,18 @@ def _after(
         group = want.group if want is not None else have.group
         count += 1
         memory += _memory(have, want)
+        split = have.devices or (want.devices if want is not None else None)
+        place(_memory(have, want), dict(split) if split else None)
         if group is not None:
             groups[group] = groups.get(group, 0) + 1
     for start in result.starts:
         want = wanted[start.key]
         count += 1
         memory += want.memory or 0
+        place(want.memory or 0, dict(want.devices) if want.devices else None)
         if want.group is not None:
             groups[want.group] = groups.get(want.group, 0) + 1
-    return count, memory, groups
+    return count, memory, groups, devices
 
 
 @settings(max_examples=400, deadline=None)
@@ -194,7 +229,9 @@ def test_invariants(desired: list[Want], observed: list[Have], limits: Limits, n
         assert want.pinned or want.demand is not None or (want.preload and have is None)
 
     if result.starts:
-        count, memory, groups = _after(result, desired, observed)
+        count, memory, groups, devices = _after(result, desired, observed)
+        for device, budget in limits.device_budgets.items():
+            assert devices.get(device, 0) <= budget, f"{device} over its budget"
         if limits.max_sidecars is not None:
             assert count <= limits.max_sidecars
         if limits.memory_budget is not None:

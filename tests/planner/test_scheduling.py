@@ -226,3 +226,44 @@ def test_a_non_exclusive_start_leaves_an_exclusive_group_alone_and_pinned_outsid
     decided = plan(pinned, [Have("keep", "keep", "ready")], limits, now=5.0)
     (refusal,) = decided.refusals
     assert "exclusive and pinned keep runs" in refusal.reason
+
+
+# -- memory per device -----------------------------------------------------------------------
+
+GIB = 1 << 30
+SPLIT = Limits(device_budgets={"CUDA0": 24 * GIB, "host": 64 * GIB})
+
+
+def _gpu(key: str, gpu: int, host: int, demand: Demand | None = None) -> Want:
+    return Want(
+        key,
+        key,
+        memory=(gpu + host) * GIB,
+        devices={"CUDA0": gpu * GIB, "host": host * GIB},
+        demand=demand,
+    )
+
+
+def test_a_partial_offload_is_budgeted_on_each_device() -> None:
+    resident = Have(
+        "a",
+        "a",
+        "ready",
+        last_used=1.0,
+        memory=30 * GIB,
+        devices={"CUDA0": 20 * GIB, "host": 10 * GIB},
+    )
+    demand = Demand(1, since=0.0)
+    # fits beside it on both devices: nothing is evicted
+    fits = plan([_gpu("a", 20, 10), _gpu("d", 3, 20, demand=demand)], [resident], SPLIT, 5.0)
+    assert ([s.key for s in fits.starts], fits.stops) == (["d"], ())
+    # the GPU is short (20 + 10 > 24) although host memory is plenty: a goes
+    gpu_short = plan([_gpu("a", 20, 10), _gpu("b", 10, 5, demand=demand)], [resident], SPLIT, 5.0)
+    assert [(s.key, s.reason) for s in gpu_short.stops] == [("a", "evicted-memory")]
+    assert [s.key for s in gpu_short.starts] == ["b"]
+    # the host is short (10 + 60 > 64) although the GPU has room: a goes too
+    host_short = plan([_gpu("a", 20, 10), _gpu("c", 2, 60, demand=demand)], [resident], SPLIT, 5.0)
+    assert [s.key for s in host_short.stops] == ["a"]
+    # more than a device holds at all: refused, naming the device
+    (refusal,) = plan([_gpu("e", 30, 1, demand=demand)], [], SPLIT, 5.0).refusals
+    assert "on CUDA0, whose budget is 24.0 GiB" in refusal.reason

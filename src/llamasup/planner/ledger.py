@@ -5,7 +5,7 @@ Split out of ``plan.py`` so the rules there read as rules; everything here is pu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -44,6 +44,12 @@ class Occupant:
     cold_at: float = 0.0
     priority: int = 0
     resident_until: float = 0.0
+    #: device -> bytes it holds there (empty: all of ``memory`` on the host)
+    placement: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def where(self) -> Mapping[str, int]:
+        return placement(self.memory, self.placement)
 
     @property
     def protected(self) -> bool:
@@ -63,33 +69,56 @@ class Occupant:
         )
 
 
+HOST = "host"
+
+
+def placement(memory: int, devices: Mapping[str, int] | None) -> Mapping[str, int]:
+    """Where a sidecar's memory sits: its split by device, or all of it on the host."""
+    return devices if devices else {HOST: memory}
+
+
+def _shift(totals: dict[str, int], where: Mapping[str, int], sign: int) -> None:
+    for device, amount in where.items():
+        totals[device] = totals.get(device, 0) + sign * amount
+
+
 class Ledger:
-    """Count, memory and group members held, plus room reserved by waiting candidates."""
+    """Count, memory (in all and per device) and group members held, plus room reserved by
+    waiting candidates."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.count = 0
         self.memory = 0
         self.groups: dict[str, int] = {}
+        self.devices: dict[str, int] = {}
         self.reserved_count = 0
         self.reserved_memory = 0
         self.reserved_groups: dict[str, int] = {}
+        self.reserved_devices: dict[str, int] = {}
 
-    def add(self, memory: int, group: str | None) -> None:
+    def add(self, memory: int, group: str | None, devices: Mapping[str, int] | None = None) -> None:
         self.count += 1
         self.memory += memory
+        _shift(self.devices, placement(memory, devices), 1)
         if group is not None:
             self.groups[group] = self.groups.get(group, 0) + 1
 
-    def remove(self, memory: int, group: str | None) -> None:
+    def remove(
+        self, memory: int, group: str | None, devices: Mapping[str, int] | None = None
+    ) -> None:
         self.count -= 1
         self.memory -= memory
+        _shift(self.devices, placement(memory, devices), -1)
         if group is not None:
             self.groups[group] -= 1
 
-    def reserve(self, memory: int, group: str | None) -> None:
+    def reserve(
+        self, memory: int, group: str | None, devices: Mapping[str, int] | None = None
+    ) -> None:
         self.reserved_count += 1
         self.reserved_memory += memory
+        _shift(self.reserved_devices, placement(memory, devices), 1)
         if group is not None:
             self.reserved_groups[group] = self.reserved_groups.get(group, 0) + 1
 
@@ -140,6 +169,7 @@ def find_room(
     memory: int,
     slots: int,
     may_drain: DrainFilter | None = None,
+    devices: Mapping[str, int] | None = None,
 ) -> Room:
     """Pick what to stop so that ``slots`` more sidecars using ``memory`` fit (in ``group``).
 
@@ -156,7 +186,9 @@ def find_room(
         for o in occupants
         if o.group is None or o.group not in limits.persistent or o.group == group
     ]
-    search = _Search(ledger, movable, memory, slots, may_drain)
+    search = _Search(
+        ledger, movable, memory, slots, may_drain=may_drain, need=placement(memory, devices)
+    )
     if group is not None:
         if group in limits.exclusive:
             search.make_exclusive_room(group)
@@ -172,9 +204,14 @@ class _Search:
         everyone: list[Occupant],
         memory: int,
         slots: int,
+        *,
         may_drain: DrainFilter | None,
+        need: Mapping[str, int],
     ) -> None:
         self.limits = ledger.limits
+        self.need = need
+        self.device_used = dict(ledger.devices)
+        _shift(self.device_used, ledger.reserved_devices, 1)
         self.ledger = ledger
         self.everyone = everyone
         self.memory = memory
@@ -189,6 +226,7 @@ class _Search:
         self.chosen.add(occupant.key)
         self.count -= 1
         self.used -= occupant.memory
+        _shift(self.device_used, occupant.where, -1)
 
     def make_group_room(self, group: str) -> None:
         allowed = self.limits.group_limit(group)
@@ -282,6 +320,19 @@ class _Search:
             if spare not in drains:
                 victims.append((spare, "evicted-memory"))
             self._take(spare)
+        for device, device_budget in sorted(self.limits.device_budgets.items()):
+            while self._over(device, device_budget):
+                spare = self._device_spare(device, idle, busy, drains, held)
+                if spare is None:
+                    free = format_bytes(max(device_budget - self.device_used.get(device, 0), 0))
+                    self.room.blocked.append(
+                        f"needs {format_bytes(self.need.get(device, 0))} on {device}, only "
+                        f"{free} of its {format_bytes(device_budget)} budget can be made free now"
+                    )
+                    break
+                if spare not in drains:
+                    victims.append((spare, "evicted-memory"))
+                self._take(spare)
         if not self.room.blocked:
             victims = self._keep_unneeded(victims)
             self.room.displaced.extend(drains)
@@ -290,6 +341,32 @@ class _Search:
             held.extend(o for o in drainable)
             self.room.held.extend(held)
         self.room.victims.extend(victims)
+
+    def _over(self, device: str, budget: int) -> bool:
+        return self.device_used.get(device, 0) + self.need.get(device, 0) > budget
+
+    def _device_spare(
+        self,
+        device: str,
+        idle: list[Occupant],
+        busy: list[Occupant],
+        drains: list[Occupant],
+        held: list[Occupant],
+    ) -> Occupant | None:
+        """The next sidecar to stop that holds memory on ``device``: an idle one, least
+        recently used first, else one ``may_drain`` allows."""
+        for occupant in idle:
+            if occupant.key not in self.chosen and occupant.where.get(device, 0) > 0:
+                return occupant
+        for occupant in busy:
+            if occupant.key in self.chosen or occupant.where.get(device, 0) <= 0:
+                continue
+            if self.may_drain is not None and self.may_drain(occupant):
+                drains.append(occupant)
+                return occupant
+            if occupant not in held:
+                held.append(occupant)
+        return None
 
     def _keep_unneeded(
         self, victims: list[tuple[Occupant, EvictReason]]
@@ -301,9 +378,17 @@ class _Search:
             occupant = victim[0]
             count_ok = max_sidecars is None or self.count + 1 + self.slots <= max_sidecars
             memory_ok = budget is None or self.used + occupant.memory + self.memory <= budget
-            if count_ok and memory_ok:
+            devices_ok = all(
+                self.device_used.get(device, 0)
+                + occupant.where.get(device, 0)
+                + self.need.get(device, 0)
+                <= device_budget
+                for device, device_budget in self.limits.device_budgets.items()
+            )
+            if count_ok and memory_ok and devices_ok:
                 self.count += 1
                 self.used += occupant.memory
+                _shift(self.device_used, occupant.where, 1)
             else:
                 kept.append(victim)
         kept.reverse()

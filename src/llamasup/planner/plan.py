@@ -66,7 +66,7 @@ from operator import attrgetter
 from typing import TypeVar
 
 from llamasup.core.units import format_bytes
-from llamasup.planner.ledger import DrainFilter, Ledger, Occupant, Room, find_room
+from llamasup.planner.ledger import DrainFilter, Ledger, Occupant, Room, find_room, placement
 from llamasup.planner.types import (
     RUNNING_STATES,
     Demand,
@@ -239,11 +239,12 @@ class _Planner:
             cold_at=have.last_used + scheduling.warmth(have.load_time),
             priority=0 if want is None else want.priority,
             resident_until=(have.ready_at + residency) if have.ready_at is not None else self.now,
+            placement=dict(have.devices or (want.devices if want is not None else None) or {}),
         )
         self.occupants[have.key] = occupant
-        self.ledger.add(occupant.memory, occupant.group)
+        self.ledger.add(occupant.memory, occupant.group, occupant.placement)
         if pinned and not leaving:
-            self.permanent.add(occupant.memory, occupant.group)
+            self.permanent.add(occupant.memory, occupant.group, occupant.placement)
 
     # -- rule 3: limits lowered under a running set ------------------------------------------
 
@@ -257,7 +258,7 @@ class _Planner:
         staying = [replace(o, warm=False) for o in self.occupants.values() if not o.leaving]
         steady = Ledger(self.limits)
         for occupant in staying:
-            steady.add(occupant.memory, occupant.group)
+            steady.add(occupant.memory, occupant.group, occupant.placement)
         over_groups = [
             group
             for group, members in sorted(steady.groups.items())
@@ -267,7 +268,7 @@ class _Planner:
             room = find_room(steady, staying, group=group, memory=0, slots=0)
             for occupant, reason in room.victims:
                 self._evict(occupant, reason, "because the running set is over the limits")
-                steady.remove(occupant.memory, occupant.group)
+                steady.remove(occupant.memory, occupant.group, occupant.placement)
                 staying.remove(occupant)
             if room.blocked or room.drains:
                 busy = ", ".join(o.model for o in room.drains)
@@ -328,6 +329,7 @@ class _Planner:
             memory=memory,
             slots=1,
             may_drain=self._drain_filter(want) if reason == "demand" else None,
+            devices=want.devices,
         )
         if reason == "preload":
             if room.victims or room.drains or room.displaced or room.blocked:
@@ -347,11 +349,12 @@ class _Planner:
             pinned=want.pinned,
             last_used=self.now,
             fresh=True,
+            placement=dict(want.devices or {}),
         )
         self.occupants[want.key] = started
-        self.ledger.add(memory, want.group)
+        self.ledger.add(memory, want.group, want.devices)
         if want.pinned:
-            self.permanent.add(memory, want.group)
+            self.permanent.add(memory, want.group, want.devices)
         self.starts.append(Start(want.key, reason, _start_detail(want, reason, want.memory)))
 
     def _wait_for_room(self, want: Want, room: Room, memory: int) -> None:
@@ -386,7 +389,7 @@ class _Planner:
                         f"{occupant.model}: drained for {want.model} ({why})",
                     )
                 )
-        self.ledger.reserve(memory, want.group)
+        self.ledger.reserve(memory, want.group, want.devices)
         blockers = [*room.blocked]
         if room.drains or room.displaced:
             draining = [o.model for o in (*room.drains, *room.displaced)]
@@ -464,6 +467,20 @@ class _Planner:
                     f"needs {format_bytes(memory)}, budget {format_bytes(budget)} of which "
                     f"pinned sidecars hold {format_bytes(held.memory)}"
                 )
+        for device, device_budget in sorted(limits.device_budgets.items()):
+            need = placement(memory, want.devices).get(device, 0)
+            if need > device_budget:
+                return (
+                    f"needs {format_bytes(need)} on {device}, whose budget is "
+                    f"{format_bytes(device_budget)}"
+                )
+            pinned = held.devices.get(device, 0)
+            if pinned + need > device_budget:
+                return (
+                    f"needs {format_bytes(need)} on {device}, budget "
+                    f"{format_bytes(device_budget)} of which pinned sidecars hold "
+                    f"{format_bytes(pinned)}"
+                )
         if limits.max_sidecars is not None and held.count + 1 > limits.max_sidecars:
             return f"all {limits.max_sidecars} sidecar slots (max_sidecars) are held by pinned ones"
         if want.group is not None and want.group in limits.exclusive:
@@ -479,7 +496,7 @@ class _Planner:
 
     def _evict(self, occupant: Occupant, reason: StopReason, why: str) -> None:
         del self.occupants[occupant.key]
-        self.ledger.remove(occupant.memory, occupant.group)
+        self.ledger.remove(occupant.memory, occupant.group, occupant.placement)
         drain = reason == "group"
         self.stops.append(Stop(occupant.key, reason, drain, 0, f"{occupant.model}: evicted {why}"))
 

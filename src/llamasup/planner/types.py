@@ -56,6 +56,8 @@ class Want:
     priority: int = 0
     #: made by a request's ad-hoc flags, not by the profiles: wanted only while used
     transient: bool = False
+    #: ``memory`` split by device (``host`` and GPUs); None: all of it on the host
+    devices: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +85,14 @@ class Have:
     #: a request asked to keep it until then (``keep_alive``); at or before ``last_used``:
     #: unload it as soon as it is idle. Overrides ``ttl``; never past limits or pinning.
     keep_until: float | None = None
+    #: ``memory`` split by device; None: the Want's split, else all on the host
+    devices: Mapping[str, int] | None = None
 
     def with_settings(self, want: Want) -> Have:
         """This sidecar under ``want``'s settings outside the key (memory, pinned, group)."""
-        return replace(self, memory=want.memory, pinned=want.pinned, group=want.group)
+        return replace(
+            self, memory=want.memory, pinned=want.pinned, group=want.group, devices=want.devices
+        )
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,9 @@ class Limits:
     exclusive: frozenset[str] = frozenset()
     #: groups whose members are never stopped for a model outside the group
     persistent: frozenset[str] = frozenset()
+    #: bytes allowed per device (``host`` for system memory); a device not listed is not
+    #: limited. Sidecars without a split by device count all their memory on ``host``.
+    device_budgets: Mapping[str, int] = field(default_factory=dict)
 
     def group_limit(self, group: str) -> int:
         return self.groups.get(group, 1)

@@ -225,7 +225,10 @@ def test_shape_errors_say_what_is_wrong_in_words(tmp_path: Path) -> None:
     )
     found = issues(path)
     budget = find(found, "server.memory_budget")
-    assert "expected bytes, or a string with a unit: 512MiB, 20GiB, 8GB, or null" in str(budget)
+    assert (
+        "expected bytes, or a string with a unit: 512MiB, 20GiB, 8GB, "
+        "or a size per device, e.g. {host: 64G, CUDA0: 24G}, or null" in str(budget)
+    )
     flag = find(found, "unknown key 'flag' (did you mean 'flags'?)")
     assert (flag.path, flag.line) == ("agents.x.flag", 5)
 

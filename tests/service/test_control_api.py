@@ -40,7 +40,7 @@ SIDECAR_KEYS = {
     "key", "model", "agents", "state", "pid", "port", "started_at", "ready_at", "uptime",
     "restarts", "failures", "gave_up", "retry_in", "last_used", "in_flight", "waiting",
     "oldest_wait", "drain", "progress",
-    "memory", "pinned", "last_error", "exit_code", "argv",
+    "memory", "memory_devices", "pinned", "last_error", "exit_code", "argv",
 }  # fmt: skip
 
 
@@ -122,7 +122,9 @@ async def test_status_document(tmp_path: Path, fake_server_bin: Path) -> None:
             [],
         )
         limits: dict[str, Any] = status["limits"]
-        assert set(limits) == {"max_sidecars", "memory_budget", "running", "memory_estimated"}
+        assert set(limits) == {
+            "max_sidecars", "memory_budget", "running", "memory_estimated", "devices",
+        }  # fmt: skip
         assert limits["running"] == 1
         reconciler: dict[str, Any] = status["reconciler"]
         assert reconciler["passes"] >= 1

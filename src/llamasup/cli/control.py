@@ -149,6 +149,9 @@ def _limits_line(limits: Mapping[str, Any]) -> str:
     budget = limits.get("memory_budget")
     if budget is not None:
         memory += f" of {format_bytes(budget)}"
+    devices = limits.get("devices") or {}
+    for name, row in devices.items():
+        memory += f"; {name} {format_bytes(row['estimated'])} of {format_bytes(row['budget'])}"
     return f"sidecars: {running}; estimated memory {memory}"
 
 

@@ -173,9 +173,10 @@ class LocalSession(Session):
 
 def _estimate(spec: SidecarSpec) -> int | None:
     try:
-        return estimate_spec(spec)
+        estimate = estimate_spec(spec)
     except (LlamasupError, OSError, ValueError):
         return None  # not a GGUF llamasup can read: no estimate, as for the planner
+    return None if estimate is None else estimate.total
 
 
 @contextlib.asynccontextmanager

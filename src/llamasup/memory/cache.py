@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from llamasup.errors import LlamasupError
 from llamasup.flags.flagset import FlagSet
+from llamasup.memory.split import Footprint, split_estimate
 from llamasup.spec.resolve import SidecarSpec
 
 if TYPE_CHECKING:
@@ -22,14 +23,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Estimator = Callable[[SidecarSpec], int | None]
+Estimator = Callable[[SidecarSpec], "MemoryEstimate | int | None"]
 
 
-def estimate_spec(spec: SidecarSpec) -> int | None:
-    """Bytes a llama-server spec will take, from its GGUF file and load flags."""
+def estimate_spec(spec: SidecarSpec) -> MemoryEstimate | None:
+    """What a llama-server spec will take, from its GGUF file and load flags."""
     if spec.kind != "llama-server" or spec.model_path is None:
         return None
-    return estimate_for_flags(spec.model_path, spec.load_flags).total
+    return estimate_for_flags(spec.model_path, spec.load_flags)
 
 
 def estimate_for_flags(gguf_path: str, flags: FlagSet) -> MemoryEstimate:
@@ -65,11 +66,25 @@ class MemoryEstimates:
     def __init__(self, estimator: Estimator = estimate_spec, size: int = CACHE_SIZE) -> None:
         self._estimator = estimator
         self._size = size
-        self._values: OrderedDict[str, int | None] = OrderedDict()
+        self._values: OrderedDict[str, MemoryEstimate | int | None] = OrderedDict()
         self._pending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def get(self, spec: SidecarSpec) -> int | None:
+        """Bytes in all: the profile's ``memory``, else the estimate, else None (unknown)."""
+        value = self._value(spec)
+        return value if value is None or isinstance(value, int) else value.total
+
+    def split(self, spec: SidecarSpec, gpus: Sequence[str]) -> dict[str, int] | None:
+        """Bytes per device (``host`` and ``gpus``) by the spec's load flags; None when no
+        GPU is budgeted or the size is unknown (then all of it counts on the host)."""
+        value = self._value(spec)
+        if not gpus or value is None:
+            return None
+        parts = Footprint.whole(value) if isinstance(value, int) else Footprint.of(value)
+        return split_estimate(parts, spec.load_flags, gpus)
+
+    def _value(self, spec: SidecarSpec) -> MemoryEstimate | int | None:
         if spec.memory is not None:
             return spec.memory
         if spec.key in self._values:
@@ -102,13 +117,13 @@ class MemoryEstimates:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _store(self, key: str, value: int | None) -> None:
+    def _store(self, key: str, value: MemoryEstimate | int | None) -> None:
         self._values[key] = value
         self._values.move_to_end(key)
         while len(self._values) > self._size:
             self._values.popitem(last=False)
 
-    def _safe(self, spec: SidecarSpec) -> int | None:
+    def _safe(self, spec: SidecarSpec) -> MemoryEstimate | int | None:
         try:
             return self._estimator(spec)
         except (LlamasupError, OSError, ValueError) as exc:

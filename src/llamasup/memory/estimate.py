@@ -130,6 +130,8 @@ class MemoryEstimate:
     n_seq: int
     compute: int = 0
     notes: tuple[str, ...] = ()
+    #: repeating layers of the model (what ``-ngl`` counts)
+    n_layer: int = 0
 
     def describe(self) -> str:
         return (
@@ -268,4 +270,5 @@ def estimate_shape(shape: ModelShape, settings: LoadSettings) -> MemoryEstimate:
         n_seq=n_seq,
         compute=compute,
         notes=tuple(notes),
+        n_layer=shape.n_layer,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from llamasup.core.units import format_bytes
+from llamasup.planner.types import HOST
 
 if TYPE_CHECKING:
     from llamasup.planner.types import Limits
@@ -67,9 +68,6 @@ class Occupant:
         return (self.in_flight > 0 or self.kept or self.warm) and not (
             self.demanded or self.fresh or self.pinned or self.leaving
         )
-
-
-HOST = "host"
 
 
 def placement(memory: int, devices: Mapping[str, int] | None) -> Mapping[str, int]:

@@ -27,6 +27,11 @@ StartReason = Literal["pinned", "preload", "demand"]
 RUNNING_STATES: frozenset[str] = frozenset({"starting", "ready", "backoff"})
 
 
+#: the device name of system memory in per-device budgets and splits (GPUs go by
+#: llama-server's names: ``CUDA0``, ``Vulkan1``, ``ROCm0``, ``Metal``)
+HOST = "host"
+
+
 @dataclass(frozen=True, slots=True)
 class Demand:
     """Requests waiting for a sidecar that is not ready.

@@ -15,6 +15,7 @@ from llamasup.flags.dialect import BinaryFlags, for_binary
 from llamasup.flags.flagset import FlagSet, env_owned_by_llamasup, lookup, merge, parse, tokenize
 from llamasup.flags.vocabulary import Kind, Layer
 from llamasup.profiles.binaries import BinaryCatalog
+from llamasup.profiles.budget import memory_budget
 from llamasup.profiles.request_rules import request_rules
 from llamasup.profiles.types import (
     AgentConfig,
@@ -203,7 +204,9 @@ class _Builder:
             return {key: parse_duration(raw)}
         if key == "idle_ttl":
             return {"idle_ttl": _ttl(raw)}
-        if key in ("memory_budget", "max_request_body"):
+        if key == "memory_budget":
+            return memory_budget(raw)
+        if key == "max_request_body":
             return {key: None if raw is None else parse_size(raw)}
         if key == "base_args":
             binary = self._binary_flags(self._configured_binary(None))

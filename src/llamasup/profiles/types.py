@@ -13,6 +13,7 @@ from llamasup.core import defaults
 from llamasup.core.paths import default_state_dir
 from llamasup.errors import ProfileIssue
 from llamasup.flags.flagset import FlagSet
+from llamasup.planner.types import HOST as HOST_DEVICE
 
 #: what an API key may call: the inference routes, or everything
 KeyScope = Literal["inference", "admin", "metrics"]
@@ -90,6 +91,8 @@ class ServerConfig:
     ports: tuple[int, int] = defaults.PORTS
     max_sidecars: int | None = None
     memory_budget: int | None = None
+    #: ``memory_budget`` given per device: ``(("CUDA0", bytes), ("host", bytes))``, by name
+    device_budgets: tuple[tuple[str, int], ...] = ()
     base_args: FlagSet = field(default_factory=FlagSet)
     env: tuple[tuple[str, str], ...] = ()
     health_timeout: float = defaults.HEALTH_TIMEOUT
@@ -119,6 +122,18 @@ class ServerConfig:
     @property
     def listen_url(self) -> str:
         return http_url(self.listen_host, self.listen_port)
+
+    @property
+    def budgeted(self) -> bool:
+        """Memory is limited, in all or on some device (so estimates gate starts)."""
+        return self.memory_budget is not None or bool(self.device_budgets)
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        """The GPUs given a budget, in llama-server's order (``CUDA0`` before ``CUDA1``, as
+        ``--tensor-split`` counts them): what a memory split without ``--device`` is over."""
+        names = (name for name, _ in self.device_budgets if name != HOST_DEVICE)
+        return tuple(sorted(names, key=_device_order))
 
     @property
     def listen_is_loopback(self) -> bool:
@@ -243,3 +258,9 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _device_order(name: str) -> tuple[str, int]:
+    """``CUDA10`` after ``CUDA9``: the backend, then the device's number."""
+    stem = name.rstrip("0123456789")
+    return (stem, int(name[len(stem) :] or -1))

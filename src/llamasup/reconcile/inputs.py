@@ -37,6 +37,7 @@ def limits_of(profiles: Profiles) -> Limits:
         scheduling,
         exclusive=frozenset(name for name, g in profiles.groups.items() if g.exclusive),
         persistent=frozenset(name for name, g in profiles.groups.items() if g.persistent),
+        device_budgets=dict(server.device_budgets),
     )
 
 
@@ -96,13 +97,14 @@ class PlanInputs:
         # tens of ms; its arrival triggers a pass): a demand waits, a pinned or preload model
         # not yet running is not a start candidate for this pass
         registry = self._registry
-        held = profiles.server.memory_budget is not None and registry.memory_pending(spec)
+        held = profiles.server.budgeted and registry.memory_pending(spec)
         if held and self._supervisor.get(spec.key) is None:
             pinned = preload = False
         return Want(
             key=spec.key,
             model=spec.model,
             memory=registry.memory_estimate(spec),
+            devices=registry.memory_split(spec),
             pinned=pinned,
             preload=preload,
             ttl=None if pinned else spec.ttl,
@@ -126,6 +128,7 @@ class PlanInputs:
                     model=model,
                     state="stopping",
                     memory=None if spec is None else registry.memory_estimate(spec),
+                    devices=None if spec is None else registry.memory_split(spec),
                     pinned=False if spec is None else spec.pinned,
                     group=None if spec is None else spec.group,
                 )
@@ -144,6 +147,7 @@ class PlanInputs:
             in_flight=self._leases.in_flight(key),
             last_used=last_used if last_used is not None else status.sidecar.ready_at or 0.0,
             memory=None if spec is None else self._registry.memory_estimate(spec),
+            devices=None if spec is None else self._registry.memory_split(spec),
             pinned=False if spec is None else spec.pinned,
             group=None if spec is None else spec.group,
             failure=status.sidecar.last_error or "" if status.gave_up else "",

@@ -86,6 +86,10 @@ class Registry:
     def memory_estimate(self, spec: SidecarSpec) -> int | None:
         return self._memory.get(spec)
 
+    def memory_split(self, spec: SidecarSpec) -> dict[str, int] | None:
+        """Its estimate by device over the profiles' budgeted GPUs (None: all on the host)."""
+        return self._memory.split(spec, self.profiles.server.gpus)
+
     def memory_pending(self, spec: SidecarSpec) -> bool:
         return self._memory.pending(spec)
 

@@ -7,8 +7,10 @@ secrets: a sidecar's key stays with the leases.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from llamasup.planner.types import HOST
 from llamasup.spec.resolve import SidecarSpec
 
 
@@ -50,6 +52,8 @@ class SidecarView:
     last_error: str | None
     exit_code: int | None
     argv: tuple[str, ...] | None
+    #: ``memory`` by device (``host`` and the budgeted GPUs); None: no GPU is budgeted
+    memory_devices: Mapping[str, int] | None = None
 
     @property
     def running(self) -> bool:
@@ -61,3 +65,10 @@ def argv_of(spec: SidecarSpec | None) -> tuple[str, ...] | None:
     if spec is None:
         return None
     return (spec.binary or "llama-server", *spec.args)
+
+
+def device_split(view: SidecarView) -> Mapping[str, int]:
+    """Where a sidecar's memory sits: by device, or all of it on the host."""
+    if view.memory_devices is not None:
+        return view.memory_devices
+    return {} if view.memory is None else {HOST: view.memory}

@@ -29,6 +29,7 @@ from prometheus_client.samples import Sample
 from llamasup.planner.types import Stop
 from llamasup.proxy.hooks import RequestRecord
 from llamasup.reconcile.history import PassRecord
+from llamasup.reconcile.snapshot import device_split
 from llamasup.sidecars.supervisor import SupervisorEvent
 from llamasup.sidecars.types import SidecarEventKind, SidecarState
 
@@ -126,6 +127,20 @@ class _LiveCollector(Collector):
             "Seconds each sidecar that is still loading has been at it",
             labels=("model", "sidecar"),
         )
+        on_devices = GaugeMetricFamily(
+            "llamasup_device_memory_estimate_bytes",
+            "Estimated memory of running sidecars on each budgeted device (host and GPUs)",
+            labels=("device",),
+        )
+        budgets = GaugeMetricFamily(
+            "llamasup_device_memory_budget_bytes",
+            "server.memory_budget per device",
+            labels=("device",),
+        )
+        device_budgets = reconciler.profiles.server.device_budgets
+        held: dict[str, int] = dict.fromkeys((name for name, _ in device_budgets), 0)
+        for name, budget in device_budgets:
+            budgets.add_metric((name,), budget)
         now = time.time()
         waiting_total = 0
         queues: dict[str, int] = dict.fromkeys(reconciler.profiles.models, 0)
@@ -143,6 +158,11 @@ class _LiveCollector(Collector):
                 loading.add_metric((view.model, view.key), max(0.0, now - view.started_at))
             if view.memory is not None:
                 memory.add_metric((view.model, view.key), view.memory)
+            if view.running and device_budgets:
+                for name, amount in device_split(view).items():
+                    held[name] = held.get(name, 0) + amount
+        for name, amount in sorted(held.items()):
+            on_devices.add_metric((name,), amount)
         for (model, state), count in sorted(counts.items()):
             states.add_metric((model, state), count)
         waiting = GaugeMetricFamily(
@@ -156,7 +176,7 @@ class _LiveCollector(Collector):
         )
         for model, count in sorted(queues.items()):
             queue.add_metric((model,), count)
-        yield from (states, in_flight, memory, waiting, queue, loading)
+        yield from (states, in_flight, memory, waiting, queue, loading, on_devices, budgets)
 
 
 _PROCESS_STATE = {"draining": "ready"}

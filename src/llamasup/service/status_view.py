@@ -15,7 +15,7 @@ from llamasup._version import __version__
 from llamasup.planner.types import Plan
 from llamasup.profiles.types import Profiles
 from llamasup.reconcile.history import action_dict
-from llamasup.reconcile.snapshot import SidecarView
+from llamasup.reconcile.snapshot import SidecarView, device_split
 from llamasup.service.host import ControlHost
 
 
@@ -70,6 +70,7 @@ def sidecar_dict(view: SidecarView, now: float) -> dict[str, Any]:
         "drain": view.drain,
         "progress": view.progress,
         "memory": view.memory,
+        "memory_devices": None if view.memory_devices is None else dict(view.memory_devices),
         "pinned": view.pinned,
         "last_error": view.last_error,
         "exit_code": view.exit_code,
@@ -108,7 +109,21 @@ def status(host: ControlHost) -> dict[str, Any]:
             "memory_budget": server.memory_budget,
             "running": len(running),
             "memory_estimated": sum(view.memory or 0 for view in running),
+            "devices": _devices(server.device_budgets, running),
         },
         "reconciler": host.reconciler.status.as_dict(),
         "sidecars": [sidecar_dict(view, now) for view in views],
     }
+
+
+def _devices(
+    budgets: tuple[tuple[str, int], ...], running: list[SidecarView]
+) -> dict[str, dict[str, int]]:
+    """Each budgeted device: its budget and the estimates of running sidecars on it."""
+    devices = {name: {"budget": budget, "estimated": 0} for name, budget in budgets}
+    if devices:
+        for view in running:
+            for name, amount in device_split(view).items():
+                if name in devices:
+                    devices[name]["estimated"] += amount
+    return devices

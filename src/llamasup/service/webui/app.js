@@ -428,10 +428,11 @@ function makeSidecarRow(sidecar) {
   const row = el("tr", { dataset: { key: sidecar.key } });
   COLUMNS.forEach((label) => row.append(el("td", { dataset: { label } })));
   const [model, , , pid, port, uptime, inflight, queue] = row.cells;
-  model.append(el("span", { class: "model" }), el("span", { class: "badge", text: "pinned", hidden: true }), el("span", { class: "key mono" }));
+  // one element per cell: on a phone each cell is a two-column grid (label, value)
+  model.append(el("div", {}, el("span", { class: "model" }), el("span", { class: "badge", text: "pinned", hidden: true }), el("span", { class: "key mono" })));
   for (const cell of [pid, port, uptime, inflight, queue]) cell.className = "num";
-  row.cells[2].append(el("span", { class: "state" }), el("span", { class: "detail" }));
-  row.cells[8].append(el("div", { class: "bar", "aria-hidden": "true" }, el("span")), el("span", { class: "memtext" }));
+  row.cells[2].append(el("div", {}, el("span", { class: "state" }), el("span", { class: "detail" })));
+  row.cells[8].append(el("div", {}, el("div", { class: "bar", "aria-hidden": "true" }, el("span")), el("span", { class: "memtext" })));
   const unloadButton = el("button", {
     type: "button",
     class: "danger",
@@ -895,7 +896,13 @@ async function sendChat() {
         [CSRF_HEADER]: state.session.csrf,
         "X-Llamasup-Loading-State": "1",
       },
-      body: JSON.stringify({ model, messages, stream: true, max_tokens: Number($("chat-max").value) || 128 }),
+      body: JSON.stringify({
+        model,
+        messages,
+        stream: true,
+        stream_options: { include_usage: true }, // the last chunk: usage and llama-server's timings
+        max_tokens: Number($("chat-max").value) || 128,
+      }),
     });
     if (!response.ok) {
       const body = await response.json().catch(() => null);
@@ -951,7 +958,7 @@ function showTimings(timings, ttftMs, chunks, elapsed) {
   if (timings) {
     // llama-server's own numbers: prompt processing is the server's time to first token
     const ttft = ttftMs === null ? "" : ` · ${ttftMs.toFixed(0)} ms measured here`;
-    setStat("stat-ttft", `${timings.prompt_ms.toFixed(0)} ms (server)${ttft}`);
+    setStat("stat-ttft", `${timings.prompt_ms.toFixed(timings.prompt_ms < 10 ? 1 : 0)} ms (server)${ttft}`);
     setStat("stat-tps", `${timings.predicted_per_second.toFixed(1)} tokens/s`);
     setStat("stat-pps", `${timings.prompt_per_second.toFixed(1)} tokens/s`);
     setStat("stat-tokens", `${timings.prompt_n} in → ${timings.predicted_n} out`);

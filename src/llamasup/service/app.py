@@ -25,11 +25,14 @@ from llamasup.service.api import ControlApi
 from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
 from llamasup.service.browser_gate import BrowserGate
 from llamasup.service.compat import CompatRoutes
+from llamasup.service.events import EventHub
 from llamasup.service.front_limits import FrontLimits, front_limits, open_files_limit
 from llamasup.service.host import HostEvents
 from llamasup.service.metrics import Metrics
 from llamasup.service.ownlog import OwnLog
 from llamasup.service.request_log import RequestLog
+from llamasup.service.ui_routes import Dashboard
+from llamasup.service.ui_session import SessionBook, SessionGate
 from llamasup.service.watch import ProfileWatcher
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.supervisor import Supervisor
@@ -78,10 +81,17 @@ class Service:
             on_unchanged=self._refresh_keys,
         )
         self.metrics = Metrics(self.supervisor, self.reconciler, self.store)
+        #: what happens, for /api/events (the dashboard, status -w); fed by listeners only
+        self.hub = EventHub()
+        self.supervisor.subscribe(self.hub.on_sidecar)
+        self.reconciler.status.listeners.append(self.hub.on_pass)
+        self.store.listeners.append(self.hub.on_reload)
+        #: the dashboard's sessions (its page never holds a key)
+        self.sessions = SessionBook(lambda: self.keys)
         #: llamasup's own log lines, for llama-swap's /logs
         self.own_log = OwnLog()
         self.compat = CompatRoutes(self, self.own_log.log)
-        self.control = ControlApi(self, self.compat)
+        self.control = ControlApi(self, self.compat, Dashboard(self.sessions))
         self.proxy: ProxyApp = create_proxy_app(
             lambda: self.reconciler.resolver,
             self.reconciler,
@@ -92,10 +102,13 @@ class Service:
             fallback=self.control,
         )
         self.asgi: ASGIApp = BrowserGate(
-            AuthGate(
-                self.proxy,
-                lambda: self.keys,
-                open_metrics=lambda: self.profiles.server.open_metrics,
+            SessionGate(
+                AuthGate(
+                    self.proxy,
+                    lambda: self.keys,
+                    open_metrics=lambda: self.profiles.server.open_metrics,
+                ),
+                self.sessions,
             ),
             loopback=is_loopback(self.listen_host),  # fixed for the process
             origins=lambda: self.profiles.server.cors_origins,
@@ -206,6 +219,7 @@ class Service:
 
     async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a budget
         """Stop watching and reconciling, then stop every sidecar in parallel within ``timeout``."""
+        self.hub.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -14,7 +14,9 @@ without keys unless told otherwise). With keys:
   ``inference`` or an ``admin`` key. A ``metrics`` key opens nothing but ``/metrics``.
 
 A key is accepted from ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` (what OpenAI and
-Anthropic clients send) and compared in constant time against every configured key.
+Anthropic clients send) and compared in constant time against every configured key. The
+dashboard's own page presents no key: :mod:`llamasup.service.ui_session` vouches for its
+session (:data:`SESSION_SCOPE`), and ``/ui/`` itself (static files and the login) is open.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ METRICS_PATH = "/metrics"
 #: what a web page may never call, even from a listed origin
 CONTROL_PREFIXES = (*ADMIN_PREFIXES, METRICS_PATH)
 OPEN_PATHS = frozenset({"/health"})
+#: the dashboard: static files and its login, open (they hold no data; the login checks a key)
+UI_PREFIX = "/ui"
+#: set by the browser gate on a request from a page of this very origin
+PAGE = "llamasup.page"
+#: set by the session gate on such a request with a live dashboard session: its key's scope
+SESSION_SCOPE = "llamasup.session_scope"
 #: the scopes a request needs, and the key scopes that satisfy each
 ACCEPTED = {
     "admin": frozenset({"admin"}),
@@ -101,13 +109,17 @@ def load_keys(configs: Sequence[ApiKeyConfig], environ: Mapping[str, str]) -> tu
 
 def required_scope(path: str, *, open_metrics: bool = False) -> str | None:
     """``"admin"``, ``"metrics"``, ``"inference"``, or None for an open path."""
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or is_ui_path(path):
         return None
     if path == METRICS_PATH:
         return None if open_metrics else "metrics"
     if path.startswith(ADMIN_PREFIXES):
         return "admin"
     return "inference"
+
+
+def is_ui_path(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def presented_key(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
@@ -158,6 +170,13 @@ class AuthGate:
             await self._app(scope, receive, send)
             return
         token = presented_key(scope["headers"])
+        session_scope = scope.get(SESSION_SCOPE)
+        if token is None and isinstance(session_scope, str):
+            if session_scope not in ACCEPTED[needed]:
+                await _deny(send, path, 403, f"this session's key lacks the {needed} scope")
+                return
+            await self._app(scope, receive, send)
+            return
         if token is None:
             await _deny(send, scope["path"], 401, "missing API key (Authorization: Bearer ...)")
             return

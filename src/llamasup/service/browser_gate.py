@@ -6,10 +6,13 @@ llamasup listens on loopback without keys by default, and a browser will happily
 program. So, before the key check:
 
 * a request with an ``Origin`` header (browsers add it to cross-origin requests and to every
-  POST) is refused on the control API, ``/sidecars`` and ``/metrics``, always; elsewhere it
-  passes only from a page llamasup served itself (same origin: a sidecar's UI through
-  ``/upstream``) or from an origin listed in ``server.cors_origins`` (then with CORS, and
-  never on the ``/upstream`` passthrough);
+  POST) passes only from a page llamasup served itself (same origin: the dashboard under
+  ``/ui/``, a sidecar's UI through ``/upstream``), marked as a page (``PAGE`` in the scope)
+  so that the session gate (:mod:`llamasup.service.ui_session`) lets it reach the control
+  API only with a dashboard session and its anti-CSRF token; or, on the inference routes
+  only, from an origin listed in ``server.cors_origins`` (then with CORS, and never on the
+  ``/upstream`` passthrough). Any other origin is refused on the control API, ``/sidecars``,
+  ``/metrics`` and ``/ui``, always;
 * a request a browser marks ``Sec-Fetch-Site: cross-site``/``same-site`` without an allowed
   ``Origin`` (an ``<img>``, a ``<script>``, a navigation) is refused;
 * while the front listens on loopback, or has no key, a ``Host`` must be an address,
@@ -32,7 +35,7 @@ from llamasup.profiles.types import is_loopback
 from llamasup.proxy.app import UPSTREAM_PREFIX
 from llamasup.proxy.asgi import ASGIApp, Message, Receive, Scope, Send
 from llamasup.proxy.envelope import Dialect, ProxyError, send_error
-from llamasup.service.auth import CONTROL_PREFIXES
+from llamasup.service.auth import CONTROL_PREFIXES, PAGE, is_ui_path
 
 _PREFLIGHT_MAX_AGE = b"600"
 _ALLOWED_METHODS = b"GET, POST, OPTIONS"
@@ -118,16 +121,21 @@ class BrowserGate:
                 # browsers say where it comes from
                 await _refuse(send, path, "requests from other web sites are refused")
                 return
+            if site == b"same-origin":  # a page of this origin: its GETs carry no Origin
+                scope[PAGE] = True
             await self._app(scope, receive, send)
             return
         text = origin.decode("latin-1").strip().lower()
-        same = host is not None and text in _own_origins(host)
-        if path.startswith(CONTROL_PREFIXES):
-            await _refuse(send, path, f"the control API does not answer web pages (Origin {text})")
-            return
-        if same and site in (b"", b"same-origin"):
-            # a page llamasup itself served (a sidecar's UI through /upstream): no CORS needed
+        if host is not None and text in _own_origins(host) and site in (b"", b"same-origin"):
+            # a page llamasup itself served: the dashboard (which reaches the control API
+            # only with its session, see ui_session), or a sidecar's UI through /upstream
+            scope[PAGE] = True
             await self._app(scope, receive, send)
+            return
+        if path.startswith(CONTROL_PREFIXES) or is_ui_path(path):
+            await _refuse(
+                send, path, f"the control API does not answer other web pages (Origin {text})"
+            )
             return
         if path.startswith(UPSTREAM_PREFIX):
             await _refuse(

@@ -13,6 +13,7 @@ from typing import Protocol
 from llamasup.profiles.store import ProfileStore, ReloadResult
 from llamasup.profiles.types import Profiles
 from llamasup.reconcile.reconciler import Reconciler
+from llamasup.service.events import EventHub
 from llamasup.service.watch import ProfileWatcher
 
 
@@ -42,6 +43,11 @@ class ControlHost(Protocol):
 
     @property
     def watcher(self) -> ProfileWatcher: ...
+
+    @property
+    def hub(self) -> EventHub:
+        """Where ``/api/events`` streams come from."""
+        ...
 
     def restart_needed(self, profiles: Profiles) -> list[str]:
         """Server settings of ``profiles`` that take effect only when llamasup restarts."""

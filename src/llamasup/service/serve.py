@@ -149,6 +149,7 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
             )
             # stop accepting and let requests in flight finish (uvicorn bounds that by
             # stop_grace; a second signal cuts it short), then stop every sidecar
+            service.hub.close()  # event streams end now: an open dashboard holds nothing up
             server.should_exit = True
             await asyncio.wait({serving}, timeout=profiles.server.stop_grace + 5.0)
             await service.close(SHUTDOWN_TIMEOUT)

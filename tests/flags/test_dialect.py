@@ -18,6 +18,7 @@ def _flags(name: str, version: str) -> BinaryFlags:
 
 
 CURRENT = _flags("b11434.txt", "b11434-pypi-sdist")
+OLD = _flags("b10001.txt", "b10001-pypi-sdist")
 NEWER = _flags("newer-synthetic.txt", "b99999-synthetic")
 
 
@@ -46,3 +47,26 @@ def test_a_flag_only_a_newer_build_knows_is_accepted_in_trusted_layers_only() ->
     assert header.errors, "a request header never gets a flag llamasup does not know"
     with pytest.raises(FlagError, match=r"/opt/b11434.txt \(b11434-pypi-sdist\) has no"):
         for_binary(accepted.flags.argv(), CURRENT)
+
+
+@pytest.mark.parametrize(
+    ("mode", "spoken"),
+    [
+        ("none", ["--no-mmap"]),
+        ("mlock", ["--no-mmap", "--mlock"]),
+        ("mmap+mlock", ["--mmap", "--mlock"]),
+        ("mmap", ["--mmap"]),
+        ("dio", ["--direct-io"]),
+        ("auto", []),
+    ],
+)
+def test_b10001_gets_load_mode_in_its_own_words(mode: str, spoken: list[str]) -> None:
+    argv = _argv(f"--load-mode {mode} -c 2048")
+    assert for_binary(argv, OLD) == ["--ctx-size", "2048", *spoken]
+    assert for_binary(argv, CURRENT) == list(argv)
+
+
+def test_a_flag_added_after_b10001_is_an_error_naming_it() -> None:
+    argv = _argv("--kv-unified-per-slot 2")
+    with pytest.raises(FlagError, match=r"/opt/b10001.txt \(b10001-pypi-sdist\) has no"):
+        for_binary(argv, OLD)

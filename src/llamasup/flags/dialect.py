@@ -57,7 +57,8 @@ class BinaryFlags:
         return spelling in self.spellings
 
     def describe(self) -> str:
-        return f"{self.binary} ({self.version or 'unknown version'})"
+        version = (self.version or "unknown version").removeprefix("version: ")
+        return f"{self.binary} ({version})"
 
     def unknown_flag(self, spelling: str) -> FlagDef | None:
         """A flag this binary lists and llamasup's table does not: a load-time flag."""
@@ -133,9 +134,11 @@ def _translate(word: str, flag: FlagDef, values: list[str], binary: BinaryFlags)
                 return list(alternative)
     if flag.name == "--flash-attn" and values and binary.knows("-fa"):
         return ["-fa"] if values[0] == "on" else []  # a switch in older builds
+    # the value matters where the binary has the setting but not that value's spelling
+    valued = values and flag.name in ("--load-mode", "--flash-attn")
     raise FlagError(
         word,
         f"{binary.describe()} has no {word}"
-        + (f" {' '.join(values)}" if values else "")
+        + (f" {' '.join(values)}" if valued else "")
         + "; remove it, or run a llama-server that has it",
     )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from llamasup.errors import FlagError
+from llamasup.flags.flagset import FlagSet
 from llamasup.memory.estimate import (
     RUNTIME_BASE,
     RUNTIME_PER_TOKEN,
@@ -20,6 +21,7 @@ from llamasup.memory.estimate import (
     read_shape,
 )
 from llamasup.memory.gguf import ModelMetadataError, read_header, read_model
+from llamasup.memory.split import split_estimate
 
 VOCAB = 300
 Extra = Callable[[gguf.GGUFWriter], None]
@@ -305,3 +307,16 @@ def test_quantized_cache_that_cannot_split_heads_is_noted(tmp_path: Path) -> Non
     result = estimate(path, ctx_size=512, cache_type_k="q8_0")
     assert any("does not divide the head size 16" in note for note in result.notes)
     assert estimate(path, ctx_size=512).notes == ()
+
+
+def test_an_estimate_carries_its_tensors_and_kv_by_layer_for_a_split(tiny: Path) -> None:
+    found = estimate(tiny, ctx_size=512, n_parallel=1)
+    assert [name for name, _ in found.tensors] == [
+        "token_embd.weight", "output_norm.weight", "blk.0.attn_q.weight",
+    ]  # fmt: skip
+    assert sum(size for _, size in found.tensors) == found.weights == weights_of()
+    assert len(found.layer_kv) == 2 and sum(found.layer_kv) == found.kv_cache
+    split = split_estimate(found, FlagSet(), ("CUDA0",))
+    # all offloaded: only the token embeddings and the output and runtime buffers stay
+    token_embd = VOCAB * 64 * 2
+    assert split["host"] == token_embd + found.overhead - found.compute

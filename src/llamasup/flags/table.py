@@ -81,7 +81,7 @@ TABLE: tuple[FlagDef, ...] = (
     _("--numa", V.CHOICE, choices="distribute isolate numactl", env="LLAMA_ARG_NUMA"),
     _("--device -dev", V.STR, env="LLAMA_ARG_DEVICE"),
     _("--list-devices", V.SWITCH, kind=K.OWNED, why=EXITS),
-    _("--override-tensor -ot", V.STR, env="LLAMA_ARG_OVERRIDE_TENSOR"),
+    _("--override-tensor -ot", V.STR, env="LLAMA_ARG_OVERRIDE_TENSOR", repeat=True),
     _("--cpu-moe -cmoe", V.SWITCH, env="LLAMA_ARG_CPU_MOE"),
     _("--n-cpu-moe -ncmoe", V.INT, env="LLAMA_ARG_N_CPU_MOE"),
     _("--n-cpu-ffn -ncffn", V.INT, env="LLAMA_ARG_N_CPU_FFN"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from llamasup.errors import LlamasupError
@@ -75,14 +75,16 @@ class MemoryEstimates:
         value = self._value(spec)
         return value if value is None or isinstance(value, int) else value.total
 
-    def split(self, spec: SidecarSpec, gpus: Sequence[str]) -> dict[str, int] | None:
+    def split(
+        self, spec: SidecarSpec, gpus: Sequence[str], budgets: Mapping[str, int]
+    ) -> dict[str, int] | None:
         """Bytes per device (``host`` and ``gpus``) by the spec's load flags; None when no
         GPU is budgeted or the size is unknown (then all of it counts on the host)."""
         value = self._value(spec)
         if not gpus or value is None:
             return None
         parts = Footprint.whole(value) if isinstance(value, int) else Footprint.of(value)
-        return split_estimate(parts, spec.load_flags, gpus)
+        return split_estimate(parts, spec.load_flags, gpus, budgets)
 
     def _value(self, spec: SidecarSpec) -> MemoryEstimate | int | None:
         if spec.memory is not None:

@@ -40,7 +40,7 @@ projectors, and GPU offload (everything is assumed to be in host memory).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -132,6 +132,10 @@ class MemoryEstimate:
     notes: tuple[str, ...] = ()
     #: repeating layers of the model (what ``-ngl`` counts)
     n_layer: int = 0
+    #: KV cache and recurrent state bytes of each layer (they sum to ``kv_cache``)
+    layer_kv: tuple[int, ...] = field(default=(), repr=False)
+    #: (name, bytes) of the model's tensors (shared with its shape; not copied per estimate)
+    tensors: tuple[tuple[str, int], ...] = field(default=(), repr=False, compare=False)
 
     def describe(self) -> str:
         return (
@@ -221,7 +225,8 @@ def estimate_shape(shape: ModelShape, settings: LoadSettings) -> MemoryEstimate:
     if shape.n_swa > 0 and not settings.swa_full:
         swa_cells = _pad(min(cells, shape.n_swa * (n_seq if unified else 1) + settings.n_ubatch))
 
-    kv = 0
+    state = n_seq * 4 * (shape.n_embd_r + shape.n_embd_s)
+    layer_kv = [state if shape.recurrent_layers[il] else 0 for il in range(shape.n_layer)]
     for il in range(shape.n_layer):
         if not shape.kv_layers[il]:
             continue
@@ -235,9 +240,8 @@ def estimate_shape(shape: ModelShape, settings: LoadSettings) -> MemoryEstimate:
             v_row = _row_bytes(
                 settings.cache_type_v, (shape.head_v_swa if swa else shape.head_v) * heads
             )
-        kv += streams * (swa_cells if swa else cells) * (k_row + v_row)
-    recurrent_layers = sum(shape.recurrent_layers)
-    kv += recurrent_layers * n_seq * 4 * (shape.n_embd_r + shape.n_embd_s)
+        layer_kv[il] += streams * (swa_cells if swa else cells) * (k_row + v_row)
+    kv = sum(layer_kv)
 
     ubatch = settings.n_ubatch
     has_swa = any(s and k for s, k in zip(shape.swa_layers, shape.kv_layers, strict=True))
@@ -271,4 +275,6 @@ def estimate_shape(shape: ModelShape, settings: LoadSettings) -> MemoryEstimate:
         compute=compute,
         notes=tuple(notes),
         n_layer=shape.n_layer,
+        layer_kv=tuple(layer_kv),
+        tensors=shape.tensors,
     )

@@ -60,6 +60,8 @@ class GGUFHeader:
     array_lengths: Mapping[str, int]
     tensor_bytes: int
     tensor_count: int
+    #: (name, data bytes) of every tensor, in file order (all shards of a split model)
+    tensors: tuple[tuple[str, int], ...] = ()
 
 
 class _Cursor:
@@ -162,7 +164,7 @@ def _parse(cursor: _Cursor) -> GGUFHeader:
             metadata[key] = tuple(cursor.unpack(fmt) for _ in range(count))
         else:
             cursor.offset += struct.calcsize(fmt) * count
-    total = 0
+    tensors: list[tuple[str, int]] = []
     for _ in range(tensor_count):
         name = cursor.string()
         n_dims = cursor.u32()
@@ -171,8 +173,9 @@ def _parse(cursor: _Cursor) -> GGUFHeader:
             elements *= cursor.u64()
         ggml_type = cursor.u32()
         cursor.u64()  # data offset
-        total += _tensor_bytes(path, name, ggml_type, elements)
-    return GGUFHeader(str(path), metadata, lengths, total, tensor_count)
+        tensors.append((name, _tensor_bytes(path, name, ggml_type, elements)))
+    total = sum(size for _, size in tensors)
+    return GGUFHeader(str(path), metadata, lengths, total, tensor_count, tuple(tensors))
 
 
 def _tensor_bytes(path: Path, name: str, ggml_type: int, elements: int) -> int:
@@ -195,7 +198,7 @@ def read_model(path: str | Path) -> GGUFHeader:
             path, f"split model ({split_count} parts) without the -NNNNN-of-NNNNN.gguf name"
         )
     prefix = Path(path).with_name(match["prefix"])
-    total, tensors = first.tensor_bytes, first.tensor_count
+    total, tensors, infos = first.tensor_bytes, first.tensor_count, list(first.tensors)
     first_no = int(match["no"])
     for number in range(1, split_count + 1):
         if number == first_no:
@@ -203,4 +206,5 @@ def read_model(path: str | Path) -> GGUFHeader:
         shard = read_header(f"{prefix}-{number:05d}-of-{split_count:05d}.gguf")
         total += shard.tensor_bytes
         tensors += shard.tensor_count
-    return GGUFHeader(first.path, first.metadata, first.array_lengths, total, tensors)
+        infos += shard.tensors
+    return GGUFHeader(first.path, first.metadata, first.array_lengths, total, tensors, tuple(infos))

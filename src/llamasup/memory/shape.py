@@ -7,7 +7,7 @@ turns this into bytes lives in ``llamasup.memory.estimate``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llamasup.memory.gguf import GGUFHeader, ModelMetadataError, Value
 
@@ -62,6 +62,8 @@ class ModelShape:
     n_embd_s: int
     weights: int
     notes: tuple[str, ...] = ()
+    #: (name, bytes) of each tensor: where a partial offload puts them
+    tensors: tuple[tuple[str, int], ...] = field(default=(), repr=False, compare=False)
 
 
 class _Keys:
@@ -144,6 +146,7 @@ def model_shape(header: GGUFHeader) -> ModelShape:
         n_embd_s=n_embd_s,
         weights=header.tensor_bytes,
         notes=tuple(notes),
+        tensors=header.tensors,
     )
 
 

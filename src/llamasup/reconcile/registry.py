@@ -88,7 +88,8 @@ class Registry:
 
     def memory_split(self, spec: SidecarSpec) -> dict[str, int] | None:
         """Its estimate by device over the profiles' budgeted GPUs (None: all on the host)."""
-        return self._memory.split(spec, self.profiles.server.gpus)
+        server = self.profiles.server
+        return self._memory.split(spec, server.gpus, dict(server.device_budgets))
 
     def memory_pending(self, spec: SidecarSpec) -> bool:
         return self._memory.pending(spec)

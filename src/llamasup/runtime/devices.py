@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LIST_DEVICES_TIMEOUT = 30.0  # initialising a GPU runtime can take seconds
+VERSION_TIMEOUT = 10.0
 HEADER = "Available devices:"
 MIB = 1 << 20
 
@@ -111,3 +112,26 @@ def list_devices(
         return parse_list_devices(result.stdout)
     except ValueError:
         return None
+
+
+_BUILT_WITH = re.compile(r"^built with (?P<what>.+)$", re.MULTILINE)
+
+
+def build_info(path: Path, *, timeout: float = VERSION_TIMEOUT) -> str | None:
+    """The compiler and target from ``--version`` (``GNU 12.2.0 for Linux x86_64``), printed by
+    llama.cpp's ``llama_print_build_info`` to stderr; None when absent. It names no backend:
+    only ``--list-devices`` shows what a build can offload to."""
+    try:
+        result = subprocess.run(
+            [str(path), "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    match = _BUILT_WITH.search(result.stderr + result.stdout)
+    return match["what"].strip() if match and result.returncode == 0 else None

@@ -15,20 +15,58 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from llamasup.doctor.devices import (
+    budgets_from_profile,
+    check_devices,
+    check_gpu_tools,
+    check_memory_budget,
+    check_offload,
+    device_budget_checks,
+    host_memory,
+    offload_requests,
+    plain_budget_check,
+)
+from llamasup.doctor.result import CheckResult, Status
 from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
 from llamasup.flags.helptext import TableDrift, parse_help, table_drift
 from llamasup.flags.table import TABLE
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.types import ModelConfig, Profiles, ServerConfig
-from llamasup.runtime.locate import LLAMA_CPP_BUILD, binary_version, resolve_binary
+from llamasup.runtime.devices import Device, build_info, list_devices
+from llamasup.runtime.locate import (
+    LLAMA_CPP_BUILD,
+    ResolvedBinary,
+    binary_version,
+    resolve_binary,
+)
+from llamasup.runtime.toolchains import AutoChoice, choose_backend, probe_gpus
 from llamasup.sidecars.ports import port_is_free
+from llamasup.spec.childenv import child_environment
 from llamasup.spec.resolve import resolve
 
-Status = Literal["ok", "warn", "FAIL"]
+__all__ = [
+    "CheckResult",
+    "Status",
+    "budgets_from_profile",
+    "check_binaries",
+    "check_binary",
+    "check_command",
+    "check_devices",
+    "check_flag_table",
+    "check_gpu_tools",
+    "check_listen",
+    "check_memory_budget",
+    "check_model",
+    "check_offload",
+    "check_ports",
+    "check_state_dir",
+    "check_system_config",
+    "device_budget_checks",
+    "plain_budget_check",
+    "run_checks",
+]
 
 GGUF_MAGIC = b"GGUF"
 #: llama-server (b11434, common/arg.cpp) applies this file before env and flags, to every
@@ -39,17 +77,6 @@ EXTRA_PORT_PROBES = 16
 SHOWN_FLAGS = 12
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix}
-
-
 def run_checks(
     path: Path, environ: Mapping[str, str], *, system_config: Path = SYSTEM_CONFIG
 ) -> list[CheckResult]:
@@ -57,7 +84,13 @@ def run_checks(
     set are skipped when it does not load; the others still run."""
     results, profiles = check_profiles(path, environ)
     server = profiles.server if profiles is not None else None
-    results += check_binaries(profiles, environ)
+    probes = probe_gpus(environ)
+    auto = choose_backend(environ, probes=probes)
+    checked, devices = _check_binaries(profiles, environ, auto)
+    results += checked
+    results.append(check_gpu_tools(environ, probes, auto, host_os=sys.platform))
+    if server is not None:
+        results += check_memory_budget(server.memory_budget, devices, host=host_memory())
     if profiles is not None and server is not None:
         for model in profiles.models.values():
             results.append(
@@ -93,8 +126,18 @@ def check_profiles(
 # -- llama-server binaries -----------------------------------------------------------------------
 
 
-def check_binaries(profiles: Profiles | None, environ: Mapping[str, str]) -> list[CheckResult]:
-    """The server-wide binary, then each other binary a llama-server model configures."""
+def check_binaries(
+    profiles: Profiles | None, environ: Mapping[str, str], *, auto: AutoChoice | None = None
+) -> list[CheckResult]:
+    """The server-wide binary, then each other binary a llama-server model configures: found,
+    its version and flags, its devices, and the GPU offload its models ask of it."""
+    return _check_binaries(profiles, environ, auto)[0]
+
+
+def _check_binaries(
+    profiles: Profiles | None, environ: Mapping[str, str], auto: AutoChoice | None
+) -> tuple[list[CheckResult], list[Device] | None]:
+    """The checks, and every device the binaries listed (None when none could list)."""
     wanted: dict[str | None, list[str]] = {}
     server_binary = profiles.server.binary if profiles is not None else None
     wanted[server_binary] = []
@@ -102,25 +145,49 @@ def check_binaries(profiles: Profiles | None, environ: Mapping[str, str]) -> lis
         if not model.is_command:
             wanted.setdefault(model.binary or server_binary, []).append(model.id)
     results: list[CheckResult] = []
+    devices: dict[str, Device] | None = None
+    # the environment a sidecar gets: CUDA_VISIBLE_DEVICES and the like change what it sees
+    profile_env = dict(profiles.server.env) if profiles is not None else {}
+    child_env = child_environment(environ, profile_env, None)
     for configured, models in wanted.items():
         suffix = "" if configured == server_binary else f" for {', '.join(models)}"
-        found, checked = check_binary(configured, environ, f"binary{suffix}")
+        resolved, checked = _check_binary(configured, environ, f"binary{suffix}")
         results += checked
-        if found is None:
+        if resolved is None:
             continue
+        found = resolved.path
         table, drift = _flag_table(found, f"flag table{suffix}")
         results.append(table)
         if drift and drift.missing and profiles is not None and models:
             results.append(
                 check_flags_in_use(found, drift, profiles, models, f"flags in use{suffix}")
             )
-    return results
+        listed = list_devices(found, env=child_env)
+        results.append(check_devices(found, listed, build_info(found), f"devices{suffix}"))
+        if listed is None:
+            continue
+        devices = {**{d.name: d for d in listed}, **(devices or {})}
+        if profiles is not None and models:
+            requests = offload_requests(profiles, models)
+            label = f"gpu offload{suffix}"
+            source = resolved.source
+            results.append(
+                check_offload(found, listed, requests, source=source, auto=auto, label=label)
+            )
+    return results, None if devices is None else list(devices.values())
 
 
 def check_binary(
     configured: str | None, environ: Mapping[str, str], label: str = "binary"
 ) -> tuple[Path | None, list[CheckResult]]:
     """Can the binary be found, and is it the llama.cpp build the flag table describes?"""
+    resolved, results = _check_binary(configured, environ, label)
+    return (resolved.path if resolved is not None else None), results
+
+
+def _check_binary(
+    configured: str | None, environ: Mapping[str, str], label: str
+) -> tuple[ResolvedBinary | None, list[CheckResult]]:
     try:
         resolved = resolve_binary(configured, environ)
     except RuntimeNotFoundError as exc:
@@ -138,7 +205,8 @@ def check_binary(
             f"{label} version",
             "FAIL",
             f"{resolved.path} --version fails or does not answer",
-            f"run `{resolved.path} --version` to see why (missing libraries, wrong CPU)",
+            f"run `{resolved.path} --version` to see why (missing libraries, wrong CPU, or "
+            "a GPU build without its driver)",
         )
         return None, [found, failed]
     if not version.startswith(f"b{LLAMA_CPP_BUILD}-"):
@@ -149,8 +217,8 @@ def check_binary(
             "see the flag table check below for what differs, or use the tested build "
             "(`llamasup runtime install`)",
         )
-        return resolved.path, [found, differs]
-    return resolved.path, [found, CheckResult(f"{label} version", "ok", version)]
+        return resolved, [found, differs]
+    return resolved, [found, CheckResult(f"{label} version", "ok", version)]
 
 
 def check_flag_table(binary: Path, label: str = "flag table") -> CheckResult:

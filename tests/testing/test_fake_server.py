@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from llamasup.runtime.devices import list_devices, parse_list_devices
 from llamasup.runtime.locate import binary_version
 from llamasup.testing.fake_server import parse_args, write_fake_binary
 from llamasup.testing.fake_state import FakeUsageError
@@ -123,6 +124,18 @@ def test_launcher_is_a_shebang_script_for_this_interpreter(tmp_path: Path) -> No
     assert path.read_text().splitlines()[0] == f"#!{sys.executable} -S"
     assert os.access(path, os.X_OK)
     assert binary_version(path) == "b11434-fake"
+
+
+def test_list_devices_is_a_cpu_build_unless_told_otherwise(tmp_path: Path) -> None:
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "list-devices"
+    cpu = write_fake_binary(tmp_path / "cpu")
+    assert list_devices(cpu) == []
+    recorded = fixtures / "cpu-b11434.txt"  # what the real CPU build printed
+    assert parse_list_devices(recorded.read_text()) == []
+    cuda = write_fake_binary(
+        tmp_path / "cuda", env={"FAKE_LLAMA_DEVICES": str(fixtures / "cuda-two.txt")}
+    )
+    assert [device.name for device in list_devices(cuda) or []] == ["CUDA0", "CUDA1"]
 
 
 # --- lifecycle --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``llamasup doctor``: run the host checks of ``doctor.py`` and print them."""
+"""``llamasup doctor``: run the host checks of :mod:`llamasup.doctor` and print them."""
 
 from __future__ import annotations
 

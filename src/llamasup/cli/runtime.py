@@ -10,7 +10,7 @@ import sys
 from llamasup.core.paths import cache_root
 from llamasup.errors import RuntimeInstallError, RuntimeNotFoundError
 from llamasup.runtime import install as runtime_install
-from llamasup.runtime import locate
+from llamasup.runtime import locate, toolchains
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -20,9 +20,16 @@ def _progress(message: str) -> None:
 
 
 def run_install(args: argparse.Namespace) -> int:
+    backend: locate.Backend
+    if args.backend == "auto":
+        choice = toolchains.choose_backend(os.environ)
+        _progress(f"--backend auto: {choice.backend} ({choice.reason})")
+        backend = choice.backend
+    else:
+        backend = args.backend
     try:
         path = runtime_install.install(
-            force=args.force, sdist=args.sdist, jobs=args.jobs, progress=_progress
+            force=args.force, sdist=args.sdist, jobs=args.jobs, progress=_progress, backend=backend
         )
     except RuntimeInstallError as exc:
         print(f"llamasup: runtime install failed: {exc}", file=sys.stderr)
@@ -49,9 +56,15 @@ def run_which(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     version = locate.binary_version(resolved.path)
     if args.output == "json":
-        view = {"path": str(resolved.path), "source": resolved.source, "version": version}
+        view = {
+            "path": str(resolved.path),
+            "source": resolved.source,
+            "backend": resolved.backend,
+            "version": version,
+        }
         print(json.dumps(view, indent=2))
     else:
         shown = version or "unknown (`--version` failed)"
-        print(f"{resolved.path}  (from {resolved.source}, version {shown})")
+        backend = f", {resolved.backend} backend" if resolved.backend else ""
+        print(f"{resolved.path}  (from {resolved.source}{backend}, version {shown})")
     return EXIT_OK

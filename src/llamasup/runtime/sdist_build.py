@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamasup.errors import RuntimeInstallError
+from llamasup.runtime.toolchains import Toolchain
 
 Progress = Callable[[str], None]
 
@@ -211,19 +212,44 @@ def _build_progress(line: str) -> str | None:
     return None
 
 
-def compile_server(
+CPU = Toolchain("cpu")
+
+#: what a failed GPU configure usually lacks: (backend, text in cmake's last lines, hint);
+#: the texts are what b11434's CMake files and CMake's find modules print
+_CONFIGURE_HINTS: tuple[tuple[str, str, str], ...] = (
+    (
+        "cuda",
+        "CUDA::cublas",
+        "the CUDA toolkit has no cuBLAS (libcublas): install the toolkit's libraries too "
+        "(e.g. the cuda-libraries-dev or libcublas-dev package)",
+    ),
+    (
+        "vulkan",
+        "Could NOT find Vulkan",
+        "the Vulkan loader library or headers are missing: `apt-get install libvulkan-dev`, "
+        "or source the Vulkan SDK's setup-env.sh",
+    ),
+    (
+        "vulkan",
+        "SPIRV-Headers",
+        "the SPIR-V headers' CMake package is missing: `apt-get install spirv-headers`, or "
+        "use the Vulkan SDK",
+    ),
+    ("rocm", '"hipblas"', "ROCm's hipBLAS is missing: install hipblas-dev"),
+    ("rocm", '"rocblas"', "ROCm's rocBLAS is missing: install rocblas-dev"),
+)
+
+
+def configure_command(
     source: Path,
     build_dir: Path,
     *,
     build: str,
     tools: BuildTools,
-    jobs: int,
-    log_path: Path,
-    progress: Progress,
-) -> Path:
-    """Configure and build only the llama-server target; return the built binary."""
-    progress(f"configuring with cmake ({tools.generator})")
-    configure = [
+    toolchain: Toolchain = CPU,
+) -> list[str]:
+    """The cmake configure command line: the portable base, then the backend's switches."""
+    return [
         tools.cmake,
         "-S",
         str(source),
@@ -237,15 +263,62 @@ def compile_server(
         *CMAKE_OPTIONS,
         f"-DLLAMA_BUILD_NUMBER={build}",
         "-DLLAMA_BUILD_COMMIT=pypi-sdist",
+        *toolchain.cmake_options,
     ]
-    run_logged(
-        configure,
-        log_path=log_path,
-        progress=progress,
-        what="cmake configure",
-        forward=lambda line: None,
+
+
+def _configure(
+    command: list[str],
+    toolchain: Toolchain,
+    *,
+    env: Mapping[str, str] | None,
+    log_path: Path,
+    progress: Progress,
+) -> None:
+    try:
+        run_logged(
+            command,
+            log_path=log_path,
+            progress=progress,
+            what="cmake configure",
+            forward=lambda line: None,
+            env=env,
+        )
+    except RuntimeInstallError as exc:
+        hints = [
+            hint
+            for backend, needle, hint in _CONFIGURE_HINTS
+            if backend == toolchain.backend and needle in str(exc)
+        ]
+        if not hints:
+            raise
+        raise RuntimeInstallError(f"{exc}\nlikely cause: {hints[0]}") from exc
+
+
+def compile_server(
+    source: Path,
+    build_dir: Path,
+    *,
+    build: str,
+    tools: BuildTools,
+    jobs: int,
+    log_path: Path,
+    progress: Progress,
+    toolchain: Toolchain = CPU,
+) -> Path:
+    """Configure and build only the llama-server target; return the built binary."""
+    backend = "" if toolchain.backend == "cpu" else f", {toolchain.backend} backend"
+    progress(f"configuring with cmake ({tools.generator}{backend})")
+    command = configure_command(source, build_dir, build=build, tools=tools, toolchain=toolchain)
+    # the backend's variables (HIP_PATH for ROCm) reach the compiler as well as cmake
+    env = {**os.environ, **dict(toolchain.env)} if toolchain.env else None
+    _configure(command, toolchain, env=env, log_path=log_path, progress=progress)
+    slow = (
+        "a few minutes on 2 cores"
+        if toolchain.backend == "cpu"
+        else "much longer than the CPU build: GPU kernels for several architectures"
     )
-    progress(f"building llama-server with {jobs} parallel jobs (a few minutes on 2 cores)")
+    progress(f"building llama-server with {jobs} parallel jobs ({slow})")
     compile_command = [
         tools.cmake,
         "--build",
@@ -261,6 +334,7 @@ def compile_server(
         progress=progress,
         what="cmake build",
         forward=_build_progress,
+        env=env,
     )
     binary = build_dir / "bin" / "llama-server"
     if not binary.is_file():

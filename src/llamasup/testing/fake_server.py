@@ -12,6 +12,8 @@ Command line, as the real server reads it:
   ``--embeddings``      enables ``/v1/embeddings`` (else 501, like the real server)
   ``--api-key K1,K2``   requires ``Authorization: Bearer K`` or ``X-Api-Key`` except on /health
   ``--version``         prints the version lines to stderr and exits 0
+  ``--list-devices``    prints ``Available devices:`` and ``  (none)`` (a CPU-only build) to
+                        stdout, or ``FAKE_LLAMA_DEVICES``'s file as it is, and exits 0
 Any other flag is accepted and ignored; it consumes the next token as its value unless that
 token looks like a flag (``-1``-style numbers are values). ``LLAMA_ARG_MODEL``,
 ``LLAMA_ARG_HOST``, ``LLAMA_ARG_PORT``, ``LLAMA_ARG_ALIAS``, ``LLAMA_ARG_ENDPOINT_METRICS``,
@@ -34,6 +36,7 @@ Scripted behaviour, from the environment:
   ``FAKE_LLAMA_ARGV_LOG=FILE``         append one JSON line at start: ``{"pid", "argv",
                                        "env": {LLAMA_ARG_*...}, "XDG_CONFIG_HOME"}``
   ``FAKE_LLAMA_REQUEST_LOG=FILE``      append ``{"pid", "path", "body"}`` per inference request
+  ``FAKE_LLAMA_DEVICES=FILE``          what ``--list-devices`` prints (a recorded output)
   ``FAKE_LLAMA_REPLIES=FILE``          JSON ``[[needle, reply], ...]``: a prompt containing a
                                        needle is answered with its reply (the first match; a
                                        word per piece), others with ``t0 t1 ...``
@@ -98,6 +101,7 @@ _SWITCHES = {
     "--embedding": "embeddings",
     "--embeddings": "embeddings",
     "--version": "version",
+    "--list-devices": "list_devices",
 }
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "enabled"})
 
@@ -129,6 +133,7 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> Options:
         "metrics": environ.get("LLAMA_ARG_ENDPOINT_METRICS", "").lower() in _TRUE_WORDS,
         "embeddings": environ.get("LLAMA_ARG_EMBEDDINGS", "").lower() in _TRUE_WORDS,
         "version": False,
+        "list_devices": False,
     }
     index = 0
     while index < len(argv):
@@ -162,6 +167,7 @@ def parse_args(argv: list[str], environ: Mapping[str, str]) -> Options:
         embeddings=switches["embeddings"],
         api_keys=tuple(k for k in values.get("api_key", "").split(",") if k),
         show_version=switches["version"],
+        list_devices=switches["list_devices"],
     )
 
 
@@ -179,6 +185,16 @@ def _log_argv(path: str, argv: list[str]) -> None:
         os.write(fd, line)
     finally:
         os.close(fd)
+
+
+def _list_devices(devices_file: str | None) -> None:
+    # the real server printf()s this list to stdout (common/arg.cpp), unlike its logs
+    if devices_file is None:
+        sys.stdout.write("Available devices:\n  (none)\n")
+    else:
+        with open(devices_file, encoding="utf-8") as recorded:
+            sys.stdout.write(recorded.read())
+    sys.stdout.flush()
 
 
 def _crash_at_start(log: Log, code: int) -> int:
@@ -239,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if options.show_version:
         log.raw(FAKE_VERSION_LINES)
+        return 0
+    if options.list_devices:
+        _list_devices(behaviour.devices_file)
         return 0
 
     log.srv("I", "llama_server", "initializing ...")

@@ -113,6 +113,7 @@ class Behaviour:
         self.argv_log = environ.get("FAKE_LLAMA_ARGV_LOG") or None
         self.request_log = environ.get("FAKE_LLAMA_REQUEST_LOG") or None
         self.replies = _replies(environ.get("FAKE_LLAMA_REPLIES") or None)
+        self.devices_file = environ.get("FAKE_LLAMA_DEVICES") or None
 
     def reply_to(self, prompt: str) -> str | None:
         """The scripted reply of the first needle found in the prompt, if any."""
@@ -162,6 +163,7 @@ class Options:
         embeddings: bool = False,
         api_keys: tuple[str, ...] = (),
         show_version: bool = False,
+        list_devices: bool = False,
     ) -> None:
         self.model = model
         self.host = host
@@ -171,6 +173,7 @@ class Options:
         self.embeddings = embeddings
         self.api_keys = api_keys
         self.show_version = show_version
+        self.list_devices = list_devices
 
     @property
     def model_id(self) -> str:

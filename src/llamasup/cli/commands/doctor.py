@@ -13,7 +13,9 @@ def register(commands: Any) -> None:
     doctor = commands.add_parser(
         "doctor",
         help="check this host against a profile set; exit 0 no failures, 1 failures",
-        description="Check the profiles, the llama-server binary and its flags, model files, "
+        description="Check the profiles, the llama-server binary, its flags and its devices "
+        "(--list-devices: GPU offload the profile asks for but the build cannot do fails), "
+        "the host's GPU tools, server.memory_budget against free device memory, model files, "
         "commands, ports, the listen address, the state directory and llama.cpp's "
         "system config file. Each line: ok|warn|FAIL  CHECK: DETAIL, with a fix for problems.",
     )

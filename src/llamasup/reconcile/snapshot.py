@@ -50,6 +50,10 @@ class SidecarView:
     last_error: str | None
     exit_code: int | None
     argv: tuple[str, ...] | None
+    #: when this llamasup took the process over from the one before it (a planned restart)
+    adopted_at: float | None = None
+    #: that llamasup's pid (the same as this one's after a re-exec in place)
+    adopted_from: int | None = None
 
     @property
     def running(self) -> bool:

@@ -16,22 +16,29 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from llamasup.errors import LlamasupError
 from llamasup.profiles.types import Profiles, is_loopback
+from llamasup.service import handover_file, listeners
 from llamasup.service.app import Service
 from llamasup.service.front_limits import log_open_files, raise_open_files_limit
+from llamasup.service.front_protocol import GuardedHttpProtocol
 from llamasup.service.log_limits import limit_repeats
+from llamasup.service.restart import Restarter, RestartError, execute, program
 from llamasup.service.uvicorn_settings import uvicorn_config
 
 logger = logging.getLogger("llamasup")
 
 SHUTDOWN_TIMEOUT = 30.0
+#: how often a draining front looks whether its last connection closed
+DRAIN_POLL = 0.005
 
 
 class ServeError(LlamasupError):
@@ -78,112 +85,343 @@ def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: ``serve`` installs llamasup's."""
+    """uvicorn without its own signal handling (``serve`` installs llamasup's), serving on
+    sockets it is given, and quick to notice a stop and to drain: uvicorn checks for one every
+    100 ms and then waits 100 ms more, which a planned restart would add to the time its
+    clients wait."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.exit_now = asyncio.Event()
+        #: during a planned restart: descriptors of the client connections handed over
+        self.handed_over: list[int] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def request_exit(self, *, hand_over: bool = False) -> None:
+        """Stop serving; ``hand_over``: keep the client connections for the next image."""
+        if hand_over:
+            self.handed_over = []
+        self.should_exit = True
+        self.exit_now.set()
+
+    async def adopt_connections(self, fds: Sequence[int]) -> None:
+        """Serve client connections the previous image handed over, as if just accepted."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=loop,
+            )
+
+        for fd in fds:
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                continue
+            sock.set_inheritable(False)
+            try:
+                await loop.connect_accepted_socket(protocol, sock)
+            except OSError:
+                sock.close()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self.exit_now.wait()
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # as uvicorn's: stop accepting, end idle connections and let the others finish their
+        # response (bounded by timeout_graceful_shutdown), then cancel what is left
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        handed_over = self.handed_over
+        for connection in list(self.server_state.connections):
+            if handed_over is not None and isinstance(connection, GuardedHttpProtocol):
+                connection.hand_over(handed_over.append)
+            else:
+                connection.shutdown()
+        state = self.server_state
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                # uvicorn's connection set tells nobody when it empties: look often
+                while (state.connections or state.tasks) and not self.force_exit:  # noqa: ASYNC110
+                    await asyncio.sleep(DRAIN_POLL)
+        except TimeoutError:
+            logger.error("cancelling %d requests still running after the grace", len(state.tasks))
+            for task in state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
 
 async def run(options: ServeOptions, profiles: Profiles) -> int:
     # before anything opens a descriptor: every client connection needs one
     before, after = raise_open_files_limit()
     limit_repeats()  # a flood (descriptors gone, a failing route) logs a count, not a torrent
+    handover_path, handover = _find_handover(profiles)
+    try:
+        sockets = _listen(options, handover)
+    except OSError as exc:
+        print(
+            f"llamasup: cannot listen on {options.host}:{options.port} ({exc}; is another "
+            "llamasup running? `llamasup status` asks it); choose another address "
+            "with server.listen or --listen",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        for sock in sockets:
+            host = listeners.address_of(sock)[0]
+            check_exposure(profiles, host, allow_public=options.allow_public)
+    except ServeError:
+        for sock in sockets:
+            sock.close()
+        raise
+    host, port = listeners.address_of(sockets[0])
     service = Service(
-        options.path,
-        profiles,
-        listen=(options.host, options.port),
-        allow_public=options.allow_public,
+        options.path, profiles, listen=(host, port), allow_public=options.allow_public
     )
+    service.restarter = Restarter(program())
     log_open_files(before, after, service.front_limits)
+    if handover is not None:
+        # before the front serves: a request for an adopted model goes straight to it
+        await service.take_over(handover_path, handover)
     # connections get as long to finish as a drained sidecar stop (server.stop_grace)
     config = uvicorn_config(
         service.asgi,
-        host=options.host,
-        port=options.port,
+        host=host,
+        port=port,
         limits=lambda: service.front_limits,
         lifespan="off",
         timeout_graceful_shutdown=max(1.0, profiles.server.stop_grace),
     )
-    server = _Server(config)
     stopping = asyncio.Event()
-    signals = _Signals(service, server, stopping)
+    signals = _Signals(service, stopping)
     # handlers go in before anything starts: a SIGTERM while preload sidecars are still
     # loading is a clean shutdown too, not Python's default exit
     with signals.installed():
-        # the front binds first: a port already taken (a second llamasup started by mistake)
-        # ends here, before any pinned or preload model spends memory loading
-        serving = asyncio.create_task(_serve(server), name="uvicorn")
-        try:
-            while not server.started and not stopping.is_set():
-                if serving.done():
-                    break
-                await asyncio.sleep(0.01)
-            if not server.started and not stopping.is_set():
-                await service.close(SHUTDOWN_TIMEOUT)
-                print(
-                    f"llamasup: cannot listen on {options.host}:{options.port} (is another "
-                    "llamasup running? `llamasup status` asks it); choose another address "
-                    "with server.listen or --listen",
-                    file=sys.stderr,
-                )
-                return 1
-            if not stopping.is_set():
-                await service.start()
-                url = service.listen_url
-                print(
-                    f"llamasup: serving {len(profiles.models)} models from {options.path} "
-                    f"(revision {service.profiles.revision}) on {url}; OpenAI API at {url}/v1, "
-                    f"status at {url}/api/status",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        first = True
+        while True:
+            server = _Server(config)
+            signals.server = server
+            serving = asyncio.create_task(_serve(server, sockets), name="uvicorn")
+            try:
+                if not await _started(server, serving, stopping):
+                    await service.close(SHUTDOWN_TIMEOUT)
+                    print(f"llamasup: cannot serve on {host}:{port}", file=sys.stderr)
+                    return 1
+                if first and handover is not None and handover_file.written_here(handover):
+                    await server.adopt_connections(handover.connection_fds)
+                if first and not stopping.is_set():
+                    first = False
+                    await service.start()
+                    _announce(service, options, profiles)
                 sd_notify("READY=1")
-                await asyncio.wait(
-                    {serving, asyncio.create_task(stopping.wait())},
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            sd_notify("STOPPING=1")
-            print(
-                "llamasup: shutting down (a second signal forces it)", file=sys.stderr, flush=True
-            )
-            # stop accepting and let requests in flight finish (uvicorn bounds that by
-            # stop_grace; a second signal cuts it short), then stop every sidecar
-            server.should_exit = True
-            await asyncio.wait({serving}, timeout=profiles.server.stop_grace + 5.0)
-            await service.close(SHUTDOWN_TIMEOUT)
-        finally:
-            if not serving.done():
-                serving.cancel()
-    return 0
+                if await _until_stop_or_restart(serving, stopping, service):
+                    sockets = await _restart(service, server, serving, sockets)
+                    continue  # the exec failed: serve again on the same sockets
+                await _shut_down(service, server, serving)
+            finally:
+                if not serving.done():
+                    serving.cancel()
+            return 0
 
 
-async def _serve(server: uvicorn.Server) -> None:
+async def _started(server: _Server, serving: asyncio.Task[None], stopping: asyncio.Event) -> bool:
+    """Wait until the front listens; False if it could not (a stop request counts as True)."""
+    while not server.started and not stopping.is_set():
+        if serving.done():
+            break
+        await asyncio.sleep(0.001)
+    return server.started or stopping.is_set()
+
+
+async def _shut_down(service: Service, server: _Server, serving: asyncio.Task[None]) -> None:
+    sd_notify("STOPPING=1")
+    print("llamasup: shutting down (a second signal forces it)", file=sys.stderr, flush=True)
+    # stop accepting and let requests in flight finish (uvicorn bounds that by stop_grace; a
+    # second signal cuts it short), then stop every sidecar
+    server.request_exit()
+    await asyncio.wait({serving}, timeout=service.profiles.server.stop_grace + 5.0)
+    await service.close(SHUTDOWN_TIMEOUT)
+
+
+def _find_handover(profiles: Profiles) -> tuple[Path, handover_file.Handover | None]:
+    """The hand-over file this start must act on, if any: the one the previous image named
+    (a planned restart), else one left in the state directory (a crash during a restart)."""
+    named = os.environ.pop(handover_file.ENV, None)
+    path = Path(named) if named else handover_file.path_in(profiles.server.state_dir)
+    if not named and not path.exists():
+        return path, None
     try:
-        await server.serve()
-    except SystemExit:  # uvicorn exits when it cannot bind
+        return path, handover_file.read(path)
+    except handover_file.HandoverFileError as exc:
+        # its sidecars, if any are ours, are stopped as leftovers when the service starts
+        logger.error("restart: %s; nothing is adopted", exc)
+        handover_file.remove(path)
+        return path, None
+
+
+def _listen(options: ServeOptions, handover: handover_file.Handover | None) -> list[socket.socket]:
+    """The front's sockets: handed over by the previous image (if they still listen where
+    this one should), passed by systemd (socket activation), else bound now."""
+    if handover is not None and handover.listen_fds and handover_file.written_here(handover):
+        try:
+            inherited = listeners.from_fds(handover.listen_fds)
+        except OSError as exc:
+            logger.error("restart: the front's sockets were not handed over (%s)", exc)
+        else:
+            if listeners.serves(inherited, options.host, options.port):
+                return inherited
+            try:
+                bound = listeners.bind(options.host, options.port)
+            except OSError as exc:
+                where = ", ".join("{}:{}".format(*listeners.address_of(sock)) for sock in inherited)
+                logger.error(
+                    "restart: cannot listen on %s:%d (%s); still listening on %s",
+                    options.host, options.port, exc, where,
+                )  # fmt: skip
+                return inherited
+            for sock in inherited:
+                sock.close()
+            return bound
+    activated = listeners.from_systemd(os.environ)
+    if activated:
+        return activated
+    return listeners.bind(options.host, options.port)
+
+
+def _announce(service: Service, options: ServeOptions, profiles: Profiles) -> None:
+    url = service.listen_url
+    report = service.last_restart
+    if report is not None and report.in_place:
+        took = (
+            ""
+            if report.exec_seconds is None
+            else f" {report.exec_seconds * 1000:.0f} ms after the request"
+        )
+        print(
+            f"llamasup: restarted in place (pid {os.getpid()}, restart {report.restarts}){took}; "
+            f"sidecars: {report.summary()}",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(
+        f"llamasup: serving {len(profiles.models)} models from {options.path} "
+        f"(revision {service.profiles.revision}) on {url}; OpenAI API at {url}/v1, "
+        f"status at {url}/api/status",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _until_stop_or_restart(
+    serving: asyncio.Task[None], stopping: asyncio.Event, service: Service
+) -> bool:
+    """Wait until a stop (False) or an accepted restart request (True)."""
+    assert service.restarter is not None
+    waits = {
+        asyncio.create_task(stopping.wait()),
+        asyncio.create_task(service.restarter.requested.wait()),
+    }
+    try:
+        await asyncio.wait({serving, *waits}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return service.restarter.requested.is_set() and not stopping.is_set() and not serving.done()
+
+
+async def _restart(
+    service: Service,
+    server: _Server,
+    serving: asyncio.Task[None],
+    sockets: list[socket.socket],
+) -> list[socket.socket]:
+    """Drain, hand over and exec; returns (the sockets to serve on again) only if it failed."""
+    restarter = service.restarter
+    assert restarter is not None
+    kept = listeners.keep_for_exec(sockets)
+    sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    # stop accepting (connections wait in the listen queue, which the kept duplicates hold
+    # open) and let the requests in flight finish, bounded by stop_grace
+    server.request_exit(hand_over=True)
+    await asyncio.wait({serving}, timeout=service.profiles.server.stop_grace + 5.0)
+    drained = time.monotonic()
+    connections = server.handed_over or []
+    path: Path | None = None
+    try:
+        path = await service.hand_over(kept, connections, restarter.requested_at)
+        logger.warning(
+            "restart: drained in %.0f ms, handing %d sidecars over; exec %s",
+            (drained - restarter.requested_at) * 1000,
+            len(service.supervisor.keys()),
+            " ".join(restarter.argv),
+        )
+        execute(restarter.argv, path)
+    except Exception:
+        logger.exception("restart failed; this llamasup keeps serving with its sidecars")
+    # the client connections handed over are lost (closed without an answer): rare, and only
+    # when the exec itself failed
+    listeners.close_fds(connections)
+    service.resume(path)
+    restarter.cancelled()
+    return listeners.from_fds(kept)
+
+
+async def _serve(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
+    try:
+        await server.serve(sockets=sockets)
+    except SystemExit:  # uvicorn exits when it cannot serve
         return
 
 
 class _Signals:
-    def __init__(self, service: Service, server: uvicorn.Server, stopping: asyncio.Event) -> None:
+    def __init__(self, service: Service, stopping: asyncio.Event) -> None:
         self._service = service
-        self._server = server
+        self.server: uvicorn.Server | None = None
         self._stopping = stopping
-        self._reloads: set[asyncio.Task[object]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
 
     def _stop(self) -> None:
         if self._stopping.is_set():
             logger.warning("second signal: killing sidecars and exiting now")
-            self._server.force_exit = True
+            if self.server is not None:
+                self.server.force_exit = True
             self._service.force_stop()
             return
         self._stopping.set()
 
     def _reload(self) -> None:
-        task: asyncio.Task[object] = asyncio.ensure_future(self._service.reload("sighup"))
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+        self._spawn(self._service.reload("sighup"))
+
+    def _restart(self) -> None:
+        self._spawn(self._restart_quietly())
+
+    async def _restart_quietly(self) -> None:
+        with contextlib.suppress(RestartError):  # refused: logged by the restarter
+            await self._service.restart("sigusr2")
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -191,6 +429,8 @@ class _Signals:
         handled = [(signal.SIGINT, self._stop), (signal.SIGTERM, self._stop)]
         if hasattr(signal, "SIGHUP"):
             handled.append((signal.SIGHUP, self._reload))
+        if hasattr(signal, "SIGUSR2"):
+            handled.append((signal.SIGUSR2, self._restart))
         for signum, handler in handled:
             loop.add_signal_handler(signum, handler)
         try:

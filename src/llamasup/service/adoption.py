@@ -71,6 +71,11 @@ class AdoptionReport:
     exec_seconds: float | None = None
     #: seconds the checks and adoptions took
     adopt_seconds: float = 0.0
+    #: ``time.monotonic()`` (one clock for the host) of each step: the request accepted, the
+    #: hand-over written (the drain done, the exec next), this image adopting, serving
+    handed_over_monotonic: float = 0.0
+    adopting_monotonic: float = 0.0
+    serving_monotonic: float | None = None
 
     def adopted_pids(self) -> frozenset[int]:
         return frozenset(o.pid for o in self.outcomes if o.result == "adopted")
@@ -87,7 +92,34 @@ class AdoptionReport:
             "restarts": self.restarts,
             "exec_seconds": None if self.exec_seconds is None else round(self.exec_seconds, 4),
             "adopt_seconds": round(self.adopt_seconds, 4),
+            "timeline_ms": self.timeline_ms(),
+            "monotonic": {
+                "requested": self.requested_monotonic,
+                "handed_over": self.handed_over_monotonic,
+                "adopting": self.adopting_monotonic,
+                "serving": self.serving_monotonic,
+            },
             "sidecars": [outcome.as_dict() for outcome in self.outcomes],
+        }
+
+    def timeline_ms(self) -> dict[str, float | None] | None:
+        """Milliseconds of each step of an in-place restart: ``drain`` (requests in flight
+        finished, sidecars detached), ``start`` (the exec and this program's start-up, until
+        it read the hand-over), ``adopt``, ``serve`` (until the front served again) and
+        ``total`` (request to serving)."""
+        if not self.in_place or not self.requested_monotonic or not self.handed_over_monotonic:
+            return None
+
+        def ms(start: float, end: float | None) -> float | None:
+            return None if end is None else round((end - start) * 1000, 1)
+
+        adopted = self.adopting_monotonic + self.adopt_seconds
+        return {
+            "drain": ms(self.requested_monotonic, self.handed_over_monotonic),
+            "start": ms(self.handed_over_monotonic, self.adopting_monotonic),
+            "adopt": round(self.adopt_seconds * 1000, 1),
+            "serve": ms(adopted, self.serving_monotonic),
+            "total": ms(self.requested_monotonic, self.serving_monotonic),
         }
 
     def summary(self) -> str:
@@ -124,6 +156,8 @@ class TakeOver:
             requested_monotonic=handover.requested_monotonic,
             restarts=handover.restarts if in_place else 0,
         )
+        report.handed_over_monotonic = handover.written_monotonic
+        report.adopting_monotonic = began
         if in_place and handover.requested_monotonic:
             report.exec_seconds = max(0.0, began - handover.requested_monotonic)
         same_dir = Path(handover.state_dir) == self._state_dir.absolute()
@@ -134,8 +168,11 @@ class TakeOver:
                 replace(r, process=replace(r.process, pipes={}, partial={})) for r in records
             ]
         verdicts = await asyncio.gather(*(self._inspect(record) for record in records))
-        for record, (verdict, reason) in zip(records, verdicts, strict=True):
-            report.outcomes.append(await self._decide(record, verdict, reason, same_dir, handover))
+        decisions = [
+            self._decide(record, verdict, reason, same_dir, handover)
+            for record, (verdict, reason) in zip(records, verdicts, strict=True)
+        ]
+        report.outcomes = list(await asyncio.gather(*decisions))
         handover_file.remove(path)
         report.adopt_seconds = time.monotonic() - began
         return report

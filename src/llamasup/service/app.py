@@ -310,6 +310,7 @@ class Service:
             requested_monotonic=requested_at,
             restarts=self.restarts + 1,
             listen_fds=tuple(listen_fds),
+            written_monotonic=time.monotonic(),
             connection_fds=tuple(connection_fds),
             sidecars=tuple(records),
         )

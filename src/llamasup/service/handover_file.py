@@ -69,6 +69,8 @@ class Handover:
     restarts: int
     #: listening sockets of the front, inherited at these descriptors
     listen_fds: tuple[int, ...]
+    #: ``time.monotonic()`` when the file was written, right before the exec
+    written_monotonic: float = 0.0
     #: client connections that were between requests, inherited at these descriptors
     connection_fds: tuple[int, ...] = ()
     sidecars: tuple[SidecarRecord, ...] = field(default=())
@@ -151,6 +153,7 @@ def _encode(handover: Handover) -> dict[str, Any]:
         "state_dir": handover.state_dir,
         "written_at": handover.written_at,
         "requested_monotonic": handover.requested_monotonic,
+        "written_monotonic": handover.written_monotonic,
         "restarts": handover.restarts,
         "listen_fds": list(handover.listen_fds),
         "connection_fds": list(handover.connection_fds),
@@ -195,6 +198,7 @@ def _decode(doc: Mapping[str, Any]) -> Handover:
         state_dir=str(doc["state_dir"]),
         written_at=float(doc["written_at"]),
         requested_monotonic=float(doc.get("requested_monotonic", 0.0)),
+        written_monotonic=float(doc.get("written_monotonic", 0.0)),
         restarts=int(doc.get("restarts", 1)),
         listen_fds=tuple(int(fd) for fd in doc.get("listen_fds", ())),
         connection_fds=tuple(int(fd) for fd in doc.get("connection_fds", ())),

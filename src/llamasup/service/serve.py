@@ -228,6 +228,8 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
                     return 1
                 if first and handover is not None and handover_file.written_here(handover):
                     await server.adopt_connections(handover.connection_fds)
+                    if service.last_restart is not None:
+                        service.last_restart.serving_monotonic = time.monotonic()
                 if first and not stopping.is_set():
                     first = False
                     await service.start()
@@ -311,14 +313,11 @@ def _announce(service: Service, options: ServeOptions, profiles: Profiles) -> No
     url = service.listen_url
     report = service.last_restart
     if report is not None and report.in_place:
-        took = (
-            ""
-            if report.exec_seconds is None
-            else f" {report.exec_seconds * 1000:.0f} ms after the request"
-        )
+        steps = report.timeline_ms() or {}
+        took = ", ".join(f"{name} {value:.0f} ms" for name, value in steps.items() if value)
         print(
-            f"llamasup: restarted in place (pid {os.getpid()}, restart {report.restarts}){took}; "
-            f"sidecars: {report.summary()}",
+            f"llamasup: restarted in place (pid {os.getpid()}, restart {report.restarts}; "
+            f"{took}); sidecars: {report.summary()}",
             file=sys.stderr,
             flush=True,
         )

@@ -1,7 +1,7 @@
 """The hand-over file: what one llamasup image leaves the next across a planned restart.
 
 ``state_dir/handover.json``, written atomically (a temporary file in the same directory,
-fsynced, renamed over) with mode 0600: it holds every sidecar's key. Versioned: a reader
+renamed over) with mode 0600: it holds every sidecar's key. Versioned: a reader
 refuses a version it does not know (the sidecars it describes are then stopped as leftovers,
 never left running unknown, see ``Supervisor.stop_leftovers``); fields it does not know are
 ignored, so a later version may add some.
@@ -97,18 +97,12 @@ def write(path: Path, handover: Handover) -> None:
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+        # no fsync: the reader is this very process after its exec, through the same page
+        # cache, and a crash of the host ends the sidecars the file describes anyway
         staging.replace(path)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-    with contextlib.suppress(OSError):
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 def read(path: Path) -> Handover:

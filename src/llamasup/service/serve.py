@@ -227,9 +227,9 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
                     print(f"llamasup: cannot serve on {host}:{port}", file=sys.stderr)
                     return 1
                 if first and handover is not None and handover_file.written_here(handover):
-                    await server.adopt_connections(handover.connection_fds)
                     if service.last_restart is not None:
                         service.last_restart.serving_monotonic = time.monotonic()
+                    await server.adopt_connections(handover.connection_fds)
                 if first and not stopping.is_set():
                     first = False
                     await service.start()

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from restart_helpers import ClientLoop, outcomes, restart
+from service_helpers import port_range
 
 from e2e.serve_process import Served, serving
 from llamasup.cli.serve import ensure_quickstart_model, models_dir
-from restart_helpers import ClientLoop, outcomes, restart
-from service_helpers import port_range
 
 pytestmark = pytest.mark.e2e
 

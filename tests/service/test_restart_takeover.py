@@ -7,6 +7,7 @@ that image would have. The real re-exec is in ``test_restart_serve.py``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,15 +15,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from service_helpers import ProfileWriter
+from service_helpers import ProfileWriter, reconcile_passes
 from sidecars.sidecar_helpers import Detached, pid_alive
 
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.types import Profiles
-from llamasup.service import handover_file
+from llamasup.service import handover_file, listeners, serve
 from llamasup.service.app import Service
+from llamasup.service.front_server import FrontServer
 from llamasup.service.handover_file import Handover, SidecarRecord
+from llamasup.service.restart import Restarter
+from llamasup.service.uvicorn_settings import uvicorn_config
 from llamasup.sidecars.handover import ProcessHandle
 from llamasup.sidecars.health import http_status
 from llamasup.sidecars.orphans import MARKER, marker_value
@@ -280,3 +285,60 @@ async def test_sidecars_of_this_process_that_no_record_names_are_stopped_at_star
         assert pid_alive(other.pid)
     finally:
         await service.close(10)  # the fixture ends the other one
+
+
+@pytest.mark.parametrize("why", ["the exec fails", "a stop came during the drain"])
+async def test_a_restart_that_does_not_exec_serves_on_with_everything_it_had(
+    writer: ProfileWriter, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    writer.write({"alpha": "pinned: true"})
+    service = Service(writer.target, load_profiles(writer.target, os.environ), watch=False)
+    sockets = listeners.bind("127.0.0.1", 0)
+    port = listeners.address_of(sockets[0])[1]
+    config = uvicorn_config(service.asgi, lifespan="off", limits=lambda: service.front_limits)
+    service.restarter = Restarter(["/nonexistent/python", "-m", "llamasup"])
+    stopping = asyncio.Event()
+    execs: list[Path] = []
+
+    def exec_fails(argv: list[str], path: Path) -> None:
+        execs.append(path)
+        raise OSError("no such program")
+
+    monkeypatch.setattr(serve, "execute", exec_fails)
+    await service.start()
+    server = FrontServer(config)
+    serving = asyncio.create_task(server.serve(sockets=sockets))
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False)
+    try:
+        await wait_for(lambda: server.started, what="the front")
+
+        def alpha() -> int | None:
+            (status,) = service.supervisor.statuses() or (None,)
+            ready = status is not None and status.sidecar.state is SidecarState.READY
+            return status.sidecar.pid if ready and status is not None else None
+
+        pid = await wait_for(alpha, what="alpha ready")
+        assert (await client.get("/health")).status_code == 200  # a keep-alive connection
+        service.restarter.requested_at = time.monotonic()
+        if why == "a stop came during the drain":
+            stopping.set()
+        sockets, connections = await serve._restart(service, server, serving, sockets, stopping)
+        assert execs == ([] if stopping.is_set() else [handover_file.path_in(writer.state_dir)])
+        assert not handover_file.path_in(writer.state_dir).exists()
+        assert len(connections) == 1  # the client's idle connection, never closed
+        # serve again, as serve.run does: the same sockets, the connection taken back
+        server = FrontServer(config)
+        serving = asyncio.create_task(server.serve(sockets=sockets))
+        await wait_for(lambda: server.started, what="the front again")
+        await server.adopt_connections(connections)
+        answer = await client.get("/api/status")  # on the same connection as before
+        assert answer.status_code == 200
+        assert answer.json()["process"]["restarts"] == 0
+        assert alpha() == pid  # still supervised, watched and ready
+        assert not service.restarter.requested.is_set()
+        await reconcile_passes(service.reconciler)  # reconciling again
+    finally:
+        await client.aclose()
+        server.request_exit()
+        await asyncio.wait({serving}, timeout=10)
+        await service.close(10)

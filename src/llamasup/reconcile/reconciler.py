@@ -79,7 +79,7 @@ class Reconciler:
         #: told every stop of a running sidecar (and its model) as it begins, planned or an
         #: unload (metrics)
         self.stop_listeners: list[Callable[[Stop, str], None]] = []
-        self._unsubscribe = supervisor.subscribe(self._on_supervisor_event)
+        self._unsubscribe: Callable[[], None] = supervisor.subscribe(self._on_supervisor_event)
 
     # -- the profiles ----------------------------------------------------------------------
 
@@ -177,11 +177,14 @@ class Reconciler:
     # -- passes ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Pass whenever dirty, forever (cancel to stop)."""
-        try:
-            await self.loop.run()
-        finally:
-            self._unsubscribe()
+        """Pass whenever dirty, forever (cancel to stop; ``run`` again to go on: a restart
+        that did not happen does)."""
+        await self.loop.run()
+
+    def close(self) -> None:
+        """Stop hearing the supervisor's events (the reconciler is done for good)."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, lambda: None
+        unsubscribe()
 
     async def reconcile_once(self) -> Plan:
         """One pass now (the loop's passes and an apply's pass never overlap)."""

@@ -348,6 +348,7 @@ class Service:
         self._sidecars_at_shutdown = self.supervisor.sidecars()
         await self.compat.aclose()
         await self.supervisor.stop_all(timeout)
+        self.reconciler.close()
         await self.metrics.aclose()
         self.own_log.uninstall(logging.getLogger("llamasup"))
         await self.proxy.aclose()

@@ -3,8 +3,14 @@
 Signals: SIGINT/SIGTERM begin a clean shutdown (stop accepting, let requests in flight
 finish within ``server.stop_grace``, then stop every sidecar in parallel within
 ``SHUTDOWN_TIMEOUT``); a second one forces it (SIGKILL to the sidecars,
-connections dropped). SIGHUP reloads the profiles. Under systemd ``Type=notify`` the service
-reports ``READY=1`` once it listens and ``STOPPING=1`` when it begins to stop.
+connections dropped). SIGHUP reloads the profiles. SIGUSR2 (and ``POST /api/restart``) is a
+planned restart: llamasup re-executes itself and keeps its sidecars, its listening sockets and
+its idle client connections (see ``restart.py``). Under systemd ``Type=notify`` the service
+reports ``READY=1`` once it listens (again after a restart), ``RELOADING=1`` when a restart
+begins and ``STOPPING=1`` when it begins to stop.
+
+The listening sockets are bound here (``listeners.py``), taken from systemd (socket
+activation) or handed over by the previous image, and given to uvicorn.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,7 @@ from llamasup.profiles.types import Profiles, is_loopback
 from llamasup.service import handover_file, listeners
 from llamasup.service.app import Service
 from llamasup.service.front_limits import log_open_files, raise_open_files_limit
-from llamasup.service.front_protocol import GuardedHttpProtocol
+from llamasup.service.front_server import FrontServer
 from llamasup.service.log_limits import limit_repeats
 from llamasup.service.restart import Restarter, RestartError, execute, program
 from llamasup.service.uvicorn_settings import uvicorn_config
@@ -37,8 +43,6 @@ from llamasup.service.uvicorn_settings import uvicorn_config
 logger = logging.getLogger("llamasup")
 
 SHUTDOWN_TIMEOUT = 30.0
-#: how often a draining front looks whether its last connection closed
-DRAIN_POLL = 0.005
 
 
 class ServeError(LlamasupError):
@@ -84,115 +88,14 @@ def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling (``serve`` installs llamasup's), serving on
-    sockets it is given, and quick to notice a stop and to drain: uvicorn checks for one every
-    100 ms and then waits 100 ms more, which a planned restart would add to the time its
-    clients wait."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.exit_now = asyncio.Event()
-        #: during a planned restart: descriptors of the client connections handed over
-        self.handed_over: list[int] | None = None
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    def request_exit(self, *, hand_over: bool = False) -> None:
-        """Stop serving; ``hand_over``: keep the client connections for the next image."""
-        if hand_over:
-            self.handed_over = []
-        self.should_exit = True
-        self.exit_now.set()
-
-    async def adopt_connections(self, fds: Sequence[int]) -> None:
-        """Serve client connections the previous image handed over, as if just accepted."""
-        loop = asyncio.get_running_loop()
-        config = self.config
-
-        def protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config,
-                server_state=self.server_state,
-                app_state=self.lifespan.state,
-                _loop=loop,
-            )
-
-        for fd in fds:
-            try:
-                sock = socket.socket(fileno=fd)
-            except OSError:
-                continue
-            sock.set_inheritable(False)
-            try:
-                await loop.connect_accepted_socket(protocol, sock)
-            except OSError:
-                sock.close()
-
-    async def main_loop(self) -> None:
-        counter = 0
-        should_exit = await self.on_tick(counter)
-        while not should_exit:
-            counter = (counter + 1) % 864000
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await self.exit_now.wait()
-            should_exit = await self.on_tick(counter)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # as uvicorn's: stop accepting, end idle connections and let the others finish their
-        # response (bounded by timeout_graceful_shutdown), then cancel what is left
-        for server in self.servers:
-            server.close()
-        for sock in sockets or []:
-            sock.close()
-        handed_over = self.handed_over
-        for connection in list(self.server_state.connections):
-            if handed_over is not None and isinstance(connection, GuardedHttpProtocol):
-                connection.hand_over(handed_over.append)
-            else:
-                connection.shutdown()
-        state = self.server_state
-        try:
-            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
-                # uvicorn's connection set tells nobody when it empties: look often
-                while (state.connections or state.tasks) and not self.force_exit:  # noqa: ASYNC110
-                    await asyncio.sleep(DRAIN_POLL)
-        except TimeoutError:
-            logger.error("cancelling %d requests still running after the grace", len(state.tasks))
-            for task in state.tasks:
-                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
-        for server in self.servers:
-            await server.wait_closed()
-        if not self.force_exit:
-            await self.lifespan.shutdown()
-
-
 async def run(options: ServeOptions, profiles: Profiles) -> int:
     # before anything opens a descriptor: every client connection needs one
     before, after = raise_open_files_limit()
     limit_repeats()  # a flood (descriptors gone, a failing route) logs a count, not a torrent
     handover_path, handover = _find_handover(profiles)
-    try:
-        sockets = _listen(options, handover)
-    except OSError as exc:
-        print(
-            f"llamasup: cannot listen on {options.host}:{options.port} ({exc}; is another "
-            "llamasup running? `llamasup status` asks it); choose another address "
-            "with server.listen or --listen",
-            file=sys.stderr,
-        )
+    sockets = _front_sockets(options, profiles, handover)
+    if sockets is None:
         return 1
-    try:
-        for sock in sockets:
-            host = listeners.address_of(sock)[0]
-            check_exposure(profiles, host, allow_public=options.allow_public)
-    except ServeError:
-        for sock in sockets:
-            sock.close()
-        raise
     host, port = listeners.address_of(sockets[0])
     service = Service(
         options.path, profiles, listen=(host, port), allow_public=options.allow_public
@@ -217,8 +120,9 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
     # loading is a clean shutdown too, not Python's default exit
     with signals.installed():
         first = True
+        taken_back: list[int] = []  # client connections of a restart that did not happen
         while True:
-            server = _Server(config)
+            server = FrontServer(config)
             signals.server = server
             serving = asyncio.create_task(_serve(server, sockets), name="uvicorn")
             try:
@@ -230,14 +134,18 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
                     if service.last_restart is not None:
                         service.last_restart.serving_monotonic = time.monotonic()
                     await server.adopt_connections(handover.connection_fds)
+                await server.adopt_connections(taken_back)
+                taken_back = []
                 if first and not stopping.is_set():
                     first = False
                     await service.start()
                     _announce(service, options, profiles)
                 sd_notify("READY=1")
                 if await _until_stop_or_restart(serving, stopping, service):
-                    sockets = await _restart(service, server, serving, sockets)
-                    continue  # the exec failed: serve again on the same sockets
+                    sockets, taken_back = await _restart(
+                        service, server, serving, sockets, stopping
+                    )
+                    continue  # no exec: serve again on the same sockets (or stop)
                 await _shut_down(service, server, serving)
             finally:
                 if not serving.done():
@@ -245,7 +153,9 @@ async def run(options: ServeOptions, profiles: Profiles) -> int:
             return 0
 
 
-async def _started(server: _Server, serving: asyncio.Task[None], stopping: asyncio.Event) -> bool:
+async def _started(
+    server: FrontServer, serving: asyncio.Task[None], stopping: asyncio.Event
+) -> bool:
     """Wait until the front listens; False if it could not (a stop request counts as True)."""
     while not server.started and not stopping.is_set():
         if serving.done():
@@ -254,7 +164,7 @@ async def _started(server: _Server, serving: asyncio.Task[None], stopping: async
     return server.started or stopping.is_set()
 
 
-async def _shut_down(service: Service, server: _Server, serving: asyncio.Task[None]) -> None:
+async def _shut_down(service: Service, server: FrontServer, serving: asyncio.Task[None]) -> None:
     sd_notify("STOPPING=1")
     print("llamasup: shutting down (a second signal forces it)", file=sys.stderr, flush=True)
     # stop accepting and let requests in flight finish (uvicorn bounds that by stop_grace; a
@@ -262,6 +172,31 @@ async def _shut_down(service: Service, server: _Server, serving: asyncio.Task[No
     server.request_exit()
     await asyncio.wait({serving}, timeout=service.profiles.server.stop_grace + 5.0)
     await service.close(SHUTDOWN_TIMEOUT)
+
+
+def _front_sockets(
+    options: ServeOptions, profiles: Profiles, handover: handover_file.Handover | None
+) -> list[socket.socket] | None:
+    """The front's listening sockets, checked for exposure; None (said why) if there are none."""
+    try:
+        sockets = _listen(options, handover)
+    except OSError as exc:
+        print(
+            f"llamasup: cannot listen on {options.host}:{options.port} ({exc}; is another "
+            "llamasup running? `llamasup status` asks it); choose another address "
+            "with server.listen or --listen",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        for sock in sockets:
+            host = listeners.address_of(sock)[0]
+            check_exposure(profiles, host, allow_public=options.allow_public)
+    except ServeError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def _find_handover(profiles: Profiles) -> tuple[Path, handover_file.Handover | None]:
@@ -349,11 +284,13 @@ async def _until_stop_or_restart(
 
 async def _restart(
     service: Service,
-    server: _Server,
+    server: FrontServer,
     serving: asyncio.Task[None],
     sockets: list[socket.socket],
-) -> list[socket.socket]:
-    """Drain, hand over and exec; returns (the sockets to serve on again) only if it failed."""
+    stopping: asyncio.Event,
+) -> tuple[list[socket.socket], list[int]]:
+    """Drain, hand over and exec. Returns only if that failed (or a stop came meanwhile): the
+    sockets to serve on again and the client connections to take back."""
     restarter = service.restarter
     assert restarter is not None
     kept = listeners.keep_for_exec(sockets)
@@ -373,15 +310,16 @@ async def _restart(
             len(service.supervisor.keys()),
             " ".join(restarter.argv),
         )
-        execute(restarter.argv, path)
+        if stopping.is_set():
+            # a stop came during the drain: it wins (the new program would not know of it)
+            logger.warning("restart: a stop was asked for meanwhile; stopping instead")
+        else:
+            execute(restarter.argv, path)
     except Exception:
         logger.exception("restart failed; this llamasup keeps serving with its sidecars")
-    # the client connections handed over are lost (closed without an answer): rare, and only
-    # when the exec itself failed
-    listeners.close_fds(connections)
     service.resume(path)
     restarter.cancelled()
-    return listeners.from_fds(kept)
+    return listeners.from_fds(kept), connections
 
 
 async def _serve(server: uvicorn.Server, sockets: list[socket.socket]) -> None:

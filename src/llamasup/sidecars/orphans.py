@@ -13,6 +13,12 @@ process of its own user whose marker names its scope and an owner that is gone: 
 be sidecars (or their children) of a llamasup that died without stopping them. A process
 without the marker, of another scope, or of a live owner is never touched.
 
+A planned restart re-executes llamasup in place: same pid, same start time, so the marker of
+every sidecar it keeps stays valid. The new program adopts first, then reaps, sparing what it
+adopted (and their process groups and sessions); a sidecar that carries *its own* marker but
+was not adopted (its hand-over record was lost) is a leftover of its previous image and is
+killed too (``find_leftovers``).
+
 Linux only (``/proc``); elsewhere reaping finds nothing.
 """
 

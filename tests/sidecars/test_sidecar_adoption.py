@@ -20,7 +20,7 @@ import pytest
 
 from llamasup.sidecars.handover import ProcessHandle, Verdict, inspect
 from llamasup.sidecars.health import http_status
-from llamasup.sidecars.procfs import start_time
+from llamasup.sidecars.procfs import start_time, stat
 from llamasup.sidecars.supervisor import Supervisor, SupervisorEvent
 from llamasup.sidecars.types import SidecarEventKind, SidecarSettings, SidecarState
 from llamasup.testing.poll import wait_for
@@ -179,3 +179,18 @@ async def test_gone_and_reused_pids_are_never_adopted_or_touched(tmp_path: Path)
     theirs = ProcessHandle(pid=parent, start_time=parent_start, port=1)
     verdict, _ = await inspect(theirs, host="127.0.0.1", health_path="/health")
     assert verdict is Verdict.ORPHANED
+
+
+async def test_one_that_died_during_the_restart_is_reaped_not_adopted(
+    detached: Detached,
+) -> None:
+    handle = await ready(detached)
+    handle.close_pipes()
+    os.kill(detached.pid, signal.SIGKILL)
+    await wait_for(
+        lambda: (found := stat(detached.pid)) is not None and found.exited, what="a zombie"
+    )
+    verdict, reason = await inspect(handle, host="127.0.0.1", health_path="/health")
+    assert verdict is Verdict.GONE and f"exited with code {-signal.SIGKILL}" in reason
+    with pytest.raises(ChildProcessError):
+        os.waitpid(detached.pid, os.WNOHANG)  # reaped: no zombie left behind

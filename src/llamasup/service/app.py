@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -244,6 +245,13 @@ class Service:
         if self.restarter is None:
             raise RestartError(
                 "this llamasup cannot restart itself (only `llamasup serve` can)",
+                "restart_unavailable",
+                409,
+            )
+        if not sys.platform.startswith("linux"):
+            # telling a handed-over process from a reused pid needs /proc
+            raise RestartError(
+                "planned restarts need Linux; stop and start llamasup instead",
                 "restart_unavailable",
                 409,
             )

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from llamasup.sidecars.adopted import reap
 from llamasup.sidecars.health import http_status
 from llamasup.sidecars.procfs import stat
 
@@ -80,7 +81,13 @@ async def inspect(
 ) -> tuple[Verdict, str]:
     """Whether ``handle`` may be adopted, and why not."""
     found = stat(handle.pid)
-    if found is None or found.exited:
+    if found is None:
+        return Verdict.GONE, f"pid {handle.pid} is gone"
+    if found.exited:
+        if found.start_time == handle.start_time and found.ppid == os.getpid():
+            # it died during the restart: our child, so ours to reap
+            code = reap(handle.pid)
+            return Verdict.GONE, f"pid {handle.pid} exited with code {code} during the restart"
         return Verdict.GONE, f"pid {handle.pid} is gone"
     if found.start_time != handle.start_time:
         return Verdict.FOREIGN, (

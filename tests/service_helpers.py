@@ -21,7 +21,7 @@ from port_slices import PortSlices
 from llamasup.profiles.load import load_profiles
 from llamasup.reconcile.reconciler import Reconciler
 from llamasup.service.app import Service
-from llamasup.service.serve import _Server
+from llamasup.service.front_server import FrontServer
 from llamasup.service.uvicorn_settings import uvicorn_config
 from llamasup.testing.poll import wait_for
 from llamasup.testing.process import free_port
@@ -246,7 +246,7 @@ async def running_service(
         limits=lambda: service.front_limits,
         lifespan="off",
     )
-    server = _Server(config)
+    server = FrontServer(config)
     await service.start()
     serving = asyncio.create_task(server.serve())
     try:

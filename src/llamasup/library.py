@@ -210,3 +210,4 @@ async def local_models(
         with contextlib.suppress(asyncio.CancelledError):
             await loop
         await supervisor.stop_all(shutdown_timeout)
+        reconciler.close()

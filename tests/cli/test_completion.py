@@ -86,7 +86,7 @@ def test_bash_completes_commands_options_models_and_agents(
     script.write_text(_script("bash", capsys))
     lines = {
         "llamasup ren": "render",
-        "llamasup r": "render reload runtime",
+        "llamasup r": "render reload restart runtime",
         "llamasup runtime ": "install which",
         "llamasup runtime install --f": "--force",
         "llamasup runtime install --backend ": "cpu cuda rocm vulkan metal auto",

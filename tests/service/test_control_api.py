@@ -40,7 +40,8 @@ SIDECAR_KEYS = {
     "key", "model", "agents", "state", "pid", "port", "started_at", "ready_at", "uptime",
     "restarts", "failures", "gave_up", "retry_in", "last_used", "in_flight", "waiting",
     "oldest_wait", "drain", "progress",
-    "memory", "memory_devices", "pinned", "last_error", "exit_code", "argv",
+    "memory", "memory_devices", "pinned", "last_error", "exit_code", "argv", "adopted_at",
+    "adopted_from",
 }  # fmt: skip
 
 
@@ -100,8 +101,13 @@ async def test_status_document(tmp_path: Path, fake_server_bin: Path) -> None:
     async with running_service(setup.root, watch=False) as running:
         pids = await ready(running, "alpha")
         status = await running.status()
-        assert set(status) == {"version", "listen", "profiles", "limits", "reconciler", "sidecars"}
+        assert set(status) == {
+            "version", "listen", "process", "profiles", "limits", "reconciler", "sidecars",
+        }  # fmt: skip
         assert status["version"] == __version__
+        # a service started by a test, not by serve: no planned restarts
+        assert status["process"]["restarts"] == 0
+        assert status["process"]["last_restart"] is None
         assert status["listen"] == "http://127.0.0.1:8402"
         profiles: dict[str, Any] = status["profiles"]
         assert set(profiles) == {

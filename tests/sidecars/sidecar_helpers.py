@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,3 +49,49 @@ def squat(port: int) -> socket.socket:
     sock.bind(("127.0.0.1", port))
     sock.listen()
     return sock
+
+
+class Detached:
+    """A sidecar process started the way a previous llamasup image would leave it for the
+    next one: its own session, stdout and stderr into pipes whose read ends this process
+    holds, not known to any child watcher (only whoever adopts it reaps it)."""
+
+    def __init__(
+        self, binary: Path, model: Path, port: int, *, key: str | None = None, **env: str
+    ) -> None:
+        self.port = port
+        self.key = key
+        argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
+        child_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        if key is not None:
+            child_env["LLAMA_API_KEY"] = key
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_write, 1),
+            (os.POSIX_SPAWN_DUP2, err_write, 2),
+        ]
+        try:
+            self.pid = os.posix_spawn(argv[0], argv, child_env, file_actions=actions, setsid=True)
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        #: 1/2 -> read end, as a hand-over record carries them
+        self.pipes = {1: out_read, 2: err_read}
+
+    def handle_pipes(self) -> dict[int, int]:
+        """The pipes, given away (to a hand-over record, which owns them from now on)."""
+        pipes, self.pipes = self.pipes, {}
+        return pipes
+
+    def kill(self) -> None:
+        """Make sure it is gone and reaped (a test that failed half-way)."""
+        for fd in self.pipes.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pipes = {}
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)

@@ -1,4 +1,4 @@
-"""``llamasup status|plan|logs|unload|reload``: clients of a running llamasup's control API
+"""``llamasup status|plan|logs|unload|reload|restart``: clients of a running llamasup's control API
 (``apply|diff`` are :mod:`llamasup.cli.apply`).
 
 Exit codes: 0 done, 1 the server said no for a reason about the request (unknown model,
@@ -116,6 +116,8 @@ def _sidecar_row(row: Mapping[str, Any]) -> list[str]:
     state = row["state"]
     if row.get("pinned"):
         state += " (pinned)"
+    if row.get("adopted_at") is not None:
+        state += " (adopted)"
     if row.get("gave_up"):
         state += " (gave up)"
     memory = row.get("memory")
@@ -249,3 +251,63 @@ def run_reload(args: argparse.Namespace, client: ControlClient) -> int:
             print(f"error: {issue_text(issue)}", file=sys.stderr)
         print("reload rejected: the previous profiles keep serving", file=sys.stderr)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+# -- restart -----------------------------------------------------------------------------------
+
+
+def run_restart(args: argparse.Namespace, client: ControlClient) -> int:
+    before = client.request("GET", "/api/status")
+    if before.status_code != 200:
+        return unexpected(args, before)
+    started = before.json().get("process", {}).get("started_at")
+    asked = time.monotonic()
+    response = client.request("POST", "/api/restart")
+    if response.status_code in (409, 422):
+        fail(args, error_message(response), EXIT_FAILED)
+        return EXIT_FAILED
+    if response.status_code != 202:
+        return unexpected(args, response)
+    if args.no_wait:
+        if args.output == "json":
+            emit_json(response.json())
+        else:
+            print("restart accepted: the sidecars are being handed over")
+        return EXIT_OK
+    # the front keeps its socket across the restart: this waits in the listen queue until
+    # the new program answers; a status from a later start is the new program's
+    deadline = asked + args.timeout
+    doc: Mapping[str, Any] | None = None
+    while time.monotonic() < deadline:
+        status = client.request("GET", "/api/status")
+        if status.status_code == 200:
+            candidate = status.json()
+            if candidate.get("process", {}).get("started_at") != started:
+                doc = candidate
+                break
+        sleep(0.05)
+    if doc is None:
+        fail(args, f"no restarted llamasup answered within {args.timeout:g}s", EXIT_FAILED)
+        return EXIT_FAILED
+    seconds = time.monotonic() - asked
+    if args.output == "json":
+        emit_json({"seconds": round(seconds, 3), "process": doc["process"]})
+        return EXIT_OK
+    print("\n".join(restart_lines(doc["process"], seconds)))
+    return EXIT_OK
+
+
+def restart_lines(process: Mapping[str, Any], seconds: float) -> list[str]:
+    report = process.get("last_restart") or {}
+    outcomes = report.get("sidecars", [])
+    adopted = sum(1 for item in outcomes if item["result"] == "adopted")
+    lines = [
+        f"restarted in {seconds:.2f}s: pid {process['pid']}, restart {process['restarts']}; "
+        f"{adopted} of {len(outcomes)} sidecars adopted (still running, not reloaded)"
+    ]
+    lines += [
+        f"  {item['model']} ({item['key']}) pid {item['pid']}: {item['result']}"
+        + ("" if item["result"] == "adopted" else f" ({item['reason']})")
+        for item in outcomes
+    ]
+    return lines

@@ -38,7 +38,7 @@ run       quickstart  first run: build llama-server, write a small model, serve 
 profiles  validate    check a profile set: exit 0 valid, 1 invalid (file:line: key: message)
           render      the llama-server argv, identity key and defaults of MODEL[@AGENT]
           import      profiles from a llama-swap config.yaml or llama-sidecar's environment
-operate   status  plan  logs  unload  reload  apply  diff     a running llamasup (--server URL)
+operate   status  plan  logs  unload  reload  restart  apply  diff   a running llamasup (--server)
 host      runtime     build or locate llama-server      doctor   check this host
 measure   bench       speed of models and flag variants  eval     accuracy on a JSONL suite
 shell     completion  print a bash, zsh or fish completion script

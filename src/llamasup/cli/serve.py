@@ -50,10 +50,14 @@ def _setup_logging(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     path: Path = args.path or default_profile_path()
+    preflight = getattr(args, "preflight", False)
     try:
         # an apply cut short by a crash of the last llamasup is rolled back before loading
+        # (a preflight only looks: the llamasup it checks for will do it)
         single = None if path.is_dir() else path.name
-        recovered = recover(path.parent if single else path, profile_file=single)
+        recovered = (
+            None if preflight else recover(path.parent if single else path, profile_file=single)
+        )
         if recovered:
             print(f"llamasup: {path}: {recovered}", file=sys.stderr)
         profiles = load_profiles(path, os.environ)
@@ -69,6 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = args.listen or (profiles.server.listen_host, profiles.server.listen_port)
     try:
         check_exposure(profiles, host, allow_public=args.allow_public)
+        if preflight:
+            # what a planned restart runs first: this program, these profiles, these checks
+            print(f"llamasup: preflight ok: {path} would serve on {host}:{port}", file=sys.stderr)
+            return EXIT_OK
         options = ServeOptions(path, host, port, args.allow_public)
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(run(options, profiles))
@@ -227,6 +235,8 @@ def build_best_server(environ: Mapping[str, str]) -> Path:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     if args.check:
         return run_preflight(args.path or default_profile_path())
+    if args.preflight:  # a planned restart of a quickstart: everything is in place already
+        return cmd_serve(args)
     try:
         try:
             binary = resolve_binary(None, os.environ)

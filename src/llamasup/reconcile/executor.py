@@ -120,6 +120,11 @@ class Executor:
         for refusal in plan.refusals:
             effects.refused(refusal.key, refusal.reason)
 
+    async def settle(self) -> None:
+        """Wait for every stop under way to finish (each is bounded by ``stop_grace``)."""
+        while self._closing:
+            await asyncio.wait(list(self._closing.values()))
+
     async def stop_now(self, key: str, reason: StopReason, detail: str) -> bool:
         """Stop ``key`` outside a plan (an operator's unload); drains like a planned stop.
 

@@ -95,6 +95,12 @@ class Leases:
         else:  # ready again after a restart: idle since its last request
             self._last_used.setdefault(key, self._clock())
 
+    def adopted(self, key: str, last_used: float | None) -> None:
+        """A sidecar taken over from the llamasup before: it was last used then (its idle
+        time goes on, it does not start again at adoption)."""
+        if last_used is not None:
+            self._last_used[key] = last_used
+
     def forget(self, key: str) -> None:
         self._last_used.pop(key, None)
         self._fresh.discard(key)

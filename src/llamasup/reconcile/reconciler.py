@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from llamasup.memory.cache import MemoryEstimates
 from llamasup.planner.plan import plan
@@ -32,6 +32,7 @@ from llamasup.reconcile.loop import ReconcileLoop
 from llamasup.reconcile.pool import DEFAULT_TERMS, Origin, Terms
 from llamasup.reconcile.registry import Registry
 from llamasup.reconcile.snapshot import SidecarView, argv_of
+from llamasup.sidecars.handover import ProcessHandle
 from llamasup.sidecars.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
 from llamasup.sidecars.types import SidecarState
 from llamasup.spec.resolve import Resolver, SidecarSpec
@@ -78,7 +79,7 @@ class Reconciler:
         #: told every stop of a running sidecar (and its model) as it begins, planned or an
         #: unload (metrics)
         self.stop_listeners: list[Callable[[Stop, str], None]] = []
-        self._unsubscribe = supervisor.subscribe(self._on_supervisor_event)
+        self._unsubscribe: Callable[[], None] = supervisor.subscribe(self._on_supervisor_event)
 
     # -- the profiles ----------------------------------------------------------------------
 
@@ -144,14 +145,46 @@ class Reconciler:
         """
         return await self._executor.stop_now(key, "unloaded", detail)
 
+    # -- a planned restart -------------------------------------------------------------------
+
+    def resolves_to(self, origin: Origin, key: str) -> SidecarSpec | None:
+        """The spec ``origin`` names under the current profiles if its key is still ``key``
+        (a sidecar handed over by the llamasup before is wanted as it is), else None."""
+        spec = self.registry.resolve_origin(origin)
+        return spec if spec is not None and spec.key == key else None
+
+    async def adopt(
+        self,
+        spec: SidecarSpec,
+        origin: Origin,
+        handle: ProcessHandle,
+        *,
+        adopted_from: int,
+        agents: Iterable[str] = (),
+        last_used: float | None = None,
+    ) -> None:
+        """Take over a ready process handed over by the llamasup before this one (checked
+        with ``handover.inspect``; ``spec`` from ``resolves_to``)."""
+        self.registry.remember(spec, origin)
+        self.registry.note_agents(spec.key, agents)
+        self.leases.adopted(spec.key, last_used)
+        await self.supervisor.adopt(spec, handle, adopted_from=adopted_from)
+
+    async def settle(self) -> None:
+        """Let the stops under way finish (call with the loop stopped: before a hand-over)."""
+        await self._executor.settle()
+
     # -- passes ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Pass whenever dirty, forever (cancel to stop)."""
-        try:
-            await self.loop.run()
-        finally:
-            self._unsubscribe()
+        """Pass whenever dirty, forever (cancel to stop; ``run`` again to go on: a restart
+        that did not happen does)."""
+        await self.loop.run()
+
+    def close(self) -> None:
+        """Stop hearing the supervisor's events (the reconciler is done for good)."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, lambda: None
+        unsubscribe()
 
     async def reconcile_once(self) -> Plan:
         """One pass now (the loop's passes and an apply's pass never overlap)."""
@@ -254,6 +287,8 @@ class Reconciler:
             last_error=sidecar.last_error,
             exit_code=sidecar.exit_code,
             argv=argv_of(spec),
+            adopted_at=sidecar.adopted_at,
+            adopted_from=sidecar.adopted_from,
         )
 
     def _idle_view(self, key: str, model: str, state: str, error: str | None = None) -> SidecarView:

@@ -9,7 +9,7 @@ were stopped while still wanted (the planner leaves those stopped until demanded
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from llamasup.errors import LlamasupError, ResolveError
 from llamasup.flags.flagset import parse_header
@@ -68,6 +68,14 @@ class Registry:
         self._origins.setdefault(spec.key, origin)
         if origin.agent is not None:
             self._agents.setdefault(spec.key, set()).add(origin.agent)
+
+    def origin(self, key: str) -> Origin | None:
+        """How ``key`` was first named (a model, maybe an agent and ad-hoc flags)."""
+        return self._origins.get(key)
+
+    def note_agents(self, key: str, agents: Iterable[str]) -> None:
+        """Agents whose requests used ``key`` (carried over a restart)."""
+        self._agents.setdefault(key, set()).update(agents)
 
     def spec_for(self, key: str) -> SidecarSpec | None:
         return self._specs.get(key)

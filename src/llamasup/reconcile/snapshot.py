@@ -54,6 +54,10 @@ class SidecarView:
     argv: tuple[str, ...] | None
     #: ``memory`` by device (``host`` and the budgeted GPUs); None: no GPU is budgeted
     memory_devices: Mapping[str, int] | None = None
+    #: when this llamasup took the process over from the one before it (a planned restart)
+    adopted_at: float | None = None
+    #: that llamasup's pid (the same as this one's after a re-exec in place)
+    adopted_from: int | None = None
 
     @property
     def running(self) -> bool:

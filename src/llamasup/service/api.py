@@ -34,6 +34,7 @@ from llamasup.service.api_logs import send_logs
 from llamasup.service.compat import CompatRoutes
 from llamasup.service.events import stream_events
 from llamasup.service.host import ControlHost
+from llamasup.service.restart import RestartError
 from llamasup.service.routes import Route, RouteTable
 from llamasup.service.ui_routes import Dashboard
 
@@ -85,6 +86,7 @@ class ControlApi:
                 Route("GET", "/api/plan", self._plan),
                 Route("POST", "/api/apply", self._apply_route),
                 Route("POST", "/api/reload", self._reload),
+                Route("POST", "/api/restart", self._restart),
                 Route("POST", "/api/unload", self._unload_route),
                 Route("GET", "/api/logs/", self._logs, prefix=True),
                 Route("GET", "/sidecars", self._sidecars),
@@ -133,6 +135,14 @@ class ControlApi:
         rejected = result.result == "error"  # then llamasup's own error answer (marked)
         answer = json.dumps(result.as_dict(), ensure_ascii=False).encode()
         await send_bytes(send, 422 if rejected else 200, answer, "application/json", error=rejected)
+
+    async def _restart(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
+        try:
+            answer = await self._host.restart("api")
+        except RestartError as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from exc
+        # the restart begins once this answer is sent (the front drains its requests first)
+        await send_json(send, 202, answer)
 
     async def _unload_route(self, scope: Scope, receive: Receive, send: Send, tail: str) -> None:
         body = await _json_body(scope, receive, self._body_timeout())

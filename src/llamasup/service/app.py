@@ -11,16 +11,23 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from llamasup._version import __version__
 from llamasup.errors import ProfileIssue
 from llamasup.profiles.store import ProfileStore, ReloadResult
 from llamasup.profiles.types import Profiles, http_url, is_loopback
 from llamasup.proxy.app import ProxyApp, create_proxy_app
 from llamasup.proxy.asgi import ASGIApp
 from llamasup.proxy.hooks import ObserverFanOut
+from llamasup.reconcile.pool import Origin
 from llamasup.reconcile.reconciler import Reconciler
+from llamasup.service import handover_file
+from llamasup.service.adoption import AdoptionReport, TakeOver
 from llamasup.service.api import ControlApi
 from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
 from llamasup.service.browser_gate import BrowserGate
@@ -31,9 +38,11 @@ from llamasup.service.host import HostEvents
 from llamasup.service.metrics import Metrics
 from llamasup.service.ownlog import OwnLog
 from llamasup.service.request_log import RequestLog
+from llamasup.service.restart import Restarter, RestartError
 from llamasup.service.ui_routes import Dashboard
 from llamasup.service.ui_session import SessionBook, SessionGate
 from llamasup.service.watch import ProfileWatcher
+from llamasup.sidecars.procfs import start_time
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.supervisor import Supervisor
 from llamasup.spec.hostcheck import startable_issues
@@ -123,6 +132,16 @@ class Service:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._sidecars_at_shutdown: list[Sidecar] = []
+        #: set by ``serve``: takes ``llamasup restart`` requests (None: not restartable, as
+        #: when a test or a program runs the service itself)
+        self.restarter: Restarter | None = None
+        #: when this program image began serving (a planned restart begins a new one)
+        self.started_at = time.time()
+        #: planned restarts of this process so far
+        self.restarts = 0
+        #: what the last planned restart handed over and what became of it
+        self.last_restart: AdoptionReport | None = None
+        self._take_over: TakeOver | None = None
 
     @property
     def profiles(self) -> Profiles:
@@ -203,13 +222,139 @@ class Service:
     # -- lifetime --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Begin reconciling (pinned and preload sidecars start now) and watching profiles."""
+        """Begin reconciling (pinned and preload sidecars start now) and watching profiles.
+
+        After a hand-over (``take_over``): once the sidecars that were not adopted are gone,
+        and with the adopted ones spared, whatever sidecar processes are left of this
+        llamasup before its restart, or of a llamasup that died, are killed first.
+        """
         self.own_log.install(logging.getLogger("llamasup"))
-        self.supervisor.reap_orphans()
+        if self._take_over is not None:
+            await self._take_over.finish()
+            self._take_over = None
+        adopted = self.last_restart.adopted_pids() if self.last_restart else frozenset()
+        await self.supervisor.stop_leftovers(adopted)
+        self.supervisor.reap_orphans(adopted)
+        self._start_tasks()
+
+    def _start_tasks(self) -> None:
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
         if self._watch:
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
         self.reconciler.trigger()
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    # -- a planned restart -------------------------------------------------------------------
+
+    async def restart(self, trigger: str) -> dict[str, Any]:
+        """Ask for a planned restart (see ``restart.py``); raises RestartError."""
+        if self.restarter is None:
+            raise RestartError(
+                "this llamasup cannot restart itself (only `llamasup serve` can)",
+                "restart_unavailable",
+                409,
+            )
+        if not sys.platform.startswith("linux"):
+            # telling a handed-over process from a reused pid needs /proc
+            raise RestartError(
+                "planned restarts need Linux; stop and start llamasup instead",
+                "restart_unavailable",
+                409,
+            )
+        await self.restarter.request(trigger)
+        ready = [s.key for s in self.supervisor.statuses() if str(s.sidecar.state) == "ready"]
+        return {"restarting": True, "pid": os.getpid(), "handing_over": ready}
+
+    async def take_over(self, path: Path, handover: handover_file.Handover) -> None:
+        """Adopt what the previous image handed over (before serving; ``start`` then waits
+        for the processes that were not adopted to be stopped)."""
+        self._take_over = TakeOver(self.reconciler, self.supervisor.settings.state_dir)
+        report = await self._take_over.run(path, handover)
+        if report is None:
+            return
+        self.last_restart = report
+        self.restarts = report.restarts
+        for outcome in report.outcomes:
+            self.metrics.adoptions.labels(outcome.result).inc()
+        self.metrics.planned_restarts.set(report.restarts)
+
+    async def hand_over(
+        self, listen_fds: Sequence[int], connection_fds: Sequence[int], requested_at: float
+    ) -> Path:
+        """Stop reconciling and write the hand-over file for the next image (the front has
+        drained already); returns its path. ``resume`` undoes it if the exec fails."""
+        await self._stop_tasks()
+        await self.reconciler.settle()
+        supervisor = self.supervisor
+        handles = supervisor.hand_over()
+        others = [key for key in list(supervisor.keys()) if key not in handles]
+        # not ready (loading, failed): a process the next image could not take as it is
+        await asyncio.gather(
+            *(supervisor.stop(key, reason="restart: not ready, not handed over") for key in others)
+        )
+        registry = self.reconciler.registry
+        records = []
+        for key, process in handles.items():
+            spec = registry.spec_for(key)
+            sidecar = supervisor.get(key)
+            if spec is None or sidecar is None:  # pragma: no cover - every sidecar has a spec
+                continue
+            origin = registry.origin(key) or Origin(spec.model, None)
+            records.append(
+                handover_file.SidecarRecord(
+                    key=key,
+                    model=spec.model,
+                    agent=origin.agent,
+                    agent_flags=origin.extra,
+                    agents=tuple(registry.agents(key)),
+                    kind=spec.kind,
+                    health_path=spec.health_path,
+                    argv=(spec.binary, *spec.args),
+                    last_used=self.reconciler.leases.last_used(key),
+                    process=process,
+                )
+            )
+        pid = os.getpid()
+        handover = handover_file.Handover(
+            owner_pid=pid,
+            owner_start=start_time(pid) or "?",
+            owner_version=__version__,
+            state_dir=str(supervisor.settings.state_dir.absolute()),
+            written_at=time.time(),
+            requested_monotonic=requested_at,
+            restarts=self.restarts + 1,
+            listen_fds=tuple(listen_fds),
+            written_monotonic=time.monotonic(),
+            connection_fds=tuple(connection_fds),
+            sidecars=tuple(records),
+        )
+        path = handover_file.path_in(supervisor.settings.state_dir)
+        handover_file.write(path, handover)
+        return path
+
+    def resume(self, path: Path | None) -> None:
+        """The exec did not happen: supervise and reconcile as before."""
+        if path is not None:
+            handover_file.remove(path)
+        self.supervisor.resume()
+        self.hub.reopen()
+        self._start_tasks()
+
+    def process_status(self) -> dict[str, Any]:
+        """This llamasup process for status: pid, program start, planned restarts."""
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "restarts": self.restarts,
+            "last_restart": None if self.last_restart is None else self.last_restart.as_dict(),
+        }
 
     async def reload(self, trigger: str) -> ReloadResult:
         return await self.store.reload(trigger)
@@ -220,15 +365,13 @@ class Service:
     async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a budget
         """Stop watching and reconciling, then stop every sidecar in parallel within ``timeout``."""
         self.hub.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._stop_tasks()
+        if self._take_over is not None:  # stopped before it started: the stops still finish
+            await self._take_over.finish()
         self._sidecars_at_shutdown = self.supervisor.sidecars()
         await self.compat.aclose()
         await self.supervisor.stop_all(timeout)
+        self.reconciler.close()
         await self.metrics.aclose()
         self.own_log.uninstall(logging.getLogger("llamasup"))
         await self.proxy.aclose()

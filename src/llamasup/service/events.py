@@ -137,6 +137,10 @@ class EventHub:
         for subscriber in self._subscribers:
             subscriber.wake()
 
+    def reopen(self) -> None:
+        """After a restart that did not happen: new streams may open again."""
+        self.closed = False
+
     def unsubscribe(self, subscription: Subscription) -> None:
         with contextlib.suppress(ValueError):
             self._subscribers.remove(subscription)

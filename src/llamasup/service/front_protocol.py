@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, ClassVar, cast
@@ -81,6 +82,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refusal: ProxyError | None = None
         #: answered and closing: what still arrives is dropped
         self._lingering = False
+        #: past the connection cap: refused, never handed over
+        self._over_capacity = False
+        #: set during a planned restart: takes this connection's socket once it is idle
+        self._hand_over_to: Callable[[int], None] | None = None
 
     # -- connection ------------------------------------------------------------------------
     def connection_made(  # type: ignore[override]
@@ -89,6 +94,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         wait = self.limits.head_timeout
         if len(self.connections) > self.limits.max_connections:
+            self._over_capacity = True
             self.app = _over_capacity(len(self.connections), self.limits.max_connections)
             wait = min(wait, REFUSAL_WAIT)
         self._arm_head_timer(wait)
@@ -167,6 +173,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self._hand_over_to is not None and self._hand_over_if_idle():
+            return
         if self.transport.is_closing() or not (self._in_head and self._head_started):
             return
         # the next head began arriving during the response: its own timeout applies (it
@@ -174,6 +182,40 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._head_timer is None:
             self._arm_head_timer(self.limits.head_timeout)
+
+    # -- a planned restart ------------------------------------------------------------------
+    def hand_over(self, give: Callable[[int], None]) -> None:
+        """Give this connection to the next llamasup image as soon as it is between requests
+        (now, or when its response ends): ``give(fd)`` receives an inheritable duplicate of
+        its socket and this image lets go of it without closing the TCP connection. The
+        client sees nothing: its next request is read by the next image (from the socket's
+        buffer, if it is already there). Closing an idle keep-alive connection instead races
+        with a request the client may be sending at that moment, which would get a reset."""
+        self._hand_over_to = give
+        self._hand_over_if_idle()
+
+    def _hand_over_if_idle(self) -> bool:
+        give = self._hand_over_to
+        transport = self.transport
+        if give is None or transport.is_closing() or self._lingering or self._over_capacity:
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # a response under way
+        if self.pipeline or not self._in_head or self._head_started or self._head_received:
+            return False  # something of the next request was read: it is answered here
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        transport.pause_reading()
+        duplicate = os.dup(sock.fileno())
+        os.set_inheritable(duplicate, True)
+        self._hand_over_to = None
+        self._cancel_head_timer()
+        # closes only this descriptor (after the rest of the response is written): the
+        # connection itself lives on in the duplicate
+        transport.close()
+        give(duplicate)
+        return True
 
     # -- refusals --------------------------------------------------------------------------
     def _head_too_large(self) -> ProxyError:

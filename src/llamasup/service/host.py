@@ -8,7 +8,7 @@ implements it): reads go through the reconciler's snapshot, writes through the r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from llamasup.profiles.store import ProfileStore, ReloadResult
 from llamasup.profiles.types import Profiles
@@ -54,6 +54,14 @@ class ControlHost(Protocol):
         ...
 
     async def reload(self, trigger: str) -> ReloadResult: ...
+
+    async def restart(self, trigger: str) -> dict[str, Any]:
+        """Ask for a planned restart (sidecars kept); raises ``RestartError``."""
+        ...
+
+    def process_status(self) -> dict[str, Any]:
+        """This llamasup process: pid, when it began serving, its planned restarts."""
+        ...
 
     async def render_metrics(self) -> tuple[bytes, str]:
         """The ``/metrics`` exposition and its content type."""

@@ -243,6 +243,19 @@ class Metrics:
             ("trigger", "result"),
             registry=registry,
         )
+        self.adoptions = Counter(
+            "llamasup_sidecar_adoptions",
+            "Sidecars handed over by a planned restart, by what became of them: adopted (kept "
+            "running, no reload), replaced (no longer wanted as they were), unhealthy, "
+            "orphaned (stopped), gone, foreign (the pid was another process: left alone)",
+            ("result",),
+            registry=registry,
+        )
+        self.planned_restarts = Gauge(
+            "llamasup_planned_restarts",
+            "Planned restarts of this llamasup process (re-executed in place, sidecars kept)",
+            registry=registry,
+        )
         registry.register(_LiveCollector(reconciler))
         supervisor.subscribe(self._on_sidecar)
         reconciler.status.listeners.append(self._on_pass)

@@ -75,6 +75,8 @@ def sidecar_dict(view: SidecarView, now: float) -> dict[str, Any]:
         "last_error": view.last_error,
         "exit_code": view.exit_code,
         "argv": None if view.argv is None else list(view.argv),
+        "adopted_at": view.adopted_at,
+        "adopted_from": view.adopted_from,
     }
 
 
@@ -93,6 +95,7 @@ def status(host: ControlHost) -> dict[str, Any]:
     return {
         "version": __version__,
         "listen": host.listen_url,
+        "process": host.process_status(),
         "profiles": {
             "source": str(store.path.absolute()),
             "revision": profiles.revision,

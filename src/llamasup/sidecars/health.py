@@ -10,15 +10,25 @@ import asyncio
 import contextlib
 
 
-async def http_status(host: str, port: int, path: str, *, limit: float) -> int | None:
+async def http_status(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    limit: float,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> int | None:
     """The status of ``GET path``, or None if nothing valid answered within ``limit`` s."""
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(limit):
             reader, writer = await asyncio.open_connection(host, port)
             authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            extra = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
             writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n".encode()
+                f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n".encode()
+                + extra
+                + b"\r\n"
             )
             line = await reader.readline()
     except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):

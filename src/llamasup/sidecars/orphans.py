@@ -13,6 +13,12 @@ process of its own user whose marker names its scope and an owner that is gone: 
 be sidecars (or their children) of a llamasup that died without stopping them. A process
 without the marker, of another scope, or of a live owner is never touched.
 
+A planned restart re-executes llamasup in place: same pid, same start time, so the marker of
+every sidecar it keeps stays valid. The new program adopts first, then reaps, sparing what it
+adopted (and their process groups and sessions); a sidecar that carries *its own* marker but
+was not adopted (its hand-over record was lost) is a leftover of its previous image and is
+killed too (``find_leftovers``).
+
 Linux only (``/proc``); elsewhere reaping finds nothing.
 """
 
@@ -27,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from llamasup.sidecars.procfs import start_time, stat
+
 logger = logging.getLogger(__name__)
 
 MARKER = "LLAMASUP_SIDECAR"
@@ -36,17 +44,6 @@ _PROC = Path("/proc")
 def scope_of(state_dir: Path) -> str:
     """A short, stable name for a state directory (the marker carries no path)."""
     return hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:12]
-
-
-def start_time(pid: int, proc: Path = _PROC) -> str | None:
-    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22)."""
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
 
 
 def marker_value(state_dir: Path, proc: Path = _PROC) -> str:
@@ -62,14 +59,20 @@ class Orphan:
     argv: str
 
 
-def find_orphans(state_dir: Path, proc: Path = _PROC) -> list[Orphan]:
-    """Processes of this user marked for ``state_dir`` whose llamasup is gone."""
+def find_orphans(
+    state_dir: Path, proc: Path = _PROC, *, keep: frozenset[int] = frozenset()
+) -> list[Orphan]:
+    """Processes of this user marked for ``state_dir`` whose llamasup is gone.
+
+    ``keep``: pids of adopted sidecars; neither they nor anything in their process group or
+    session is an orphan, whatever its marker says.
+    """
     scope = scope_of(state_dir)
     found: list[Orphan] = []
     for pid, marker in _markers(proc):
         owner_scope, _, rest = marker.partition(":")
         owner_text, _, owner_start = rest.partition(":")
-        if owner_scope != scope or not owner_text.isdigit():
+        if owner_scope != scope or not owner_text.isdigit() or _kept(pid, keep, proc):
             continue
         owner = int(owner_text)
         if owner_start != "?" and start_time(owner, proc) == owner_start:
@@ -78,21 +81,53 @@ def find_orphans(state_dir: Path, proc: Path = _PROC) -> list[Orphan]:
     return found
 
 
-def reap_orphans(state_dir: Path, proc: Path = _PROC) -> list[Orphan]:
+def find_leftovers(state_dir: Path, keep: frozenset[int], proc: Path = _PROC) -> list[Orphan]:
+    """Sidecar processes of *this* llamasup (its own marker: this pid and start time) that are
+    not in ``keep`` (by pid, process group or session).
+
+    A fresh llamasup has none: they exist only after it re-executed itself, and are then
+    sidecars of the previous image that it did not adopt (its hand-over record was unreadable,
+    say). Nobody else will ever stop them.
+    """
+    own = marker_value(state_dir, proc)
+    return [
+        Orphan(pid, os.getpid(), _argv(pid, proc))
+        for pid, marker in _markers(proc)
+        if marker == own and not _kept(pid, keep, proc)
+    ]
+
+
+def reap_orphans(
+    state_dir: Path, proc: Path = _PROC, *, keep: frozenset[int] = frozenset()
+) -> list[Orphan]:
     """SIGKILL every orphan of ``state_dir`` (and its process group); returns them."""
-    orphans = find_orphans(state_dir, proc)
+    orphans = find_orphans(state_dir, proc, keep=keep)
     for orphan in orphans:
         logger.warning(
             "reaping pid %d (%s): a sidecar process of llamasup pid %d, which is gone",
             orphan.pid, orphan.argv, orphan.owner,
         )  # fmt: skip
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(orphan.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-            group = os.getpgid(orphan.pid)
-            if group != os.getpgid(0):  # never our own group
-                os.killpg(group, signal.SIGKILL)
+        kill_tree(orphan.pid)
     return orphans
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and its process group (never llamasup's own group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+        group = os.getpgid(pid)
+        if group != os.getpgid(0):  # never our own group
+            os.killpg(group, signal.SIGKILL)
+
+
+def _kept(pid: int, keep: frozenset[int], proc: Path) -> bool:
+    if not keep:
+        return False
+    if pid in keep:
+        return True
+    found = stat(pid, proc)
+    return found is not None and (found.pgrp in keep or found.session in keep)
 
 
 def _markers(proc: Path) -> Iterator[tuple[int, str]]:

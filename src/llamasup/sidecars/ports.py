@@ -86,5 +86,10 @@ class PortAllocator:
         """The bind probe; a seam for tests that need to simulate losing the race."""
         return port_is_free(self.host, port)
 
+    def hold(self, port: int) -> None:
+        """Count ``port`` as held: an adopted sidecar listens there already (it may lie
+        outside the range if the range changed across the restart)."""
+        self._held.add(port)
+
     def release(self, port: int) -> None:
         self._held.discard(port)

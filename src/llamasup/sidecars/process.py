@@ -109,15 +109,22 @@ def sweep_group(pid: int) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group a child leads (POSIX). Only while the child is not reaped:
+    until then its pid, and so its group's id, cannot belong to anyone else."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
 def _signal(transport: asyncio.SubprocessTransport, sig: signal.Signals) -> None:
     if transport.get_returncode() is not None:
         return
+    if IS_POSIX:
+        # the child leads its own session and group, so its pgid is its pid
+        signal_group(transport.get_pid(), sig)
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if IS_POSIX:
-            # the child leads its own session and group, so its pgid is its pid; until it is
-            # reaped (returncode set) that number cannot belong to anyone else
-            os.killpg(transport.get_pid(), sig)
-        elif sig == signal.SIGTERM:
+        if sig == signal.SIGTERM:
             transport.terminate()
         else:
             transport.kill()

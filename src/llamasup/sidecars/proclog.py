@@ -129,6 +129,34 @@ class ProcessLog:
             return []
         return self._add(stream, [bytes(buffer)])
 
+    def take_partial(self, stream: Stream) -> bytes:
+        """The line begun on ``stream`` and not yet ended, taken out of the buffer (a
+        hand-over gives it to the next llamasup, which reads the rest of it)."""
+        return bytes(self._partial.pop(stream, b""))
+
+    def recall(self, max_bytes: int = 256 * 1024) -> int:
+        """Fill the ring from the end of the log file (a llamasup that adopted this sidecar
+        shows what it printed before); returns the number of lines recalled."""
+        if self.path is None or self._ring:
+            return 0
+        try:
+            with self.path.open("rb") as file:
+                size = file.seek(0, 2)
+                file.seek(max(0, size - max_bytes))
+                data = file.read()
+        except OSError:
+            return 0
+        raw = data.split(b"\n")
+        if len(data) >= max_bytes:
+            raw = raw[1:]  # the first piece is the end of a cut line
+        now = time.time()
+        for item in raw[-(self._ring.maxlen or len(raw)) :]:
+            text = item.decode("utf-8", "replace").rstrip("\r")
+            if text:
+                stream: Stream = "llamasup" if text.startswith("[llamasup]") else "stderr"
+                self._ring.append(LogLine(now, stream, text))
+        return len(self._ring)
+
     def note(self, text: str) -> LogLine:
         """A line from llamasup itself (spawn, signals, exit), kept in order with the output."""
         return self._add("llamasup", [f"[llamasup] {text}".encode()])[0]

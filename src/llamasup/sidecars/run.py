@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Awaitable
 from typing import cast
@@ -74,6 +76,8 @@ class Run(asyncio.SubprocessProtocol):
         #: set once the process was reaped and its pipes drained: the run is over
         self.exited = asyncio.Event()
         self._transport: asyncio.SubprocessTransport | None = None
+        #: duplicates of the pipes' read ends made for a hand-over (see ``detach``)
+        self._detached: dict[int, int] = {}
         self._open_pipes = {1, 2}
         self._pipes_closed = asyncio.Event()
         self._finisher: asyncio.Task[None] | None = None
@@ -99,7 +103,10 @@ class Run(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         assert self._transport is not None
-        self.returncode = self._transport.get_returncode()
+        self._exited_with(self._transport.get_returncode())
+
+    def _exited_with(self, returncode: int | None) -> None:
+        self.returncode = returncode
         # stragglers in the group would keep the pipes open (and the GPU busy)
         sweep_group(self.pid)
         self._finisher = asyncio.get_running_loop().create_task(self._finish())
@@ -117,8 +124,7 @@ class Run(asyncio.SubprocessProtocol):
 
     async def _finish(self) -> None:
         await wait_event(self._pipes_closed, PIPE_DRAIN_TIMEOUT)
-        if self._transport is not None:
-            self._transport.close()
+        self._release()
         self.exited.set()
         self.wake.set()
         self.doomed.set()
@@ -132,19 +138,74 @@ class Run(asyncio.SubprocessProtocol):
         await asyncio.shield(self._terminator)
 
     async def _terminate(self, grace: float) -> None:
-        transport = self._transport
-        if self.exited.is_set() or transport is None:
+        if self.exited.is_set() or not self._attached():
             return
         if grace > 0:
             self.log.note(f"SIGTERM to process group {self.pid}")
-            terminate_group(transport)
+            self._signal_group(signal.SIGTERM)
             if await wait_event(self.exited, grace):
                 return
             self.log.note(f"still running after {grace:g}s grace: SIGKILL")
-        kill_group(transport)
+        self._signal_group(getattr(signal, "SIGKILL", signal.SIGTERM))
         await self.exited.wait()
 
     def abandon(self) -> None:
         """Synchronous last resort (loop shutting down): SIGKILL the group, don't wait."""
-        if self._transport is not None and not self.exited.is_set():
+        if self._attached() and not self.exited.is_set():
+            self._signal_group(getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    # -- a hand-over to the next llamasup (see ``llamasup.sidecars.handover``) ------------
+
+    def detach(self) -> dict[int, int]:
+        """Stop reading the child's output and return inheritable duplicates of the pipes'
+        read ends (1: stdout, 2: stderr) for the llamasup that ``execve`` is about to start.
+
+        What the child writes from now on waits in the pipes for that llamasup; a line begun
+        and not yet ended stays in the log's buffer (``ProcessLog.take_partial``). The
+        process itself is untouched. ``reattach`` undoes this if the hand-over fails.
+        """
+        for fd, pipe in self._read_pipes().items():
+            pipe.pause_reading()
+            raw = pipe.get_extra_info("pipe")
+            if raw is None or fd in self._detached:
+                continue
+            duplicate = os.dup(raw.fileno())
+            os.set_inheritable(duplicate, True)
+            self._detached[fd] = duplicate
+        return dict(self._detached)
+
+    def reattach(self) -> None:
+        """The hand-over did not happen: read the pipes again, drop the duplicates."""
+        for duplicate in self._detached.values():
+            with contextlib.suppress(OSError):
+                os.close(duplicate)
+        self._detached.clear()
+        for pipe in self._read_pipes().values():
+            if not pipe.is_closing():
+                pipe.resume_reading()
+
+    # -- what differs for a process this llamasup did not spawn (``AdoptedRun``) ---------
+
+    def _attached(self) -> bool:
+        return self._transport is not None
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self._transport is not None
+        if sig == signal.SIGTERM:
+            terminate_group(self._transport)
+        else:
             kill_group(self._transport)
+
+    def _read_pipes(self) -> dict[int, asyncio.ReadTransport]:
+        if self._transport is None:
+            return {}
+        pipes: dict[int, asyncio.ReadTransport] = {}
+        for fd in (1, 2):
+            pipe = self._transport.get_pipe_transport(fd)
+            if isinstance(pipe, asyncio.ReadTransport):
+                pipes[fd] = pipe
+        return pipes
+
+    def _release(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

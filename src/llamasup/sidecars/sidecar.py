@@ -33,10 +33,13 @@ from llamasup.errors import (
 )
 from llamasup.flags.dialect import binary_flags, for_binary
 from llamasup.runtime.binary_info import binary_info
+from llamasup.sidecars.adopted import AdoptedRun
+from llamasup.sidecars.handover import ProcessHandle
 from llamasup.sidecars.orphans import MARKER, marker_value
 from llamasup.sidecars.ports import PortAllocator
 from llamasup.sidecars.probes import BindFailed, wait_until_ready, watch_health
 from llamasup.sidecars.process import spawn
+from llamasup.sidecars.procfs import start_time
 from llamasup.sidecars.proclog import LogFollower, LogLine, ProcessLog
 from llamasup.sidecars.run import Run, bounded, retrieve
 from llamasup.sidecars.types import (
@@ -110,6 +113,8 @@ class Sidecar:
         self._ready_at: float | None = None
         #: monotonic time at which the current run was marked ready (benchmarks use it)
         self.ready_monotonic: float | None = None
+        #: when and from which llamasup pid the current run was taken over (planned restart)
+        self._adopted: tuple[float, int] | None = None
 
     # -- asking --------------------------------------------------------------------------
 
@@ -148,6 +153,8 @@ class Sidecar:
             last_error=self._last_error,
             exit_code=self._exit_code,
             log_tail=self.log.tail(self.settings.log_tail_lines),
+            adopted_at=None if self._adopted is None else self._adopted[0],
+            adopted_from=None if self._adopted is None else self._adopted[1],
         )
 
     def recent_logs(self, limit: int | None = None) -> list[LogLine]:
@@ -322,6 +329,7 @@ class Sidecar:
         self._started_at = time.time()
         self._ready_at = None
         self.ready_monotonic = None
+        self._adopted = None
         self.log.note(f"started pid {run.pid} on port {port}: {' '.join(argv)}")
         return run
 
@@ -361,6 +369,89 @@ class Sidecar:
                 self.log.tail(self.settings.log_tail_lines),
             ),
         )
+
+    # -- a planned restart: handing over, taking over ------------------------------------
+
+    def detach(self) -> ProcessHandle | None:
+        """For a hand-over to the next llamasup image: if ready, stop watching the process and
+        reading its output, and describe it; None (nothing handed over) otherwise.
+
+        The process keeps running and serving. Call right before ``execve``; if that fails,
+        ``resume`` puts things back.
+        """
+        run = self._run
+        if self._state is not SidecarState.READY or run is None or run.exited.is_set():
+            return None
+        started = start_time(run.pid)
+        if started is None:
+            return None
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            self._monitor_task = None
+        pipes = run.detach()
+        partial = {1: self.log.take_partial("stdout"), 2: self.log.take_partial("stderr")}
+        auth_key = None
+        for name, value in self._auth:
+            if name == b"authorization" and value.startswith(b"Bearer "):
+                auth_key = value[len(b"Bearer ") :].decode()
+        self.log.note(f"handing pid {run.pid} over to the next llamasup")
+        return ProcessHandle(
+            pid=run.pid,
+            start_time=started,
+            port=run.port,
+            pipes=pipes,
+            partial={fd: data for fd, data in partial.items() if data},
+            auth_key=auth_key,
+            started_at=self._started_at,
+            ready_at=self._ready_at,
+            restarts=max(0, self._starts - 1),
+        )
+
+    def resume(self) -> None:
+        """The hand-over did not happen: read the output and watch the process again."""
+        run = self._run
+        if run is None or self._state is not SidecarState.READY:
+            return
+        run.reattach()
+        self.log.note("hand-over cancelled: this llamasup keeps the process")
+        if self._monitor_task is None:
+            self._monitor_task = asyncio.create_task(
+                self._monitor(run), name=f"sidecar-monitor-{self.key}"
+            )
+            self._monitor_task.add_done_callback(retrieve)
+
+    async def adopt(self, handle: ProcessHandle, *, adopted_from: int) -> None:
+        """Take over a ready process the previous llamasup handed over (``inspect`` said
+        ``adopt``): from now on it is this sidecar's run, as if it had started it."""
+        if self._state is not SidecarState.STOPPED or self._run is not None:
+            raise SidecarError(f"sidecar {self.key} ({self.spec.model}) already has a process")
+        self.log.recall()
+        run = await AdoptedRun.attach(
+            handle.port,
+            self.log,
+            handle.pid,
+            handle.pipes,
+            {fd: data for fd, data in handle.partial.items() if fd in (1, 2)},
+        )
+        self._ports.hold(handle.port)
+        self._run = run
+        self._auth = handle.auth_headers
+        self._starts = handle.restarts + 1
+        self._exit_code = None
+        self._started_at = handle.started_at
+        self._ready_at = handle.ready_at
+        self._adopted = (time.time(), adopted_from)
+        self.log.note(
+            f"adopted pid {handle.pid} on port {handle.port} from llamasup pid {adopted_from}"
+        )
+        self._state = SidecarState.READY
+        self.ready_monotonic = time.monotonic()
+        self._last_error = None
+        self._monitor_task = asyncio.create_task(
+            self._monitor(run), name=f"sidecar-monitor-{self.key}"
+        )
+        self._monitor_task.add_done_callback(retrieve)
+        self._emit(SidecarEventKind.ADOPTED)
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -28,8 +28,12 @@ from llamasup.errors import SidecarFailedError
 from llamasup.planner.restart import RestartDecision, RestartPolicy, RestartTracker
 from llamasup.profiles.types import ServerConfig
 from llamasup.runtime.locate import resolve_binary
-from llamasup.sidecars.orphans import Orphan, reap_orphans
+from llamasup.sidecars.adopted import AdoptedRun, reap
+from llamasup.sidecars.handover import ProcessHandle
+from llamasup.sidecars.orphans import Orphan, find_leftovers, kill_tree, reap_orphans
 from llamasup.sidecars.ports import PortAllocator
+from llamasup.sidecars.procfs import stat
+from llamasup.sidecars.proclog import ProcessLog
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.types import (
     Drain,
@@ -133,6 +137,8 @@ class Supervisor:
         self._base_env = base_env
         self._entries: dict[str, _Entry] = {}
         self._listeners: list[Listener] = []
+        #: between a hand-over and the exec: failures are not restarted
+        self._handing_over = False
 
     @classmethod
     def for_server(cls, server: ServerConfig) -> Supervisor:
@@ -146,10 +152,32 @@ class Supervisor:
         )
         return cls(SidecarSettings.from_server(server), policy=policy)
 
-    def reap_orphans(self) -> list[Orphan]:
+    def reap_orphans(self, keep: frozenset[int] = frozenset()) -> list[Orphan]:
         """Kill what sidecars of a llamasup that died before us left running (see
-        :mod:`llamasup.sidecars.orphans`); call once, before starting any sidecar."""
-        return reap_orphans(self.settings.state_dir)
+        :mod:`llamasup.sidecars.orphans`); call once, after adopting and before starting any
+        sidecar. ``keep``: adopted pids (their groups and sessions are spared too)."""
+        return reap_orphans(self.settings.state_dir, keep=keep)
+
+    async def stop_leftovers(self, keep: frozenset[int], timeout: float = 5.0) -> list[Orphan]:  # noqa: ASYNC109
+        """Kill sidecar processes of this very llamasup that it did not adopt after a re-exec
+        (their hand-over record was lost or unreadable), and reap them."""
+        leftovers = find_leftovers(self.settings.state_dir, keep)
+        for leftover in leftovers:
+            logger.warning(
+                "stopping pid %d (%s): a sidecar of this llamasup before it restarted, not adopted",
+                leftover.pid,
+                leftover.argv,
+            )
+            kill_tree(leftover.pid)
+        deadline = asyncio.get_running_loop().time() + timeout
+        waiting = {leftover.pid for leftover in leftovers}
+        while waiting and asyncio.get_running_loop().time() < deadline:
+            for pid in list(waiting):
+                if reap(pid) is not None or not _is_child(pid):
+                    waiting.discard(pid)
+            if waiting:
+                await asyncio.sleep(0.01)
+        return leftovers
 
     # -- the planner's actions -----------------------------------------------------------
 
@@ -160,22 +188,86 @@ class Supervisor:
         its start limit is left alone until ``reset``. The binary is resolved at each launch;
         none found is a start failure like any other (status, backoff, start limit).
         """
-        entry = self._entries.get(spec.key)
-        if entry is None:
-            tracker = RestartTracker(self.policy)
-            sidecar = Sidecar(
-                spec,
-                lambda: self._resolve_binary(spec),
-                self.settings,
-                self.ports,
-                on_event=self._on_sidecar_event,
-                start_gate=self._gate_for(tracker, spec),
-                base_env=self._base_env,
-            )
-            entry = self._entries[spec.key] = _Entry(sidecar, tracker)
+        entry = self._entries.get(spec.key) or self._new_entry(spec)
         if not entry.tracker.gave_up and entry.retry_task is None:
             entry.sidecar.start()
         return entry.sidecar
+
+    def _new_entry(self, spec: SidecarSpec) -> _Entry:
+        tracker = RestartTracker(self.policy)
+        sidecar = Sidecar(
+            spec,
+            lambda: self._resolve_binary(spec),
+            self.settings,
+            self.ports,
+            on_event=self._on_sidecar_event,
+            start_gate=self._gate_for(tracker, spec),
+            base_env=self._base_env,
+        )
+        entry = self._entries[spec.key] = _Entry(sidecar, tracker)
+        return entry
+
+    # -- a planned restart -----------------------------------------------------------------
+
+    async def adopt(
+        self, spec: SidecarSpec, handle: ProcessHandle, *, adopted_from: int
+    ) -> Sidecar:
+        """Make ``spec`` desired with the ready process ``handle`` as its run (handed over by
+        the llamasup before this one, and found fit by ``handover.inspect``)."""
+        if spec.key in self._entries:
+            raise ValueError(f"sidecar {spec.key} ({spec.model}) is already supervised")
+        entry = self._new_entry(spec)
+        try:
+            await entry.sidecar.adopt(handle, adopted_from=adopted_from)
+        except BaseException:
+            self._entries.pop(spec.key, None)
+            raise
+        return entry.sidecar
+
+    async def dismiss(
+        self, key: str, handle: ProcessHandle, *, reason: str, child: bool = True
+    ) -> None:
+        """Stop a handed-over process that is not adopted (ours, but no longer wanted or not
+        fit): SIGTERM to its group, ``stop_grace``, SIGKILL, reaped; its last words go to its
+        log file. ``child`` False: not our child (its llamasup died), so it is only killed."""
+        log = ProcessLog(
+            self.settings.log_dir / f"{key}.log",
+            ring_lines=self.settings.log_ring_lines,
+            max_file_bytes=self.settings.log_file_max_bytes,
+            backups=self.settings.log_file_backups,
+        )
+        try:
+            log.note(f"not adopted after a restart: {reason}; stopping pid {handle.pid}")
+            if not child:
+                handle.close_pipes()
+                kill_tree(handle.pid)
+                return
+            run = await AdoptedRun.attach(
+                handle.port, log, handle.pid, handle.pipes, handle.partial
+            )
+            await run.terminate(self.settings.stop_grace)
+            log.note(f"pid {handle.pid} exited with code {run.returncode}")
+        finally:
+            log.close()
+
+    def hand_over(self) -> dict[str, ProcessHandle]:
+        """Detach every ready sidecar for the next llamasup image (see ``Sidecar.detach``);
+        from now on failures are not restarted. Sidecars that are not ready are not handed
+        over: stop them (``stop``) before the exec."""
+        self._handing_over = True
+        handles: dict[str, ProcessHandle] = {}
+        for key, entry in self._entries.items():
+            entry.cancel_retry()
+            handle = entry.sidecar.detach()
+            if handle is not None:
+                handles[key] = handle
+        return handles
+
+    def resume(self) -> None:
+        """The exec did not happen: back to supervising everything as before."""
+        self._handing_over = False
+        for entry in self._entries.values():
+            entry.sidecar.resume()
 
     async def stop(
         self, key: str, *, reason: str, grace: float | None = None, drain: Drain | None = None
@@ -275,7 +367,7 @@ class Supervisor:
     def _on_sidecar_event(self, event: SidecarEvent) -> None:
         entry = self._entries.get(event.key)
         decision = None
-        if entry is not None and event.kind in _FAILURES:
+        if entry is not None and event.kind in _FAILURES and not self._handing_over:
             reason = event.status.last_error or str(event.kind)
             decision = entry.tracker.record_failure(self._clock(), self._jitter(), reason)
             entry.cancel_retry()
@@ -300,3 +392,8 @@ class Supervisor:
         if self._entries.get(entry.sidecar.key) is entry:
             with contextlib.suppress(Exception):
                 entry.sidecar.start()
+
+
+def _is_child(pid: int) -> bool:
+    found = stat(pid)
+    return found is not None and found.ppid == os.getpid()

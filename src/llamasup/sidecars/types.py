@@ -41,6 +41,7 @@ class SidecarEventKind(StrEnum):
     UNHEALTHY = "unhealthy"  # a ready run failed N health checks in a row and was killed
     STOPPED = "stopped"  # a stop that someone asked for has finished
     REFUSED = "refused"  # the start gate refused to start (start limit reached)
+    ADOPTED = "adopted"  # a ready process handed over by the previous llamasup was taken on
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,10 @@ class SidecarStatus:
     last_error: str | None
     exit_code: int | None
     log_tail: tuple[str, ...]
+    #: when this llamasup took the process over from the one before (a planned restart)
+    adopted_at: float | None = None
+    #: the pid of the llamasup it was taken over from (the same pid after a re-exec)
+    adopted_from: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)

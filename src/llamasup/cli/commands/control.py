@@ -1,4 +1,5 @@
-"""Arguments of ``llamasup status|plan|logs|unload|reload`` (run by :mod:`llamasup.cli.control`)."""
+"""Arguments of ``llamasup status|plan|logs|unload|reload|restart`` (run by
+:mod:`llamasup.cli.control`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from llamasup.cli.commands.connection import add_connection_flags, connected_handler
 
 WATCH_INTERVAL = 2.0
+RESTART_TIMEOUT = 120.0
 
 
 def register(commands: Any) -> None:
@@ -69,6 +71,28 @@ def register(commands: Any) -> None:
     )
     add_connection_flags(reload)
     reload.set_defaults(handler=connected_handler("llamasup.cli.control:run_reload"))
+
+    restart = commands.add_parser(
+        "restart",
+        help="restart llamasup in place, keeping the loaded models (like SIGUSR2)",
+        description="Restart the running llamasup without reloading its models: it checks "
+        "that the installed llamasup starts with its profiles, finishes the requests in "
+        "flight, re-executes itself (an upgraded install takes effect; so do server.listen, "
+        "ports and state_dir) and adopts every ready sidecar that is still wanted. Clients "
+        "connecting meanwhile wait; none is refused.",
+    )
+    restart.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=RESTART_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the new llamasup to answer (default {RESTART_TIMEOUT:g})",
+    )
+    restart.add_argument(
+        "--no-wait", action="store_true", help="return once the restart is accepted"
+    )
+    add_connection_flags(restart)
+    restart.set_defaults(handler=connected_handler("llamasup.cli.control:run_restart"))
 
 
 def _positive_seconds(value: str) -> float:

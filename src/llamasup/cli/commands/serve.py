@@ -59,3 +59,5 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="listen on a non-loopback address even without API keys",
     )
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    # a planned restart runs the new program with this first: load and check, then exit
+    parser.add_argument("--preflight", action="store_true", help=argparse.SUPPRESS)

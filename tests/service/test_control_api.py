@@ -40,7 +40,8 @@ SIDECAR_KEYS = {
     "key", "model", "agents", "state", "pid", "port", "started_at", "ready_at", "uptime",
     "restarts", "failures", "gave_up", "retry_in", "last_used", "in_flight", "waiting",
     "oldest_wait", "drain", "progress",
-    "memory", "memory_devices", "pinned", "last_error", "exit_code", "argv", "adopted_at",
+    "memory", "memory_devices", "memory_reported", "pinned", "last_error", "exit_code", "argv",
+    "adopted_at",
     "adopted_from",
 }  # fmt: skip
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from llamasup.core.units import format_bytes
 from llamasup.errors import LlamasupError
 from llamasup.flags.flagset import FlagSet
+from llamasup.memory.reported import ReportedMemory, describe_error, reported_memory
 from llamasup.memory.split import Footprint, split_estimate
+from llamasup.planner.types import HOST
 from llamasup.spec.resolve import SidecarSpec
 
 if TYPE_CHECKING:
@@ -85,6 +88,36 @@ class MemoryEstimates:
             return None
         parts = Footprint.whole(value) if isinstance(value, int) else Footprint.of(value)
         return split_estimate(parts, spec.load_flags, gpus, budgets)
+
+    def compare(
+        self,
+        spec: SidecarSpec,
+        lines: Iterable[str],
+        gpus: Sequence[str],
+        budgets: Mapping[str, int],
+    ) -> ReportedMemory | None:
+        """The buffers llama-server reported in ``lines`` (its output at load), with the
+        estimate's error against them logged; None when it reported none."""
+        reported = reported_memory(lines)
+        if reported is None:
+            return None
+        value = self._value(spec)
+        if value is None:
+            logger.info("%s: llama-server reported %s of buffers; no estimate to compare",
+                        spec.model, format_bytes(reported.total))  # fmt: skip
+            return reported
+        if isinstance(value, int):
+            total, parts = value, {}
+        else:
+            total = value.weights + value.kv_cache + value.compute
+            parts = {"weights": value.weights, "kv_cache": value.kv_cache, "compute": value.compute}
+        devices = self.split(spec, gpus, budgets)
+        if devices is not None and not isinstance(value, int):
+            # the split places the whole estimate; the report has buffers only
+            devices[HOST] = max(0, devices.get(HOST, 0) - (value.total - total))
+        logger.info("%s: memory at load: %s", spec.model,
+                    describe_error(reported, total, parts, devices))  # fmt: skip
+        return reported
 
     def _value(self, spec: SidecarSpec) -> MemoryEstimate | int | None:
         if spec.memory is not None:

@@ -33,6 +33,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from llamasup.flags.flagset import FlagSet
+from llamasup.memory.reported import buffer_device
 from llamasup.planner.types import HOST
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ def _overrides(flags: FlagSet, n_layer: int) -> list[tuple[re.Pattern[str], str]
             if not sep or not pattern:
                 continue
             try:
-                found.append((re.compile(pattern), _buffer_device(buffer_type.strip())))
+                found.append((re.compile(pattern), buffer_device(buffer_type.strip())))
             except re.error:
                 continue  # llama-server refuses it at start; nothing to place
     if flags.value("--cpu-moe") is True:
@@ -209,13 +210,6 @@ def _overrides(flags: FlagSet, n_layer: int) -> list[tuple[re.Pattern[str], str]
         for il in range(min(int(str(n_cpu_moe or 0)), n_layer)):
             found.append((re.compile(rf"blk\.{il}{_EXPERTS}"), HOST))
     return found
-
-
-def _buffer_device(buffer_type: str) -> str:
-    """``CPU``, ``CPU_REPACK``, ``CUDA_Host``: host memory; ``CUDA1``: that device."""
-    if buffer_type.upper().startswith("CPU") or buffer_type.endswith("_Host"):
-        return HOST
-    return buffer_type
 
 
 def _override(name: str, overrides: list[tuple[re.Pattern[str], str]]) -> str | None:

@@ -33,6 +33,7 @@ from llamasup.reconcile.pool import DEFAULT_TERMS, Origin, Terms
 from llamasup.reconcile.registry import Registry
 from llamasup.reconcile.snapshot import SidecarView, argv_of
 from llamasup.sidecars.handover import ProcessHandle
+from llamasup.sidecars.proclog import LogLine
 from llamasup.sidecars.supervisor import SupervisedStatus, Supervisor, SupervisorEvent
 from llamasup.sidecars.types import SidecarState
 from llamasup.spec.resolve import Resolver, SidecarSpec
@@ -283,6 +284,7 @@ class Reconciler:
             progress=self.progress(key),
             memory=None if spec is None else self.registry.memory_estimate(spec),
             memory_devices=None if spec is None else self.registry.memory_split(spec),
+            memory_reported=self.registry.memory_reported(key),
             pinned=spec is not None and spec.pinned,
             last_error=sidecar.last_error,
             exit_code=sidecar.exit_code,
@@ -326,6 +328,9 @@ class Reconciler:
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         if event.status.state is SidecarState.READY:
             self.leases.ready(event.key)
+            sidecar = self.supervisor.get(event.key)
+            if sidecar is not None:
+                self.registry.loaded(event.key, load_output(sidecar.log.recent()))
         self.demands.notify(event.key)
         self.trigger()
 
@@ -411,3 +416,12 @@ class _Effects:
 
     def changed(self) -> None:
         self._r.trigger()
+
+
+def load_output(lines: list[LogLine]) -> list[str]:
+    """What the process printed since its last start (the ring also holds earlier runs)."""
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if line.stream == "llamasup" and line.text.startswith("[llamasup] started pid"):
+            return [line.text for line in lines[index + 1 :]]
+    return [line.text for line in lines]

@@ -9,7 +9,7 @@ were stopped while still wanted (the planner leaves those stopped until demanded
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from llamasup.errors import LlamasupError, ResolveError
 from llamasup.flags.flagset import parse_header
@@ -35,6 +35,8 @@ class Registry:
         self._origins: dict[str, Origin] = {}
         self._agents: dict[str, set[str]] = {}
         self._tombstones: dict[str, Have] = {}
+        #: buffers llama-server reported at its last load, by device (``-lv 4`` only)
+        self._reported: dict[str, Mapping[str, int]] = {}
 
     @property
     def resolver(self) -> Resolver:
@@ -99,6 +101,22 @@ class Registry:
         server = self.profiles.server
         return self._memory.split(spec, server.gpus, dict(server.device_budgets))
 
+    def loaded(self, key: str, lines: Iterable[str]) -> None:
+        """``key`` became ready after printing ``lines``: keep the buffers llama-server
+        reported, if it did, and log the estimate's error against them."""
+        spec = self._specs.get(key)
+        if spec is None:
+            return
+        server = self.profiles.server
+        found = self._memory.compare(spec, lines, server.gpus, dict(server.device_budgets))
+        if found is None:
+            self._reported.pop(key, None)
+        else:
+            self._reported[key] = found.devices
+
+    def memory_reported(self, key: str) -> Mapping[str, int] | None:
+        return self._reported.get(key)
+
     def memory_pending(self, spec: SidecarSpec) -> bool:
         return self._memory.pending(spec)
 
@@ -158,6 +176,7 @@ class Registry:
             return False
         self._specs.pop(key, None)
         self._agents.pop(key, None)
+        self._reported.pop(key, None)
         return True
 
     def started(self, key: str) -> None:

@@ -54,6 +54,8 @@ class SidecarView:
     argv: tuple[str, ...] | None
     #: ``memory`` by device (``host`` and the budgeted GPUs); None: no GPU is budgeted
     memory_devices: Mapping[str, int] | None = None
+    #: buffers by device that llama-server reported at load (with ``-lv 4``; else None)
+    memory_reported: Mapping[str, int] | None = None
     #: when this llamasup took the process over from the one before it (a planned restart)
     adopted_at: float | None = None
     #: that llamasup's pid (the same as this one's after a re-exec in place)

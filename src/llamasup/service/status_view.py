@@ -71,6 +71,7 @@ def sidecar_dict(view: SidecarView, now: float) -> dict[str, Any]:
         "progress": view.progress,
         "memory": view.memory,
         "memory_devices": None if view.memory_devices is None else dict(view.memory_devices),
+        "memory_reported": None if view.memory_reported is None else dict(view.memory_reported),
         "pinned": view.pinned,
         "last_error": view.last_error,
         "exit_code": view.exit_code,

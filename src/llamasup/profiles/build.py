@@ -2,68 +2,47 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from llamasup.core.units import format_bytes, parse_duration, parse_size
-from llamasup.core.yamlsrc import KeyPath, YamlDoc, format_path
-from llamasup.errors import FlagError, ProfileIssue
+from llamasup.core.units import parse_duration, parse_size
+from llamasup.errors import FlagError
 from llamasup.flags.dialect import BinaryFlags, for_binary
 from llamasup.flags.flagset import FlagSet, env_owned_by_llamasup, lookup, merge, parse, tokenize
 from llamasup.flags.vocabulary import Kind, Layer
 from llamasup.profiles.binaries import BinaryCatalog
 from llamasup.profiles.budget import memory_budget
+from llamasup.profiles.checks import (
+    check_agent_names,
+    check_aliases,
+    check_listen,
+    check_pinned,
+    check_spawn_placeholders,
+)
+from llamasup.profiles.parsed import At, IssueLog, ParsedFile, where
 from llamasup.profiles.request_rules import request_rules
 from llamasup.profiles.types import (
     AgentConfig,
     ApiKeyConfig,
-    ClientTimeouts,
     GroupConfig,
     ModelConfig,
     Profiles,
     RequestRules,
-    RestartConfig,
-    SchedulingConfig,
     ServerConfig,
     Source,
 )
+from llamasup.profiles.values import (
+    binary_value,
+    client_timeouts,
+    parse_listen,
+    parse_port_range,
+    resolve_path,
+    restart_config,
+    scheduling_config,
+    ttl_value,
+)
 from llamasup.runtime.locate import LLAMA_CPP_BUILD
 
-
-@dataclass
-class ParsedFile:
-    """One profile file after YAML, substitution and schema checks."""
-
-    name: str
-    directory: Path
-    doc: YamlDoc
-    data: dict[str, Any]
-
-
-class IssueLog:
-    """Collects issues; every one is located by file, line and key path."""
-
-    def __init__(self) -> None:
-        self.errors: list[ProfileIssue] = []
-        self.warnings: list[ProfileIssue] = []
-
-    def error(self, parsed: ParsedFile | str, path: KeyPath, message: str) -> None:
-        self.errors.append(_issue(parsed, path, message))
-
-    def warn(self, parsed: ParsedFile | str, path: KeyPath, message: str) -> None:
-        self.warnings.append(_issue(parsed, path, message))
-
-
-def _issue(parsed: ParsedFile | str, path: KeyPath, message: str) -> ProfileIssue:
-    if isinstance(parsed, str):
-        return ProfileIssue(parsed, None, format_path(path), message)
-    return ProfileIssue(parsed.name, parsed.doc.line_of(path), format_path(path), message)
-
-
-#: model keys whose place ``Profiles.sources`` records (checks on the host point at them)
 _LOCATED_MODEL_KEYS = ("path", "binary", "command")
 
 _SOURCE_FLAGS = frozenset(
@@ -84,30 +63,21 @@ _SOURCE_FLAGS = frozenset(
         "--vision-gemma-12b-default",
     }
 )
-_SPAWN_PLACEHOLDER_RE = re.compile(r"\$\{(PORT|HOST|MODEL_ID)\}")
-
-
-@dataclass(frozen=True)
-class _At:
-    """Where a value was defined: its file and key path."""
-
-    file: ParsedFile
-    path: KeyPath
 
 
 class _Builder:
     def __init__(self, log: IssueLog, environ: Mapping[str, str]) -> None:
         self.log = log
         self.environ = environ
-        self.server: dict[str, tuple[_At, Any]] = {}
-        self.sections: dict[str, dict[str, tuple[_At, Any]]] = {
+        self.server: dict[str, tuple[At, Any]] = {}
+        self.sections: dict[str, dict[str, tuple[At, Any]]] = {
             "models": {},
             "agents": {},
             "groups": {},
         }
         self._binaries = BinaryCatalog(environ)
 
-    def error(self, at: _At, message: str, *suffix: str | int) -> None:
+    def error(self, at: At, message: str, *suffix: str | int) -> None:
         self.log.error(at.file, (*at.path, *suffix), message)
 
     # -- collecting ------------------------------------------------------------------------
@@ -115,19 +85,19 @@ class _Builder:
     def add_file(self, parsed: ParsedFile) -> None:
         data: dict[str, Any] = parsed.data
         for key, value in dict(data.get("server") or {}).items():
-            at = _At(parsed, ("server", key))
+            at = At(parsed, ("server", key))
             if key in self.server:
                 first = self.server[key][0]
-                self.error(at, f"server.{key} is also set in {_where(first)}; set it once")
+                self.error(at, f"server.{key} is also set in {where(first)}; set it once")
             else:
                 self.server[key] = (at, value)
         for section, table in self.sections.items():
             for name, value in dict(data.get(section) or {}).items():
-                at = _At(parsed, (section, name))
+                at = At(parsed, (section, name))
                 if name in table:
                     first = table[name][0]
                     kind = section[:-1]
-                    self.error(at, f"{kind} {name!r} is also defined in {_where(first)}")
+                    self.error(at, f"{kind} {name!r} is also defined in {where(first)}")
                 else:
                     table[name] = (at, value)
 
@@ -156,10 +126,10 @@ class _Builder:
             )
             for name, (at, raw) in sorted(self.sections["groups"].items())
         }
-        self._check_aliases(models)
-        self._check_agent_names(models, agents)
-        self._check_pinned(models, server)
-        self._check_listen(server)
+        check_aliases(models, self.sections["models"], self.log)
+        check_agent_names(models, agents, self.sections["agents"], self.log)
+        check_pinned(models, server, self.sections["models"], self.log)
+        check_listen(server, self.server, self.log)
         if self.log.errors:
             return None
         return Profiles(
@@ -181,7 +151,7 @@ class _Builder:
         for name, (at, raw) in self.sections["models"].items():
             for key in _LOCATED_MODEL_KEYS:
                 if isinstance(raw, Mapping) and key in raw:
-                    sources[("models", name, key)] = _source(_At(at.file, (*at.path, key)))
+                    sources[("models", name, key)] = _source(At(at.file, (*at.path, key)))
         return sources
 
     def _server(self) -> ServerConfig:
@@ -193,7 +163,7 @@ class _Builder:
                 self.error(at, str(exc))
         return ServerConfig(**values)
 
-    def _server_value(self, key: str, raw: Any, at: _At) -> dict[str, Any]:
+    def _server_value(self, key: str, raw: Any, at: At) -> dict[str, Any]:
         directory = at.file.directory
         if key == "listen":
             host, port = parse_listen(str(raw))
@@ -203,7 +173,7 @@ class _Builder:
         if key in ("health_timeout", "health_interval", "stop_grace", "start_timeout"):
             return {key: parse_duration(raw)}
         if key == "idle_ttl":
-            return {"idle_ttl": _ttl(raw)}
+            return {"idle_ttl": ttl_value(raw)}
         if key == "memory_budget":
             return memory_budget(raw)
         if key == "max_request_body":
@@ -214,9 +184,9 @@ class _Builder:
         if key == "env":
             return {"env": self._env(raw, at)}
         if key == "binary":
-            return {"binary": _binary(str(raw), directory)}
+            return {"binary": binary_value(str(raw), directory)}
         if key == "state_dir":
-            return {"state_dir": _path(str(raw), directory)}
+            return {"state_dir": resolve_path(str(raw), directory)}
         if key == "api_keys":
             return {"api_keys": tuple(self._api_key(item, at, i) for i, item in enumerate(raw))}
         if key == "agent_flags":
@@ -226,29 +196,29 @@ class _Builder:
                 "agent_flags_allow_load": allowed,
             }
         if key == "restart":
-            return {"restart": _restart(raw)}
+            return {"restart": restart_config(raw)}
         if key == "request_log":
             # YAML reads a bare off/on as a boolean: take it as meant
             return {key: {False: "off", True: "text"}.get(raw, raw)}
         if key == "scheduling":
-            return {"scheduling": _scheduling(raw)}
+            return {"scheduling": scheduling_config(raw)}
         if key == "client_timeouts":
-            return {"client_timeouts": _client_timeouts(raw)}
+            return {"client_timeouts": client_timeouts(raw)}
         if key in ("cors_origins", "allowed_hosts"):
             return {key: tuple(str(item).lower().rstrip(".") for item in raw)}
         return {key: raw}
 
-    def _api_key(self, raw: Mapping[str, Any], at: _At, index: int) -> ApiKeyConfig:
+    def _api_key(self, raw: Mapping[str, Any], at: At, index: int) -> ApiKeyConfig:
         file = raw.get("file")
         return ApiKeyConfig(
             name=str(raw["name"]),
             scope=raw["scope"],
             env=raw.get("env"),
-            file=None if file is None else _path(str(file), at.file.directory),
-            source=_source(_At(at.file, (*at.path, index))),
+            file=None if file is None else resolve_path(str(file), at.file.directory),
+            source=_source(At(at.file, (*at.path, index))),
         )
 
-    def _allow_load(self, names: Sequence[str], at: _At) -> frozenset[str]:
+    def _allow_load(self, names: Sequence[str], at: At) -> frozenset[str]:
         allowed: set[str] = set()
         for i, name in enumerate(names):
             definition = lookup(name)
@@ -266,7 +236,7 @@ class _Builder:
                 allowed.add(definition.name)
         return frozenset(allowed)
 
-    def _flags(self, raw: Any, at: _At, layer: Layer, binary: BinaryFlags | None = None) -> FlagSet:
+    def _flags(self, raw: Any, at: At, layer: Layer, binary: BinaryFlags | None = None) -> FlagSet:
         try:
             tokens = tokenize(raw)
         except FlagError as exc:
@@ -288,21 +258,21 @@ class _Builder:
         return result.flags
 
     def _configured_binary(
-        self, model_raw: Mapping[str, Any] | None, at: _At | None = None
+        self, model_raw: Mapping[str, Any] | None, at: At | None = None
     ) -> str | None:
         """The ``binary`` a model (or, without one, every model) is configured with."""
         if model_raw is not None and model_raw.get("binary") is not None and at is not None:
-            return _binary(str(model_raw["binary"]), at.file.directory)
+            return binary_value(str(model_raw["binary"]), at.file.directory)
         server_binary = self.server.get("binary")
         if server_binary is None:
             return None
         where, raw = server_binary
-        return _binary(str(raw), where.file.directory)
+        return binary_value(str(raw), where.file.directory)
 
     def _binary_flags(self, configured: str | None) -> BinaryFlags | None:
         return self._binaries.flags_for(configured)
 
-    def _env(self, raw: Mapping[str, Any], at: _At) -> tuple[tuple[str, str], ...]:
+    def _env(self, raw: Mapping[str, Any], at: At) -> tuple[tuple[str, str], ...]:
         pairs: list[tuple[str, str]] = []
         for name, value in raw.items():
             owned = env_owned_by_llamasup(name)
@@ -316,7 +286,7 @@ class _Builder:
         return tuple(sorted(pairs))
 
     def _model(
-        self, name: str, at: _At, raw: Mapping[str, Any], server: ServerConfig
+        self, name: str, at: At, raw: Mapping[str, Any], server: ServerConfig
     ) -> ModelConfig | None:
         errors_before = len(self.log.errors)
         directory = at.file.directory
@@ -325,7 +295,7 @@ class _Builder:
         binary = (
             None if command is not None else self._binary_flags(self._configured_binary(raw, at))
         )
-        args_at = _At(at.file, (*at.path, "args"))
+        args_at = At(at.file, (*at.path, "args"))
         args = self._flags(raw.get("args"), args_at, Layer.MODEL, binary)
         if binary is not None:
             try:
@@ -335,7 +305,7 @@ class _Builder:
         if command is not None:
             command = self._command(name, [str(part) for part in command], at)
             if command:  # its program resolves like ``binary``: relative to this file
-                command[0] = _binary(command[0], directory)
+                command[0] = binary_value(command[0], directory)
             if "args" in raw:
                 self.error(at, "a command model takes its arguments inside command", "args")
             for key in ("binary",):
@@ -357,12 +327,12 @@ class _Builder:
                 )
             if path is not None and sources:
                 self.error(at, f"path and {sources[0]} both name the model; keep one", "args")
-        model_path = None if path is None else _path(str(path), directory)
+        model_path = None if path is None else resolve_path(str(path), directory)
         if model_path is not None and not model_path.is_file():
             self.log.warn(
                 at.file, (*at.path, "path"), f"model file {model_path} does not exist (yet)"
             )
-        ttl = _ttl(raw["ttl"]) if "ttl" in raw else server.idle_ttl
+        ttl = ttl_value(raw["ttl"]) if "ttl" in raw else server.idle_ttl
         try:
             memory = None if raw.get("memory") is None else parse_size(raw["memory"])
         except ValueError as exc:
@@ -374,10 +344,12 @@ class _Builder:
             path=model_path,
             command=None if command is None else tuple(command),
             health=str(raw.get("health", "/health")),
-            binary=None if raw.get("binary") is None else _binary(str(raw["binary"]), directory),
+            binary=None
+            if raw.get("binary") is None
+            else binary_value(str(raw["binary"]), directory),
             args=args,
             aliases=tuple(raw.get("aliases", ())),
-            env=self._env(raw.get("env", {}), _At(at.file, (*at.path, "env"))),
+            env=self._env(raw.get("env", {}), At(at.file, (*at.path, "env"))),
             pinned=bool(raw.get("pinned", False)),
             preload=bool(raw.get("preload", False)),
             ttl=None if raw.get("pinned") else ttl,
@@ -389,14 +361,14 @@ class _Builder:
             unlisted=bool(raw.get("unlisted", False)),
             upstream_model=raw.get("upstream_model"),
             priority=int(raw.get("priority", 0)),
-            request=self._request(raw.get("request"), _At(at.file, (*at.path, "request"))),
+            request=self._request(raw.get("request"), At(at.file, (*at.path, "request"))),
             send_loading_state=None
             if raw.get("send_loading_state") is None
             else bool(raw["send_loading_state"]),
         )
         return model if len(self.log.errors) == errors_before else None
 
-    def _command(self, name: str, command: list[str], at: _At) -> list[str]:
+    def _command(self, name: str, command: list[str], at: At) -> list[str]:
         if not any("${PORT}" in part for part in command):
             self.error(
                 at,
@@ -406,16 +378,16 @@ class _Builder:
         return [part.replace("${MODEL_ID}", name) for part in command]
 
     def _agent(
-        self, name: str, at: _At, raw: Any, models: Mapping[str, ModelConfig]
+        self, name: str, at: At, raw: Any, models: Mapping[str, ModelConfig]
     ) -> AgentConfig | None:
         if not isinstance(raw, dict):
             raw = {"flags": raw}
             flags_at = at
         else:
-            flags_at = _At(at.file, (*at.path, "flags"))
+            flags_at = At(at.file, (*at.path, "flags"))
         errors_before = len(self.log.errors)
         flags = self._flags(raw.get("flags"), flags_at, Layer.AGENT)
-        request = self._request(raw.get("request"), _At(at.file, (*at.path, "request")))
+        request = self._request(raw.get("request"), At(at.file, (*at.path, "request")))
         model_name = raw.get("model")
         model_id = None
         if model_name is not None:
@@ -440,89 +412,11 @@ class _Builder:
             request=request,
         )
 
-    def _request(self, raw: Any, at: _At) -> RequestRules:
+    def _request(self, raw: Any, at: At) -> RequestRules:
         rules, problems = request_rules(raw)
         for suffix, message in problems:
             self.error(at, message, *suffix)
         return rules
-
-    def _check_aliases(self, models: Mapping[str, ModelConfig]) -> None:
-        owners: dict[str, str] = {}
-        for model in models.values():
-            at = self.sections["models"][model.id][0]
-            for i, alias in enumerate(model.aliases):
-                if alias in models:
-                    self.error(at, f"alias {alias!r} is the id of another model", "aliases", i)
-                elif alias in owners:
-                    self.error(
-                        at,
-                        f"alias {alias!r} is also an alias of model {owners[alias]!r}",
-                        "aliases",
-                        i,
-                    )
-                else:
-                    owners[alias] = model.id
-
-    def _check_agent_names(
-        self, models: Mapping[str, ModelConfig], agents: Mapping[str, AgentConfig]
-    ) -> None:
-        """An agent named like a model or alias cannot be requested by its bare name."""
-        names = {alias: model.id for model in models.values() for alias in model.aliases}
-        names.update({model_id: model_id for model_id in models})
-        for name, agent in agents.items():
-            if name in names and agent.model:
-                at = self.sections["agents"][name][0]
-                self.log.warn(
-                    at.file,
-                    at.path,
-                    f"agent {name!r} has the name of model {names[name]!r} (or its alias): as a "
-                    f"request's model, {name!r} means that model; request "
-                    f"{agent.model}@{name} or @{name} for the agent",
-                )
-
-    def _check_pinned(self, models: Mapping[str, ModelConfig], server: ServerConfig) -> None:
-        """Pinned models that cannot all run: the planner starts them in id order and
-        refuses the rest (nothing evicts a pinned one), so say which at validation."""
-        pinned = [model for model in models.values() if model.pinned]  # already in id order
-        count, held = 0, 0
-        for model in pinned:
-            memory = model.memory or 0
-            at = self.sections["models"][model.id][0]
-            if server.max_sidecars is not None and count + 1 > server.max_sidecars:
-                why = f"max_sidecars is {server.max_sidecars} and {count} pinned models come first"
-            elif server.memory_budget is not None and held + memory > server.memory_budget:
-                why = (
-                    f"it declares {format_bytes(memory)} and pinned models before it "
-                    f"{format_bytes(held)}, over memory_budget {format_bytes(server.memory_budget)}"
-                )
-            else:  # admitted, as the planner would (pinned ones start in id order)
-                count, held = count + 1, held + memory
-                continue
-            self.log.warn(at.file, (*at.path, "pinned"), f"{model.id!r} will be refused: {why}")
-
-    def _check_listen(self, server: ServerConfig) -> None:
-        listen_at = self.server.get("listen", (None, None))[0]
-        if not server.listen_is_loopback and not server.api_keys and not server.allow_public_listen:
-            where = listen_at or next(iter(self.server.values()))[0]
-            self.error(
-                where,
-                f"listening on non-loopback {server.listen_host} with no api_keys: add an "
-                "api_keys entry, or set allow_public_listen: true if the network is trusted",
-            )
-        hosts_at = self.server.get("allowed_hosts", (None, None))[0]
-        if server.allowed_hosts and not server.api_keys and not server.allow_public_listen:
-            assert hosts_at is not None
-            self.error(
-                hosts_at,
-                "allowed_hosts lets a reverse proxy expose llamasup beyond this machine: add an "
-                "api_keys entry, or set allow_public_listen: true if its network is trusted",
-            )
-        low, high = server.ports
-        if low <= server.listen_port <= high and listen_at is not None:
-            self.error(
-                listen_at,
-                f"listen port {server.listen_port} lies inside the sidecar port range {low}-{high}",
-            )
 
 
 def build_profiles(
@@ -536,27 +430,8 @@ def build_profiles(
     builder = _Builder(log, environ)
     for parsed in files:
         builder.add_file(parsed)
-    _check_spawn_placeholders(files, log)
+    check_spawn_placeholders(files, log)
     return builder.finish(source, revision, [p.name for p in files])
-
-
-def _check_spawn_placeholders(files: Sequence[ParsedFile], log: IssueLog) -> None:
-    """${PORT}/${HOST}/${MODEL_ID} mean something only inside a model's command."""
-
-    def walk(value: Any, path: KeyPath, parsed: ParsedFile) -> None:
-        if len(path) == 3 and path[0] == "models" and path[2] == "command":
-            return
-        if isinstance(value, dict):
-            for key, child in value.items():
-                walk(child, (*path, key), parsed)
-        elif isinstance(value, list):
-            for i, child in enumerate(value):
-                walk(child, (*path, i), parsed)
-        elif isinstance(value, str) and (match := _SPAWN_PLACEHOLDER_RE.search(value)):
-            log.error(parsed, path, f"{match.group()} is only substituted inside a model's command")
-
-    for parsed in files:
-        walk(parsed.data, (), parsed)
 
 
 def _find(models: Mapping[str, ModelConfig], name: str) -> ModelConfig | None:
@@ -565,12 +440,7 @@ def _find(models: Mapping[str, ModelConfig], name: str) -> ModelConfig | None:
     return next((m for m in models.values() if name in m.aliases), None)
 
 
-def _where(at: _At) -> str:
-    line = at.file.doc.line_of(at.path)
-    return at.file.name if line is None else f"{at.file.name}:{line}"
-
-
-def _source(at: _At) -> Source:
+def _source(at: At) -> Source:
     return Source(at.file.name, at.file.doc.line_of(at.path))
 
 
@@ -580,79 +450,3 @@ def _token_index(raw: Any, flag: str) -> int | None:
             if str(item) == flag or str(item).startswith(f"{flag}="):
                 return i
     return None
-
-
-def _ttl(raw: Any) -> float | None:
-    seconds = parse_duration(raw)
-    return None if seconds == 0 else seconds
-
-
-def _path(value: str, directory: Path) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (directory / path).resolve()
-
-
-def _binary(value: str, directory: Path) -> str:
-    """A bare name is looked up on PATH at spawn time; anything with a slash is a path."""
-    if "/" in value or value.startswith("~"):
-        return str(_path(value, directory))
-    return value
-
-
-def _restart(raw: Mapping[str, Any]) -> RestartConfig:
-    defaults = RestartConfig()
-    return RestartConfig(
-        backoff=parse_duration(raw.get("backoff", defaults.backoff)),
-        backoff_max=parse_duration(raw.get("backoff_max", defaults.backoff_max)),
-        max_failures=int(raw.get("max_failures", defaults.max_failures)),
-        window=parse_duration(raw.get("window", defaults.window)),
-    )
-
-
-def _scheduling(raw: Mapping[str, Any]) -> SchedulingConfig:
-    defaults = SchedulingConfig()
-
-    def optional(name: str, default: float | None) -> float | None:
-        if name not in raw:
-            return default
-        value = raw[name]
-        return None if value is None or value == "never" else parse_duration(value)
-
-    min_resident = raw.get("min_resident", "auto")
-    return SchedulingConfig(
-        max_wait=optional("max_wait", defaults.max_wait),
-        min_resident=None if min_resident == "auto" else parse_duration(min_resident),
-        aging=optional("aging", defaults.aging),
-        max_keep_alive=parse_duration(raw.get("max_keep_alive", defaults.max_keep_alive)),
-    )
-
-
-def _client_timeouts(raw: Mapping[str, Any]) -> ClientTimeouts:
-    defaults = ClientTimeouts()
-    seconds: dict[str, float] = {}
-    for name in ("idle", "head", "body"):
-        value = parse_duration(raw.get(name, getattr(defaults, name)))
-        if value <= 0:
-            raise ValueError(f"client_timeouts.{name} must be more than 0")
-        seconds[name] = value
-    return ClientTimeouts(**seconds)
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, _, port_text = text.rpartition(":")
-    host = host.strip("[]")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is outside 1-65535")
-    return host, port
-
-
-def parse_port_range(text: str) -> tuple[int, int]:
-    low_text, _, high_text = text.partition("-")
-    low, high = int(low_text), int(high_text)
-    for port in (low, high):
-        if not 1 <= port <= 65535:
-            raise ValueError(f"port {port} is outside 1-65535")
-    if low > high:
-        raise ValueError(f"port range {low}-{high} is empty (start above end)")
-    return low, high

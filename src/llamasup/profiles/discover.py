@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from llamasup.profiles.build import parse_listen
+from llamasup.profiles.values import parse_listen
 
 PROFILES_ENV = "LLAMASUP_PROFILES"
 DEFAULT_PROFILE_DIR = "profiles"

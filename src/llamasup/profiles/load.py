@@ -16,8 +16,9 @@ from typing import Any
 from llamasup.core.envsubst import substitute
 from llamasup.core.yamlsrc import KeyPath, YamlSyntaxError, load_yaml
 from llamasup.errors import ProfileError, ProfileIssue
-from llamasup.profiles.build import IssueLog, ParsedFile, build_profiles
+from llamasup.profiles.build import build_profiles
 from llamasup.profiles.discover import profile_files
+from llamasup.profiles.parsed import IssueLog, ParsedFile
 from llamasup.profiles.schema import schema_issues
 from llamasup.profiles.types import (
     Profiles,

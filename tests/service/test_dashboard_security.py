@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 from service_helpers import RunningService, fake_profile, running_service, write_model_files
 
+from llamasup.service.api_errors import ApiError
+from llamasup.service.auth import ApiKey
 from llamasup.service.ui_routes import CONTENT_SECURITY_POLICY
-from llamasup.service.ui_session import cookie_value
+from llamasup.service.ui_session import (
+    FAILED_LOGIN_WINDOW,
+    MAX_FAILED_LOGINS,
+    SessionBook,
+    cookie_value,
+)
 from llamasup.testing.poll import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -318,3 +325,43 @@ def test_cookie_parsing() -> None:
     assert cookie_value([(b"cookie", b"xllamasup-session=abc")]) is None
     assert cookie_value([(b"cookie", b"llamasup-session=a; llamasup-session=b")]) is None
     assert cookie_value([]) is None
+
+
+def test_wrong_keys_are_rate_limited_and_the_limit_passes_with_time() -> None:
+    now = [1000.0]
+    keys = [ApiKey("ops", "admin", ADMIN_KEY.encode())]
+    book = SessionBook(lambda: keys, clock=lambda: now[0])
+    for attempt in range(MAX_FAILED_LOGINS):
+        with pytest.raises(ApiError) as wrong:
+            book.login("" if attempt == 0 else f"guess-{attempt}")
+        assert wrong.value.status == 401
+        now[0] += 1.0
+    # locked: even the right key is not tested now (a guess would learn nothing from it)
+    with pytest.raises(ApiError) as locked:
+        book.login(ADMIN_KEY)
+    assert locked.value.status == 429 and locked.value.code == "too_many_logins"
+    retry = dict(locked.value.headers)[b"retry-after"]
+    assert int(retry) == FAILED_LOGIN_WINDOW - MAX_FAILED_LOGINS  # until the oldest leaves
+    now[0] = 1000.0 + FAILED_LOGIN_WINDOW  # the first failure leaves the window
+    _, session = book.login(ADMIN_KEY)
+    assert session.scope == "admin"
+    # without keys there is nothing to guess and nothing is counted
+    open_book = SessionBook(list, clock=lambda: now[0])
+    for _ in range(2 * MAX_FAILED_LOGINS):
+        open_book.login(None)
+
+
+async def test_the_page_sees_the_limit_as_429(tmp_path: Path, fake_server_bin: Path) -> None:
+    profile = _profile(tmp_path, fake_server_bin, KEYS)
+    async with running_service(profile, watch=False, environ=_environ()) as running:
+        for _ in range(MAX_FAILED_LOGINS):
+            reply = await running.client.post(
+                "/ui/session", json={"key": "wrong"}, headers=page(running)
+            )
+            assert reply.status_code == 401
+        reply = await running.client.post(
+            "/ui/session", json={"key": ADMIN_KEY}, headers=page(running)
+        )
+        assert reply.status_code == 429
+        assert reply.json()["error"]["code"] == "too_many_logins"
+        assert "set-cookie" not in reply.headers

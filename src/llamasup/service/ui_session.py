@@ -17,16 +17,20 @@ own page gets in through a session, never through a key kept in the page:
   cookie that arrives on any other request is ignored.
 
 Sessions live in memory (a restart logs everyone out), at most :data:`MAX_SESSIONS` (the
-oldest goes first) for at most :data:`SESSION_SECONDS` each.
+oldest goes first) for at most :data:`SESSION_SECONDS` each. Wrong keys are rate-limited: after
+:data:`MAX_FAILED_LOGINS` failures within :data:`FAILED_LOGIN_WINDOW` seconds, logins are refused
+(429 ``too_many_logins``, no key tested) until the oldest failure leaves the window, so the
+page cannot be used to guess keys quickly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +46,8 @@ SESSION = "llamasup.session"
 MAX_SESSIONS = 64
 SESSION_SECONDS = 12 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_FAILED_LOGINS = 10
+FAILED_LOGIN_WINDOW = 60.0
 
 
 def _digest(secret: bytes) -> bytes:
@@ -78,6 +84,8 @@ class SessionBook:
         self._limit = limit
         self._lifetime = lifetime
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()
+        #: times of recent failed logins (wrong or missing key), oldest first
+        self._failures: deque[float] = deque()
 
     @property
     def keyed(self) -> bool:
@@ -89,11 +97,12 @@ class SessionBook:
         Raises ApiError 401 for a missing or wrong key."""
         keys = self._keys()
         if keys:
-            if not token:
-                raise ApiError(401, "invalid_api_key", "this llamasup needs an API key")
-            key = match(keys, token.encode())
+            self._check_failures()
+            key = match(keys, token.encode()) if token else None
             if key is None:
-                raise ApiError(401, "invalid_api_key", "invalid API key")
+                self._failures.append(self._clock())
+                message = "invalid API key" if token else "this llamasup needs an API key"
+                raise ApiError(401, "invalid_api_key", message)
             name, digest, scope = key.name, _digest(key.secret), key.scope
         else:
             name, digest, scope = None, b"", "admin"
@@ -108,6 +117,20 @@ class SessionBook:
         )  # fmt: skip
         self._sessions[session.sid_hash] = session
         return sid, session
+
+    def _check_failures(self) -> None:
+        now = self._clock()
+        while self._failures and self._failures[0] <= now - FAILED_LOGIN_WINDOW:
+            self._failures.popleft()
+        if len(self._failures) >= MAX_FAILED_LOGINS:
+            wait = max(1, math.ceil(self._failures[0] + FAILED_LOGIN_WINDOW - now))
+            raise ApiError(
+                429,
+                "too_many_logins",
+                f"{len(self._failures)} failed logins in the last {FAILED_LOGIN_WINDOW:.0f} s; "
+                f"try again in {wait} s",
+                headers=[(b"retry-after", str(wait).encode())],
+            )
 
     def find(self, sid: str | None) -> Session | None:
         """The live session of a cookie value, if its key still exists with the same value."""

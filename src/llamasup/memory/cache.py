@@ -86,6 +86,8 @@ class MemoryEstimates:
         value = self._value(spec)
         if not gpus or value is None:
             return None
+        if spec.memory_devices:  # the profile said where it goes
+            return dict(spec.memory_devices)
         parts = Footprint.whole(value) if isinstance(value, int) else Footprint.of(value)
         return split_estimate(parts, spec.load_flags, gpus, budgets)
 

@@ -1,4 +1,4 @@
-"""``server.memory_budget``: one size for all sidecar memory, or a size per device."""
+"""``server.memory_budget`` and a model's ``memory``: one size, or a size per device."""
 
 from __future__ import annotations
 
@@ -18,3 +18,13 @@ def memory_budget(raw: Any) -> dict[str, Any]:
         budgets = tuple((str(name), parse_size(size)) for name, size in raw.items())
         return {"memory_budget": None, "device_budgets": budgets}
     return {"memory_budget": None if raw is None else parse_size(raw), "device_budgets": ()}
+
+
+def declared_memory(raw: Any) -> tuple[int | None, tuple[tuple[str, int], ...]]:
+    """A model's ``memory``: (bytes in all, bytes per device when given as a mapping)."""
+    if raw is None:
+        return None, ()
+    if isinstance(raw, Mapping):
+        devices = tuple((str(name), parse_size(size)) for name, size in raw.items())
+        return sum(size for _, size in devices), devices
+    return parse_size(raw), ()

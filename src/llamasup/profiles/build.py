@@ -11,7 +11,7 @@ from llamasup.flags.dialect import BinaryFlags, for_binary
 from llamasup.flags.flagset import FlagSet, env_owned_by_llamasup, lookup, merge, parse, tokenize
 from llamasup.flags.vocabulary import Kind, Layer
 from llamasup.profiles.binaries import BinaryCatalog
-from llamasup.profiles.budget import memory_budget
+from llamasup.profiles.budget import declared_memory, memory_budget
 from llamasup.profiles.checks import (
     check_agent_names,
     check_aliases,
@@ -334,10 +334,10 @@ class _Builder:
             )
         ttl = ttl_value(raw["ttl"]) if "ttl" in raw else server.idle_ttl
         try:
-            memory = None if raw.get("memory") is None else parse_size(raw["memory"])
+            memory, memory_devices = declared_memory(raw.get("memory"))
         except ValueError as exc:
             self.error(at, str(exc), "memory")
-            memory = None
+            memory, memory_devices = None, ()
         model = ModelConfig(
             id=name,
             source=_source(at),
@@ -354,6 +354,7 @@ class _Builder:
             preload=bool(raw.get("preload", False)),
             ttl=None if raw.get("pinned") else ttl,
             memory=memory,
+            memory_devices=memory_devices,
             group=raw.get("group"),
             description=str(raw.get("description", "")),
             concurrency=raw.get("concurrency"),

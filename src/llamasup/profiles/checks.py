@@ -65,10 +65,17 @@ def check_pinned(
     """Pinned models that cannot all run: the planner starts them in id order and
     refuses the rest (nothing evicts a pinned one), so say which at validation."""
     pinned = [model for model in models.values() if model.pinned]  # already in id order
+    budgets = dict(server.device_budgets)
     count, held = 0, 0
+    held_on: dict[str, int] = {}
     for model in pinned:
         memory = model.memory or 0
         at = entries[model.id][0]
+        over = [
+            (device, size)
+            for device, size in model.memory_devices
+            if device in budgets and held_on.get(device, 0) + size > budgets[device]
+        ]
         if server.max_sidecars is not None and count + 1 > server.max_sidecars:
             why = f"max_sidecars is {server.max_sidecars} and {count} pinned models come first"
         elif server.memory_budget is not None and held + memory > server.memory_budget:
@@ -76,8 +83,17 @@ def check_pinned(
                 f"it declares {format_bytes(memory)} and pinned models before it "
                 f"{format_bytes(held)}, over memory_budget {format_bytes(server.memory_budget)}"
             )
+        elif over:
+            device, size = over[0]
+            why = (
+                f"it declares {format_bytes(size)} on {device} and pinned models before it "
+                f"{format_bytes(held_on.get(device, 0))}, over memory_budget.{device} "
+                f"{format_bytes(budgets[device])}"
+            )
         else:  # admitted, as the planner would (pinned ones start in id order)
             count, held = count + 1, held + memory
+            for device, size in model.memory_devices:
+                held_on[device] = held_on.get(device, 0) + size
             continue
         log.warn(at.file, (*at.path, "pinned"), f"{model.id!r} will be refused: {why}")
 

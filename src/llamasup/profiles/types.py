@@ -171,6 +171,8 @@ class ModelConfig:
     preload: bool = False
     ttl: float | None = None
     memory: int | None = None
+    #: ``memory`` given per device: ``(("CUDA0", bytes), ("host", bytes))``; ``memory`` is the sum
+    memory_devices: tuple[tuple[str, int], ...] = ()
     group: str | None = None
     description: str = ""
     concurrency: int | None = None

@@ -41,6 +41,8 @@ class SidecarSpec:
     preload: bool = False
     ttl: float | None = None
     memory: int | None = None
+    #: the profile's ``memory`` per device, when it gave one (not part of the key)
+    memory_devices: tuple[tuple[str, int], ...] = ()
     group: str | None = None
     concurrency: int | None = None
     priority: int = 0
@@ -245,6 +247,7 @@ def _spec(
         preload=model.preload,
         ttl=model.ttl,
         memory=model.memory,
+        memory_devices=model.memory_devices,
         group=model.group,
         concurrency=model.concurrency,
         priority=model.priority,

@@ -357,6 +357,86 @@ async def test_status_table_json_and_watch(
         assert "\x1b[" not in out  # not a terminal: no screen clearing
 
 
+async def test_live_watch_redraws_as_the_host_changes(
+    tmp_path: Path,
+    fake_server_bin: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = Profiles(fake_server_bin, tmp_path)
+    served = write_set(tmp_path / "served", texts.text({"alpha": "preload: true", "beta": ""}))
+    async with running_service(served, watch=False) as running:
+        await wait_for(ready(running, "alpha"))
+        frames: list[dict[str, str]] = []
+        draw = cli_control._draw
+
+        def counting(args: Any, doc: Any, *, clear: bool) -> None:
+            draw(args, doc, clear=clear)
+            frames.append({row["model"]: row["state"] for row in doc["sidecars"]})
+            if frames[-1].get("beta") == "ready":
+                raise KeyboardInterrupt  # Ctrl-C once the change is on screen
+
+        monkeypatch.setattr(cli_control, "_draw", counting)
+        monkeypatch.setattr(cli_control, "sleep", lambda _s: pytest.fail("live watch polled"))
+        watching = asyncio.create_task(cli(capsys, "status", "-w", "--server", running.url))
+        await wait_for(lambda: frames, what="the first frame")
+        assert frames[0] == {"alpha": "ready"}
+        reply = await running.client.post(
+            "/v1/chat/completions",
+            json={"model": "beta", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]},
+        )
+        assert reply.status_code == 200
+        code, out, _ = await asyncio.wait_for(watching, 30)
+        assert code == 0
+        assert frames[-1] == {"alpha": "ready", "beta": "ready"}
+        assert out.count("last reload:") == len(frames)
+
+
+async def test_live_watch_polls_a_server_without_an_event_stream(
+    tmp_path: Path,
+    fake_server_bin: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = Profiles(fake_server_bin, tmp_path)
+    served = write_set(tmp_path / "served", texts.text({"alpha": ""}))
+    async with running_service(served, watch=False) as running:
+        status = await running.status()  # a real document, served below by an "older" front
+
+    class OldServer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(status).encode() if self.path == "/api/status" else b"{}"
+            self.send_response(200 if self.path == "/api/status" else 404)
+            if self.path != "/api/status":  # an older llamasup's 404
+                self.send_header("x-llamasup-error", "not_found")
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OldServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    slept: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_control, "sleep", fake_sleep)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, _ = await cli(capsys, "status", "-w", "--server", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0, _
+    assert slept == [2.0]  # fell back to polling every 2 s
+    assert "last reload: ok" in out
+
+
 async def test_plan_logs_unload_and_reload(
     tmp_path: Path,
     fake_server_bin: Path,

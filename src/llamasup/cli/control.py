@@ -8,6 +8,7 @@ rejected reload), 2 the command could not be carried out (unreachable, key refus
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -21,14 +22,17 @@ from llamasup.cli.client import (
     unexpected,
 )
 from llamasup.cli.commands.connection import EXIT_FAILED, EXIT_OK
+from llamasup.cli.commands.control import LIVE, WATCH_INTERVAL
 from llamasup.cli.table import cell, issue_text, plan_lines, table
 from llamasup.core.units import format_bytes, format_duration
 
 ERROR_WIDTH = 40
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
-#: ``status --watch`` sleeps with this (tests replace it to end the loop)
+#: ``status --watch SECONDS`` sleeps with this (tests replace it to end the loop)
 sleep: Callable[[float], None] = time.sleep
+#: called when a live ``status --watch`` stream ended and is opened again (tests end it here)
+stream_ended: Callable[[], None] | None = None
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -39,29 +43,64 @@ def run_status(args: argparse.Namespace, client: ControlClient) -> int:
         return _status_once(args, client, clear=False)
     clear = sys.stdout.isatty()
     try:
+        if args.watch == LIVE:
+            code = _status_live(args, client, clear=clear)
+            if code is not None:
+                return code
+            args.watch = WATCH_INTERVAL  # a llamasup without /api/events: poll it
         while True:
             code = _status_once(args, client, clear=clear)
             if code != EXIT_OK:
                 return code
-            if not clear:
-                print()
-            sys.stdout.flush()
+            _frame_done(clear)
             sleep(args.watch)
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _status_live(args: argparse.Namespace, client: ControlClient, *, clear: bool) -> int | None:
+    """Redraw on every ``status`` event of ``/api/events`` (after each change, and every 2 s),
+    reconnecting when the stream ends (a planned restart ends it); None when the server has
+    no event stream to give (then the caller polls)."""
+    while True:
+        with client.stream("/api/events") as response:
+            if response.status_code in (404, 503):
+                return None
+            if response.status_code != 200:
+                return unexpected(args, response)
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: ") :]
+                elif line.startswith("data: ") and event == "status":
+                    _draw(args, json.loads(line[len("data: ") :]), clear=clear)
+                    _frame_done(clear)
+                elif not line:
+                    event = ""
+        if stream_ended is not None:
+            stream_ended()
+
+
+def _frame_done(clear: bool) -> None:
+    if not clear:
+        print()
+    sys.stdout.flush()
 
 
 def _status_once(args: argparse.Namespace, client: ControlClient, *, clear: bool) -> int:
     response = client.request("GET", "/api/status")
     if response.status_code != 200:
         return unexpected(args, response)
-    doc = response.json()
+    _draw(args, response.json(), clear=clear)
+    return EXIT_OK
+
+
+def _draw(args: argparse.Namespace, doc: Mapping[str, Any], *, clear: bool) -> None:
     if args.output == "json":
         emit_json(doc)
-        return EXIT_OK
+        return
     lines = status_lines(doc, time.time())
     print((CLEAR_SCREEN if clear else "") + "\n".join(lines))
-    return EXIT_OK
 
 
 def status_lines(doc: Mapping[str, Any], now: float) -> list[str]:

@@ -9,6 +9,8 @@ from typing import Any
 from llamasup.cli.commands.connection import add_connection_flags, connected_handler
 
 WATCH_INTERVAL = 2.0
+#: ``status -w`` without SECONDS: redraw on the server's events (``/api/events``)
+LIVE = 0.0
 RESTART_TIMEOUT = 120.0
 
 
@@ -23,9 +25,10 @@ def register(commands: Any) -> None:
         "--watch",
         nargs="?",
         type=_positive_seconds,
-        const=WATCH_INTERVAL,
+        const=LIVE,
         metavar="SECONDS",
-        help=f"redraw every SECONDS (default {WATCH_INTERVAL:g}) until Ctrl-C",
+        help="redraw until Ctrl-C: live, as things change (the server's event stream), or "
+        "every SECONDS",
     )
     add_connection_flags(status)
     status.set_defaults(handler=connected_handler("llamasup.cli.control:run_status"))

@@ -31,8 +31,6 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 #: ``status --watch SECONDS`` sleeps with this (tests replace it to end the loop)
 sleep: Callable[[float], None] = time.sleep
-#: called when a live ``status --watch`` stream ended and is opened again (tests end it here)
-stream_ended: Callable[[], None] | None = None
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -77,8 +75,6 @@ def _status_live(args: argparse.Namespace, client: ControlClient, *, clear: bool
                     _frame_done(clear)
                 elif not line:
                     event = ""
-        if stream_ended is not None:
-            stream_ended()
 
 
 def _frame_done(clear: bool) -> None:

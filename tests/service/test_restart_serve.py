@@ -6,6 +6,7 @@ The real llama-server and models are in ``e2e/test_restart_e2e.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -201,3 +202,43 @@ def test_an_open_event_stream_ends_at_a_restart_instead_of_holding_it_up(
         # the new program serves event streams again
         with httpx.stream("GET", f"{served.url}/api/events", timeout=10, trust_env=False) as r:
             assert r.status_code == 200
+
+
+def test_a_live_status_watch_follows_the_server_across_a_restart(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    writer = ProfileWriter(fake_server_bin, tmp_path, tmp_path / "p.yaml")
+    writer.write({"alpha": "pinned: true"})
+    with serving(writer.target) as served:
+        served.wait_for("alpha ready", lambda: ready_pids(served, {"alpha"}))
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "llamasup", "status", "-w", "-o", "json",
+             "--server", served.url],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert watch.stdout is not None
+            decoder = json.JSONDecoder()
+            seen: list[int] = []
+
+            def next_restarts() -> int:
+                text = ""
+                while True:
+                    line = watch.stdout.readline()  # type: ignore[union-attr]
+                    assert line, "status -w ended"
+                    text += line
+                    try:
+                        doc, _ = decoder.raw_decode(text.strip())
+                    except ValueError:
+                        continue
+                    return int(doc["process"]["restarts"])
+
+            seen.append(next_restarts())
+            assert seen == [0]
+            restart(served)
+            while seen[-1] == 0:  # frames of the old program may still come first
+                seen.append(next_restarts())
+            assert seen[-1] == 1  # the same watch, reconnected to the new program
+        finally:
+            watch.terminate()
+            watch.wait(10)

@@ -164,7 +164,11 @@ def _start_llamasup(
     port = _free_port()
     first = 30000 + port % 1000 * 10  # sidecar ports nobody else's run picks
     args = ", ".join(_server_args(threads))
-    profile = work / "llamasup.yaml"
+    # the profile in a directory of its own: llamasup watches the profile's directory, and a
+    # state directory inside it (sidecar logs written at every request) would wake the
+    # watcher at every request
+    (work / "profile").mkdir()
+    profile = work / "profile" / "llamasup.yaml"
     profile.write_text(
         "version: 1\nserver:\n"
         f"  binary: {binary}\n  state_dir: {work / 'state'}\n  listen: {HOST}:{port}\n"

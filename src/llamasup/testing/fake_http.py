@@ -26,7 +26,8 @@ _MAX_LINE = 65536
 class MiniHTTPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 128
+    # a benchmark opening many streams at once must not overflow the accept queue
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], handler: type[MiniHTTPHandler]) -> None:
         if ":" in address[0]:

@@ -131,8 +131,20 @@ def started(names: list[str], threads: str, use_uvloop: bool) -> Iterator[dict[s
         work = Path(tmp)
         try:
             port = _free_port()
-            direct = _spawn([binary, "-m", str(model), "--host", HOST, "--port", str(port),
-                             "--alias", MODEL, *_server_args(threads)])  # fmt: skip
+            direct = _spawn(
+                [
+                    binary,
+                    "-m",
+                    str(model),
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--alias",
+                    MODEL,
+                    *_server_args(threads),
+                ]
+            )
             targets["direct"] = Target("direct", port, None, [direct])
             if "llamasup" in names:
                 targets["llamasup"] = _start_llamasup(work, binary, model, threads, use_uvloop)
@@ -141,13 +153,31 @@ def started(names: list[str], threads: str, use_uvloop: bool) -> Iterator[dict[s
                 models.mkdir()
                 (models / f"{MODEL}.gguf").symlink_to(model)
                 port = _free_port()
-                router = _spawn([binary, "--models-dir", str(models), "--host", HOST,
-                                 "--port", str(port), *_server_args(threads)])  # fmt: skip
+                router = _spawn(
+                    [
+                        binary,
+                        "--models-dir",
+                        str(models),
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(port),
+                        *_server_args(threads),
+                    ]
+                )
                 targets["router"] = Target("router", port, router.pid, [router])
             if "naive" in names:
                 port = _free_port()
-                naive = _spawn([sys.executable, str(HERE / "naive_proxy.py"), "--port", str(port),
-                                "--upstream", f"http://{HOST}:{targets['direct'].port}"])  # fmt: skip
+                naive = _spawn(
+                    [
+                        sys.executable,
+                        str(HERE / "naive_proxy.py"),
+                        "--port",
+                        str(port),
+                        "--upstream",
+                        f"http://{HOST}:{targets['direct'].port}",
+                    ]
+                )
                 targets["naive"] = Target("naive", port, naive.pid, [naive])
             for target in targets.values():
                 _run(lambda t=target: _warm(t.port))  # type: ignore[misc]
@@ -158,9 +188,7 @@ def started(names: list[str], threads: str, use_uvloop: bool) -> Iterator[dict[s
                     _stop(proc)
 
 
-def _start_llamasup(
-    work: Path, binary: str, model: Path, threads: str, use_uvloop: bool
-) -> Target:
+def _start_llamasup(work: Path, binary: str, model: Path, threads: str, use_uvloop: bool) -> Target:
     port = _free_port()
     first = 30000 + port % 1000 * 10  # sidecar ports nobody else's run picks
     args = ", ".join(_server_args(threads))
@@ -353,8 +381,10 @@ def report(layouts: list[dict[str, Any]], names: list[str]) -> str:
         lines.append(f"| {label} | {lay['threads']} | " + " | ".join(cell(n) for n in names) + " |")
 
     for lay in layouts:
-        base = {m: _med(lay, "direct", m, k) for m, k in
-                (("c1", "p50_ms"), ("c16", "rps"), ("stream", "ev_s"), ("ttfb", "p50_ms"))}  # fmt: skip
+        base = {
+            m: _med(lay, "direct", m, k)
+            for m, k in (("c1", "p50_ms"), ("c16", "rps"), ("stream", "ev_s"), ("ttfb", "p50_ms"))
+        }
 
         def added(n: str, m: str, lay: dict[str, Any] = lay, base: dict[str, Any] = base) -> str:
             v = _med(lay, n, m, "p50_ms")
@@ -362,7 +392,9 @@ def report(layouts: list[dict[str, Any]], names: list[str]) -> str:
                 return "—"
             return f"{v:.2f} ms" if n == "direct" else f"+{v - base[m]:.2f}"
 
-        def ratio(n: str, m: str, k: str, lay: dict[str, Any] = lay, base: dict[str, Any] = base) -> str:  # noqa: E501
+        def ratio(
+            n: str, m: str, k: str, lay: dict[str, Any] = lay, base: dict[str, Any] = base
+        ) -> str:
             v = _med(lay, n, m, k)
             if v is None or not base[m]:
                 return "—"

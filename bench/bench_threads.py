@@ -57,12 +57,31 @@ def main(argv: list[str]) -> None:
         for s in settings:
             port = _free_port()
             extra = [] if s == "unset" else ["-t", s]
-            proc = _spawn([binary, "-m", model, "--host", HOST, "--port", str(port),
-                           "-c", "4096", "-np", "4", "--no-webui", "--alias", "bench", *extra])  # fmt: skip
+            proc = _spawn(
+                [
+                    binary,
+                    "-m",
+                    model,
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "-c",
+                    "4096",
+                    "-np",
+                    "4",
+                    "--no-webui",
+                    "--alias",
+                    "bench",
+                    *extra,
+                ]
+            )
             servers[s] = (proc, port)
         for _, port in servers.values():
             _run(lambda p=port: _warm(p))  # type: ignore[misc]
-        results: dict[str, dict[str, list[float]]] = {s: {"c1": [], "gen": [], "cpu": []} for s in settings}
+        results: dict[str, dict[str, list[float]]] = {
+            s: {"c1": [], "gen": [], "cpu": []} for s in settings
+        }
         loads = [loadavg()]
         order = list(settings)
         for _ in range(ns.runs):
@@ -84,8 +103,10 @@ def main(argv: list[str]) -> None:
     print("| --- | --- | --- | --- |")
     for s in settings:
         r = results[s]
-        print(f"| {s} | {statistics.median(r['c1']):.2f} ms | {statistics.median(r['cpu']):.0f} µs "
-              f"| {statistics.median(r['gen']):.0f} |")  # fmt: skip
+        print(
+            f"| {s} | {statistics.median(r['c1']):.2f} ms | {statistics.median(r['cpu']):.0f} µs "
+            f"| {statistics.median(r['gen']):.0f} |"
+        )
     print(f"load average: {loads}")
 
 

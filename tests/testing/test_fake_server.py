@@ -463,7 +463,10 @@ def test_holds_more_streams_than_select_can_watch(spawn: Spawn, model: Path) -> 
     if soft < MANY_STREAMS + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     proc = _ready(
-        spawn, "-m", str(model), env={"FAKE_LLAMA_TOKENS": "2000", "FAKE_LLAMA_STREAM_DELAY": "0.05"}
+        spawn,
+        "-m",
+        str(model),
+        env={"FAKE_LLAMA_TOKENS": "2000", "FAKE_LLAMA_STREAM_DELAY": "0.05"},
     )
     assert proc.port is not None
     body = b'{"messages":[{"role":"user","content":"x"}],"stream":true}'

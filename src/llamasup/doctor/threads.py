@@ -3,8 +3,9 @@
 With ``-t`` unset llama.cpp runs one compute thread per core, and its OpenMP workers keep
 spinning for several milliseconds after each request. On a host with few cores they hold
 every core llamasup (or any front) needs to answer: ``bench/RESULTS.md`` (``## Threads on a
-small CPU host``) measured +4–6 ms per short request on 2 cores, for every front, and
-``-t`` one below the core count removes it.
+small CPU host``) measured +4-6 ms per short request on 2 cores, for every front; ``-t``
+one below the core count removes it and halves the server's CPU per request, but costs
+~25-30 % of generation speed there. A trade-off, so llamasup does not choose: it says so.
 """
 
 from __future__ import annotations
@@ -76,6 +77,6 @@ def check_threads(
         f"{shown} run on the CPU with llama.cpp's default --threads on a {count}-CPU host: "
         "its workers spin on every core after each request, which adds milliseconds to "
         "every short request through any front",
-        f"add --threads {suggested} to server.base_args (or to these models' args); "
-        "bench/RESULTS.md has the numbers",
+        f"for short requests, add --threads {suggested} to server.base_args (or to these "
+        "models' args); it costs generation speed (~25-30 % on 2 CPUs, bench/RESULTS.md)",
     )

@@ -148,7 +148,7 @@ class FakeHandler(MiniHTTPHandler):
         A non-blocking peek, not ``select``: ``select`` fails on descriptors past
         ``FD_SETSIZE`` (1024), which a benchmark holding many streams open reaches."""
         try:
-            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return bool(self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
         except BlockingIOError:
             return False  # nothing to read: still there
         except OSError:

@@ -59,10 +59,8 @@ line when it starts and a ``slot      release: ... stop processing`` line when i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import resource
 import signal
 import stat
 import sys
@@ -234,15 +232,6 @@ def _install_signal_handlers(log: Log) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _raise_open_files_limit() -> None:
-    """Soft ``RLIMIT_NOFILE`` up to the hard limit: one descriptor per client connection,
-    and a benchmark may hold more than a thousand streams open (the real server can)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     log = Log()
@@ -277,7 +266,6 @@ def main(argv: list[str] | None = None) -> int:
     if behaviour.crash_at_start is not None:
         return _crash_at_start(log, behaviour.crash_at_start)
     state = FakeState(options=options, behaviour=behaviour, log=log)
-    _raise_open_files_limit()
     try:
         server = FakeHTTPServer((options.host, options.port), state)
     except OSError:

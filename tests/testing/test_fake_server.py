@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -451,6 +452,46 @@ def test_client_disconnect_is_counted_as_cancelled(spawn: Spawn, model: Path) ->
         what="the fake to notice the disconnect",
     )
     assert _stats(proc) == {"requests": 1, "active": 0, "cancelled": 1}
+
+
+#: more streams than ``select`` can watch (FD_SETSIZE is 1024)
+MANY_STREAMS = 1100
+
+
+def test_holds_more_streams_than_select_can_watch(spawn: Spawn, model: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < MANY_STREAMS + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    proc = _ready(
+        spawn,
+        "-m",
+        str(model),
+        env={"FAKE_LLAMA_TOKENS": "2000", "FAKE_LLAMA_STREAM_DELAY": "0.05"},
+    )
+    assert proc.port is not None
+    body = b'{"messages":[{"role":"user","content":"x"}],"stream":true}'
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    streams: list[socket.socket] = []
+    try:
+        for _ in range(MANY_STREAMS):
+            sock = socket.create_connection(("127.0.0.1", proc.port), timeout=30)
+            sock.sendall(request)
+            streams.append(sock)
+        for sock in streams:  # every stream is answered and flowing
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        assert _stats(proc)["active"] == MANY_STREAMS
+        streams.pop().close()  # the fake's descriptor for this one is past 1024
+        poll_until(
+            lambda: True if _stats(proc)["cancelled"] == 1 else None,
+            timeout=10,
+            what="the fake to notice the disconnect",
+        )
+    finally:
+        for sock in streams:
+            sock.close()
 
 
 def test_crash_after_requests(spawn: Spawn, model: Path) -> None:

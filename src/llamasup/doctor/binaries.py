@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llamasup.doctor.devices import check_devices, check_offload, offload_requests
 from llamasup.doctor.result import CheckResult
+from llamasup.doctor.threads import check_threads
 from llamasup.errors import LlamasupError, RuntimeNotFoundError
 from llamasup.flags.helptext import TableDrift, parse_help, table_drift
 from llamasup.flags.table import TABLE
@@ -78,6 +79,8 @@ def binary_checks(
             results.append(
                 check_offload(found, listed, requests, source=source, auto=auto, label=label)
             )
+            gpu = any(device.offloads for device in listed)
+            results.append(check_threads(profiles, models, gpu=gpu, label=f"threads{suffix}"))
     return results, None if devices is None else list(devices.values())
 
 

@@ -7,6 +7,8 @@ Content-Length and chunked bodies) on ``socketserver`` alone.
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import socket
 import socketserver
 
@@ -23,14 +25,25 @@ _REASONS = {
 _MAX_LINE = 65536
 
 
+def _raise_open_files_limit() -> None:
+    """Soft ``RLIMIT_NOFILE`` up to the hard limit: one descriptor per client connection,
+    and a benchmark may hold more than a thousand streams open (the real server can)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class MiniHTTPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 128
+    # a benchmark opening many streams at once must not overflow the accept queue
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], handler: type[MiniHTTPHandler]) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        _raise_open_files_limit()
         super().__init__(address, handler)
         host, port = self.socket.getsockname()[:2]
         self.server_name = str(host)

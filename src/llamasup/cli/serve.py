@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -28,6 +27,7 @@ from llamasup.runtime.install import install
 from llamasup.runtime.locate import LLAMA_CPP_BUILD, cached_binary_path, resolve_binary
 from llamasup.runtime.sdist_build import find_build_tools
 from llamasup.runtime.toolchains import choose_backend
+from llamasup.service import event_loop
 from llamasup.service.serve import ServeError, ServeOptions, check_exposure, run
 
 EXIT_OK = 0
@@ -78,8 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"llamasup: preflight ok: {path} would serve on {host}:{port}", file=sys.stderr)
             return EXIT_OK
         options = ServeOptions(path, host, port, args.allow_public)
-        with contextlib.suppress(KeyboardInterrupt):
-            return asyncio.run(run(options, profiles))
+        with contextlib.suppress(KeyboardInterrupt), event_loop.runner() as runner:
+            return runner.run(run(options, profiles))
     except (ServeError, LlamasupError) as exc:
         print(f"llamasup: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -57,18 +57,15 @@ HOLDER = textwrap.dedent(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-@pytest.mark.parametrize("method", ["setpriv", "preexec"])
+@pytest.mark.parametrize(
+    "way", ["asyncio/setpriv", "asyncio/preexec", "uvloop/setpriv", "uvloop/preexec"]
+)
 def test_sigkilled_supervisor_leaves_no_sidecars(
-    fake_binary: Path,
-    model_file: Path,
-    settings: SidecarSettings,
-    tmp_path: Path,
-    loop: str,
-    method: str,
+    fake_binary: Path, model_file: Path, settings: SidecarSettings, tmp_path: Path, way: str
 ) -> None:
     """Both ways of arming PR_SET_PDEATHSIG (``setpriv`` in front of the server, or a
     ``preexec_fn``), on both event loops."""
+    loop, method = way.split("/")
     script = tmp_path / "holder.py"
     script.write_text(HOLDER)
     first, last = settings.port_range

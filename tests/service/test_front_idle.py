@@ -77,8 +77,9 @@ def test_an_idle_front_with_a_ready_sidecar_hardly_wakes(
         pid = served.process.process.pid
         served.status()  # the last request; what it woke settles within the window's margin
         before = _wakeups(pid)
-        time.sleep(3.0)  # the measurement window itself, not a wait for something
+        time.sleep(5.0)  # the measurement window itself, not a wait for something
         woken = _wakeups(pid) - before
-    # before: a 10 Hz uvicorn tick and two 50 Hz watchfiles threads, ~330 in 3 s; now the
-    # watch's 2 s check of the served path (and whatever the status request left behind)
-    assert woken <= 12, woken
+    # before: a 10 Hz uvicorn tick and two 50 Hz watchfiles threads, ~550 in 5 s (the tick
+    # alone would be 50); now the watch's 2 s check of the served path, whatever the status
+    # request left behind, and some slack for a busy machine
+    assert woken <= 25, woken

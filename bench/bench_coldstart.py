@@ -33,7 +33,7 @@ import httpx
 from llamasup.profiles.load import load_profiles
 from llamasup.runtime.locate import resolve_binary
 from llamasup.service.app import Service
-from llamasup.service.serve import _Server
+from llamasup.service.front_server import FrontServer
 from llamasup.service.uvicorn_settings import uvicorn_config
 from llamasup.testing.process import free_port
 from llamasup.testing.tiny_model import tiny_model_path
@@ -81,7 +81,7 @@ async def measure(binary: Path, rounds: int) -> list[tuple[float, float, float]]
     path = work / "profiles.yaml"
     service = Service(path, load_profiles(path, os.environ), watch=False)
     port = free_port()
-    server = _Server(uvicorn_config(service.asgi, host="127.0.0.1", port=port, lifespan="off"))
+    server = FrontServer(uvicorn_config(service.asgi, host="127.0.0.1", port=port, lifespan="off"))
     await service.start()
     serving = asyncio.create_task(server.serve())
     while not server.started:

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from llamasup.cli.serve import ensure_quickstart_model, models_dir
+from llamasup.cli.quickstart import ensure_quickstart_model, models_dir
 from llamasup.runtime.locate import resolve_binary
 from llamasup.testing import tiny_model_path
 from llamasup.testing.process import ServerProcess, free_port

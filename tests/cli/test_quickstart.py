@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from llamasup.cli import serve
+from llamasup.cli import quickstart as serve
 from llamasup.cli.main import main
-from llamasup.cli.serve import (
+from llamasup.cli.quickstart import (
     QUICKSTART_MODEL,
     Preflight,
     ensure_quickstart_model,

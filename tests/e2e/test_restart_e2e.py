@@ -15,7 +15,7 @@ from restart_helpers import ClientLoop, outcomes, restart
 from service_helpers import port_range
 
 from e2e.serve_process import Served, serving
-from llamasup.cli.serve import ensure_quickstart_model, models_dir
+from llamasup.cli.quickstart import ensure_quickstart_model, models_dir
 
 pytestmark = pytest.mark.e2e
 

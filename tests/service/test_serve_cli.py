@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from e2e.serve_process import serving
 from service_helpers import fake_profile, write_model_files
 
 
@@ -36,3 +37,30 @@ def test_a_taken_front_port_fails_before_any_sidecar_starts(
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "--listen" in done.stderr
     assert not argv_log.exists(), "a preload sidecar was started before the front could bind"
+
+
+def test_serve_runs_on_uvloop_and_says_so(tmp_path: Path, fake_server_bin: Path) -> None:
+    write_model_files(tmp_path, ["alpha"])
+    profile = tmp_path / "p.yaml"
+    profile.write_text(fake_profile(fake_server_bin, tmp_path / "state", {"alpha": ""}))
+    with serving(profile) as served:
+        assert served.status()["process"]["event_loop"] == "uvloop"
+        assert "(event loop: uvloop)" in served.stderr_tail()
+
+
+def test_without_uvloop_serve_runs_on_asyncio(tmp_path: Path, fake_server_bin: Path) -> None:
+    write_model_files(tmp_path, ["alpha"])
+    profile = tmp_path / "p.yaml"
+    models = {"alpha": "preload: true"}
+    profile.write_text(fake_profile(fake_server_bin, tmp_path / "state", models))
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "uvloop.py").write_text("raise ImportError('uvloop is not installed here')\n")
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join([str(shadow), environ.get("PYTHONPATH", "")])
+    with serving(profile, environ=environ) as served:
+        served.wait_for(
+            "alpha ready", lambda: [r for r in served.status()["sidecars"] if r["state"] == "ready"]
+        )
+        assert served.status()["process"]["event_loop"] == "asyncio"
+        assert "(event loop: asyncio)" in served.stderr_tail()

@@ -28,6 +28,9 @@ HOLDER = textwrap.dedent(
     from llamasup.sidecars.sidecar import SidecarSettings
     from llamasup.spec.resolve import SidecarSpec
     from llamasup.sidecars.supervisor import Supervisor
+    from llamasup.sidecars import process
+
+    process.PREFER_SETPRIV = sys.argv[7] == "setpriv"
 
     async def main() -> None:
         binary, model, state_dir, first, last = sys.argv[1:6]
@@ -40,7 +43,8 @@ HOLDER = textwrap.dedent(
             for n in range(2)
         ]
         await asyncio.gather(*(s.ensure_ready() for s in sidecars))
-        print(json.dumps([s.status().pid for s in sidecars]), flush=True)
+        pids = [s.status().pid for s in sidecars]
+        print(json.dumps({"pids": pids, "method": process.spawn_method()}), flush=True)
         await asyncio.Event().wait()
 
     if sys.argv[6] == "uvloop":
@@ -53,10 +57,15 @@ HOLDER = textwrap.dedent(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize(
+    "way", ["asyncio/setpriv", "asyncio/preexec", "uvloop/setpriv", "uvloop/preexec"]
+)
 def test_sigkilled_supervisor_leaves_no_sidecars(
-    fake_binary: Path, model_file: Path, settings: SidecarSettings, tmp_path: Path, loop: str
+    fake_binary: Path, model_file: Path, settings: SidecarSettings, tmp_path: Path, way: str
 ) -> None:
+    """Both ways of arming PR_SET_PDEATHSIG (``setpriv`` in front of the server, or a
+    ``preexec_fn``), on both event loops."""
+    loop, method = way.split("/")
     script = tmp_path / "holder.py"
     script.write_text(HOLDER)
     first, last = settings.port_range
@@ -70,6 +79,7 @@ def test_sigkilled_supervisor_leaves_no_sidecars(
             str(first),
             str(last),
             loop,
+            method,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -77,7 +87,9 @@ def test_sigkilled_supervisor_leaves_no_sidecars(
     try:
         assert holder.stdout is not None
         line = holder.stdout.readline()  # pytest-timeout bounds this if the holder hangs
-        pids: list[int] = json.loads(line)
+        report = json.loads(line)
+        assert report["method"] == method, "setpriv --pdeathsig is missing on this host"
+        pids: list[int] = report["pids"]
         assert len(pids) == 2 and all(pid_alive(pid) for pid in pids)
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
@@ -119,13 +131,14 @@ def test_grandchildren_of_a_sigkilled_llamasup_are_reaped_at_the_next_start(
             str(first),
             str(last),
             "asyncio",
+            "setpriv",
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None
-        wrappers: list[int] = json.loads(holder.stdout.readline())
+        wrappers: list[int] = json.loads(holder.stdout.readline())["pids"]
         assert find_orphans(state_dir) == [], "sidecars of a live llamasup are not orphans"
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import select
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llamasup.errors import SidecarError, SidecarStartError, SidecarTimeoutError
@@ -333,3 +336,37 @@ async def test_unexpected_error_while_starting_still_ends_in_failed(
         await sidecar.ensure_ready()
     assert sidecar.state is SidecarState.FAILED
     assert sidecar.status().port is None and ports.held == frozenset()
+
+
+async def test_a_detached_sidecar_hands_over_its_output_on_either_loop(
+    make_sidecar: MakeSidecar,
+) -> None:
+    """asyncio gives the child pipes, uvloop socket pairs: a hand-over must get both read
+    ends either way (without them the next image could not read the child, and the child's
+    next write would hit a closed pipe once the exec closes this image's ends)."""
+    sidecar = make_sidecar()
+    await sidecar.ensure_ready()
+    handle = sidecar.detach()
+    assert handle is not None
+    assert sorted(handle.pipes) == [1, 2]
+    try:
+        # what the child writes now waits in the handed-over stderr, not in this image's log
+        assert sidecar.base_url is not None
+        async with httpx.AsyncClient(base_url=sidecar.base_url, trust_env=False) as client:
+            headers = {k.decode(): v.decode() for k, v in sidecar.auth_headers}
+            reply = await client.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "hi"}]},
+                headers=headers,
+            )
+            assert reply.status_code == 200
+
+        def written() -> bytes | None:
+            readable, _, _ = select.select([handle.pipes[2]], [], [], 0)
+            return os.read(handle.pipes[2], 65536) if readable else None
+
+        assert b"processing task" in await wait_for(written, what="output in the duplicate")
+    finally:
+        for fd in handle.pipes.values():
+            os.close(fd)
+        await sidecar.stop()

@@ -44,10 +44,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from llamasup.core.units import format_bytes
 from llamasup.errors import FlagError
+from llamasup.memory import ggml
 from llamasup.memory.gguf import ModelMetadataError, read_model
 from llamasup.memory.shape import ModelShape, model_shape
 
@@ -64,16 +63,9 @@ __all__ = [
 _MIB = 1 << 20
 _PAD = 256
 #: what -ctk/-ctv accept (llama-server b11434 --help)
-CACHE_TYPES: dict[str, GGMLQuantizationType] = {
-    "f32": GGMLQuantizationType.F32,
-    "f16": GGMLQuantizationType.F16,
-    "bf16": GGMLQuantizationType.BF16,
-    "q8_0": GGMLQuantizationType.Q8_0,
-    "q4_0": GGMLQuantizationType.Q4_0,
-    "q4_1": GGMLQuantizationType.Q4_1,
-    "iq4_nl": GGMLQuantizationType.IQ4_NL,
-    "q5_0": GGMLQuantizationType.Q5_0,
-    "q5_1": GGMLQuantizationType.Q5_1,
+CACHE_TYPES: dict[str, int] = {
+    name: ggml.type_id(name.upper())
+    for name in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 }
 AUTO_PARALLEL = 4
 RUNTIME_BASE = 18 * _MIB
@@ -200,7 +192,7 @@ def _pad(value: int) -> int:
 
 
 def _row_bytes(cache_type: str, elements: int) -> int:
-    block, size = GGML_QUANT_SIZES[CACHE_TYPES[cache_type]]
+    block, size = ggml.block(CACHE_TYPES[cache_type])
     return (elements + block - 1) // block * size
 
 
@@ -257,7 +249,7 @@ def estimate_shape(shape: ModelShape, settings: LoadSettings) -> MemoryEstimate:
         ("--cache-type-k", settings.cache_type_k, shape.head_k),
         ("--cache-type-v", settings.cache_type_v, shape.head_v),
     ):
-        block = GGML_QUANT_SIZES[CACHE_TYPES[cache_type]][0]
+        block = ggml.block(CACHE_TYPES[cache_type])[0]
         if head % block:
             notes.append(
                 f"{flag} {cache_type}: block size {block} does not divide the head size "

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
-
 from llamasup.errors import LlamasupError
+from llamasup.memory import ggml
+from llamasup.memory.ggml import ValueType as GGUFValueType
 
 _MAGIC = b"GGUF"
 #: numeric arrays longer than this (vocab scores, token types...) are skipped, not decoded
@@ -180,8 +180,8 @@ def _parse(cursor: _Cursor) -> GGUFHeader:
 
 def _tensor_bytes(path: Path, name: str, ggml_type: int, elements: int) -> int:
     try:
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
-    except (ValueError, KeyError) as exc:
+        block, size = ggml.block(ggml_type)
+    except KeyError as exc:
         raise ModelMetadataError(path, f"tensor {name}: unknown ggml type {ggml_type}") from exc
     return (elements + block - 1) // block * size
 

@@ -26,7 +26,7 @@ from llamasup.proxy.asgi import ASGIApp
 from llamasup.proxy.hooks import ObserverFanOut
 from llamasup.reconcile.pool import Origin
 from llamasup.reconcile.reconciler import Reconciler
-from llamasup.service import handover_file
+from llamasup.service import event_loop, handover_file
 from llamasup.service.adoption import AdoptionReport, TakeOver
 from llamasup.service.api import ControlApi
 from llamasup.service.auth import ApiKey, ApiKeyError, AuthGate, load_keys
@@ -351,6 +351,7 @@ class Service:
         """This llamasup process for status: pid, program start, planned restarts."""
         return {
             "pid": os.getpid(),
+            "event_loop": event_loop.loop_name(),
             "started_at": self.started_at,
             "restarts": self.restarts,
             "last_restart": None if self.last_restart is None else self.last_restart.as_dict(),

@@ -8,9 +8,12 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Iterator, Sequence
+from email.utils import formatdate
 
 import uvicorn
+from uvicorn.server import ServerState
 
 from llamasup.service.front_protocol import GuardedHttpProtocol
 
@@ -20,17 +23,57 @@ logger = logging.getLogger("llamasup")
 DRAIN_POLL = 0.005
 
 
+class DatedServerState(ServerState):
+    """uvicorn's shared server state, whose default response headers (``Date`` and the
+    configured ones) are made when a request reads them, at most once a second, instead of
+    by a timer that wakes the idle server ten times a second to keep them fresh."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self._config = config
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        now = time.time()
+        if int(now) != self._second:
+            self._second = int(now)
+            date = [(b"date", formatdate(now, usegmt=True).encode())]
+            self._headers = (date if self._config.date_header else []) + list(
+                self._config.encoded_headers
+            )
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, _value: list[tuple[bytes, bytes]]) -> None:
+        """uvicorn assigns them (at start, and on its tick): they are made on reading."""
+
+
 class FrontServer(uvicorn.Server):
     """uvicorn without its own signal handling (``serve`` installs llamasup's), serving on
     sockets it is given, and quick to notice a stop and to drain: uvicorn checks for one every
     100 ms and then waits 100 ms more, which a planned restart would add to the time its
-    clients wait."""
+    clients wait. Idle, it does not wake at all: a stop is an event, the ``Date`` header is
+    made when a response needs it (``DatedServerState``)."""
 
     def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
         self.exit_now = asyncio.Event()
+        super().__init__(config)
+        self.server_state = DatedServerState(config)
         #: during a planned restart: descriptors of the client connections handed over
         self.handed_over: list[int] | None = None
+
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        # whoever sets it (uvicorn itself, a test, a benchmark) ends the main loop at once
+        self._should_exit = value
+        if value:
+            self.exit_now.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -41,7 +84,6 @@ class FrontServer(uvicorn.Server):
         if hand_over:
             self.handed_over = []
         self.should_exit = True
-        self.exit_now.set()
 
     async def adopt_connections(self, fds: Sequence[int]) -> None:
         """Serve client connections the previous image handed over, as if just accepted."""
@@ -68,14 +110,10 @@ class FrontServer(uvicorn.Server):
                 sock.close()
 
     async def main_loop(self) -> None:
-        counter = 0
-        should_exit = await self.on_tick(counter)
-        while not should_exit:
-            counter = (counter + 1) % 864000
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await self.exit_now.wait()
-            should_exit = await self.on_tick(counter)
+        if self.config.callback_notify is not None or self.config.limit_max_requests:
+            await super().main_loop()  # what uvicorn's tick is for: llamasup uses neither
+            return
+        await self.exit_now.wait()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # as uvicorn's: stop accepting, end idle connections and let the others finish their

@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -34,6 +33,8 @@ from llamasup.sidecars.supervisor import SupervisorEvent
 from llamasup.sidecars.types import SidecarEventKind, SidecarState
 
 if TYPE_CHECKING:
+    import httpx
+
     from llamasup.profiles.store import ProfileStore, ReloadResult
     from llamasup.reconcile.reconciler import Reconciler
     from llamasup.sidecars.supervisor import Supervisor
@@ -261,6 +262,7 @@ class Metrics:
         reconciler.status.listeners.append(self._on_pass)
         reconciler.stop_listeners.append(self._on_stop)
         store.listeners.append(self._on_reload)
+        # httpx is imported at the first scrape: a front nobody scrapes never loads it (~6 MB)
         self._client: httpx.AsyncClient | None = None
 
     # -- event feeds -----------------------------------------------------------------------
@@ -312,6 +314,8 @@ class Metrics:
         if not targets:
             return b""
         host = supervisor.settings.host
+        import httpx  # noqa: PLC0415 - see __init__
+
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, trust_env=False)
         client = self._client

@@ -32,7 +32,7 @@ import uvicorn
 
 from llamasup.errors import LlamasupError
 from llamasup.profiles.types import Profiles, is_loopback
-from llamasup.service import handover_file, listeners
+from llamasup.service import event_loop, handover_file, listeners
 from llamasup.service.app import Service
 from llamasup.service.front_limits import log_open_files, raise_open_files_limit
 from llamasup.service.front_server import FrontServer
@@ -260,7 +260,7 @@ def _announce(service: Service, options: ServeOptions, profiles: Profiles) -> No
     print(
         f"llamasup: serving {len(profiles.models)} models from {options.path} "
         f"(revision {service.profiles.revision}) on {url}; OpenAI API at {url}/v1, "
-        f"status at {url}/api/status",
+        f"status at {url}/api/status (event loop: {event_loop.loop_name()})",
         file=sys.stderr,
         flush=True,
     )

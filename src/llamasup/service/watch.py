@@ -27,20 +27,22 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from watchfiles import Change, awatch
-
 from llamasup.errors import ProfileError, ProfileIssue
 from llamasup.profiles.load import ProfileTexts, read_texts
+from llamasup.service import inotify
+from llamasup.service.inotify import Change
 
 logger = logging.getLogger(__name__)
 
-#: how long events are gathered into one batch (ms)
+#: how long events are gathered into one batch at most (ms)
 DEBOUNCE_MS = 60
+#: a batch ends once this passes without another event (ms); off Linux, watchfiles' step: how
+#: often its thread wakes to look (the inotify watch on Linux wakes only for an event)
 STEP_MS = 20
 #: how long the files must read the same before they are reloaded (s)
 SETTLE = 0.25
@@ -308,9 +310,7 @@ async def _pump(
     accept: Callable[[Change, str], bool],
 ) -> None:
     try:
-        async for changes in awatch(
-            directory, watch_filter=accept, debounce=DEBOUNCE_MS, step=STEP_MS, recursive=recursive
-        ):
+        async for changes in _changes(directory, recursive, accept):
             logger.debug("profile change: %s", sorted(str(p) for _, p in changes))
             events.put_nowait(_Event(kind))
     except OSError as exc:
@@ -320,6 +320,37 @@ async def _pump(
         events.put_nowait(_Event("lost", f"watching {directory} failed: {exc}"))
         return
     events.put_nowait(_Event("lost", f"the watch of {directory} ended"))
+
+
+async def _changes(
+    directory: Path, recursive: bool, accept: Callable[[Change, str], bool]
+) -> AsyncGenerator[set[tuple[Change, str]], None]:
+    """Batches of accepted changes: an inotify watch on the event loop where there is one
+    (Linux), else watchfiles (imported only then)."""
+    if inotify.available():
+        batches = inotify.watch(
+            directory,
+            recursive=recursive,
+            accept=accept,
+            debounce_ms=DEBOUNCE_MS,
+            quiet_ms=STEP_MS,
+        )
+        async for batch in batches:
+            yield batch
+        return
+    from watchfiles import awatch  # noqa: PLC0415 - elsewhere only: a thread and its wheel
+
+    def accept_theirs(change: object, path: str) -> bool:
+        return accept(Change(int(change)), path)  # type: ignore[call-overload]
+
+    async for changes in awatch(
+        directory,
+        watch_filter=accept_theirs,
+        debounce=DEBOUNCE_MS,
+        step=STEP_MS,
+        recursive=recursive,
+    ):
+        yield {(Change(int(change)), path) for change, path in changes}
 
 
 def _why(exc: OSError) -> str:

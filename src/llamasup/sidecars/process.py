@@ -8,7 +8,18 @@ its parent dies (``PR_SET_PDEATHSIG``), so a SIGKILLed llamasup leaves no llama-
 behind. The kernel ties that to the *thread* that forked, not the process: ``spawn`` must be
 called on a thread that lives as long as the supervisor. asyncio forks in
 ``loop.subprocess_exec`` on the event-loop thread, which is exactly that thread; never call
-``spawn`` through ``run_in_executor`` or ``anyio.to_thread``.
+``spawn`` through ``run_in_executor`` or ``anyio.to_thread`` (a planned restart ``execve``s
+in place, which ends every other thread, and with it their children's parent).
+
+**How the child asks for it.** A ``preexec_fn`` would make the ``prctl`` call in the child,
+but any ``preexec_fn`` forces CPython to ``fork()`` (copying the page tables of the whole
+front) instead of ``vfork()``, and the event loop waits for that: every proxied stream stalls
+for the fork. Where util-linux ``setpriv`` knows ``--pdeathsig`` (2.33+), the child is
+``setpriv --pdeathsig KILL -- <argv>`` instead: spawned without a ``preexec_fn`` (vfork, or
+libuv's spawn under uvloop), it arms the signal and ``exec``s the server, same pid. The
+``preexec_fn`` is the fallback without it. One difference: the preexec path also kills a
+child whose parent died before the ``prctl`` (a window of microseconds); with ``setpriv``
+such a child outlives it, and the next llamasup reaps it by its marker (``orphans.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +39,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 P = TypeVar("P", bound=asyncio.SubprocessProtocol)
+
+#: spawn through ``setpriv --pdeathsig`` where it can (see the module docstring); tests turn
+#: it off to exercise the ``preexec_fn`` fallback
+PREFER_SETPRIV = True
 
 IS_POSIX = sys.platform != "win32"
 IS_LINUX = sys.platform.startswith("linux")
@@ -58,6 +76,40 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     return arm
 
 
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux ``setpriv`` if it is installed and knows ``--pdeathsig``; else None."""
+    if not IS_LINUX:
+        return None
+    found = shutil.which("setpriv")
+    if found is None:
+        return None
+    try:
+        shown = subprocess.run(
+            [found, "--help"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found if "--pdeathsig" in shown.stdout else None
+
+
+def _executable(program: str, env: Mapping[str, str]) -> None:
+    """Raise the OSError an exec of ``program`` would (as ``spawn`` did before ``setpriv``
+    stood in front of it: then only ``setpriv``'s exit would say so)."""
+    path = program if os.sep in program else shutil.which(program, path=env.get("PATH"))
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+
+
+def spawn_method() -> str:
+    """How ``spawn`` arms PR_SET_PDEATHSIG here: ``setpriv``, ``preexec`` or ``none``."""
+    if not IS_LINUX:
+        return "none"
+    return "setpriv" if PREFER_SETPRIV and _setpriv() is not None else "preexec"
+
+
 async def spawn(
     argv: list[str],
     env: Mapping[str, str],
@@ -74,9 +126,15 @@ async def spawn(
     options: dict[str, Any] = {}
     if IS_POSIX:
         options["start_new_session"] = True
-        preexec = _pdeathsig_preexec()
-        if preexec is not None:
-            options["preexec_fn"] = preexec
+        if spawn_method() == "setpriv":
+            _executable(argv[0], env)
+            setpriv = _setpriv()
+            assert setpriv is not None
+            argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+        else:
+            preexec = _pdeathsig_preexec()
+            if preexec is not None:
+                options["preexec_fn"] = preexec
     else:
         options["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
     loop = asyncio.get_running_loop()

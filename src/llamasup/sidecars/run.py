@@ -166,7 +166,8 @@ class Run(asyncio.SubprocessProtocol):
         """
         for fd, pipe in self._read_pipes().items():
             pipe.pause_reading()
-            raw = pipe.get_extra_info("pipe")
+            # asyncio gives the child pipes; uvloop gives it socket pairs (either reads alike)
+            raw = pipe.get_extra_info("pipe") or pipe.get_extra_info("socket")
             if raw is None or fd in self._detached:
                 continue
             duplicate = os.dup(raw.fileno())
@@ -202,8 +203,9 @@ class Run(asyncio.SubprocessProtocol):
         pipes: dict[int, asyncio.ReadTransport] = {}
         for fd in (1, 2):
             pipe = self._transport.get_pipe_transport(fd)
-            if isinstance(pipe, asyncio.ReadTransport):
-                pipes[fd] = pipe
+            # uvloop's read transports implement the interface without subclassing it
+            if pipe is not None and hasattr(pipe, "pause_reading"):
+                pipes[fd] = cast(asyncio.ReadTransport, pipe)
         return pipes
 
     def _release(self) -> None:

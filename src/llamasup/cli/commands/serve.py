@@ -40,7 +40,7 @@ def register(commands: Any) -> None:
         help="preflight only: say what quickstart would build, write and serve, and exit "
         "(0 ready, 1 something to fix); builds and downloads nothing",
     )
-    quick.set_defaults(handler=LazyHandler("llamasup.cli.serve:cmd_quickstart"))
+    quick.set_defaults(handler=LazyHandler("llamasup.cli.quickstart:cmd_quickstart"))
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:

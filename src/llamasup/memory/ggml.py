@@ -1,0 +1,80 @@
+"""The GGUF value types and the ggml tensor types' block sizes, as plain tables.
+
+These are format facts (``gguf-py``'s ``GGUFValueType`` and ``GGML_QUANT_SIZES``, which a test
+holds these tables to); kept here so that reading a model's header does not import ``gguf``,
+which imports numpy: ~14 MB of a front that never touches an array.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ValueType(enum.IntEnum):
+    """The type of a GGUF metadata value."""
+
+    UINT8 = 0
+    INT8 = 1
+    UINT16 = 2
+    INT16 = 3
+    UINT32 = 4
+    INT32 = 5
+    FLOAT32 = 6
+    BOOL = 7
+    STRING = 8
+    ARRAY = 9
+    UINT64 = 10
+    INT64 = 11
+    FLOAT64 = 12
+
+
+#: ggml tensor type id -> (name, elements per block, bytes per block)
+TENSOR_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24),
+    8: ("Q8_0", 32, 34),
+    9: ("Q8_1", 32, 40),
+    10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66),
+    17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18),
+    21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1),
+    25: ("I16", 1, 2),
+    26: ("I32", 1, 4),
+    27: ("I64", 1, 8),
+    28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+    34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17),
+    40: ("NVFP4", 64, 36),
+    41: ("Q1_0", 128, 18),
+}
+
+_BY_NAME = {name: type_id for type_id, (name, _, _) in TENSOR_TYPES.items()}
+
+
+def type_id(name: str) -> int:
+    """The id of the tensor type called ``name`` (``F16``, ``Q8_0``...); KeyError if unknown."""
+    return _BY_NAME[name]
+
+
+def block(type_id: int) -> tuple[int, int]:
+    """(elements per block, bytes per block) of a tensor type; KeyError if unknown."""
+    _, elements, size = TENSOR_TYPES[type_id]
+    return elements, size

@@ -186,3 +186,92 @@ def test_release_mid_body_closes_the_connection() -> None:
             assert client.idle_connections("127.0.0.1", port) == 0
 
     asyncio.run(run())
+
+
+class ThreadPoolServer:
+    """A server like cpp-httplib in llama-server: ``threads`` workers, each serving one
+    connection until it closes (kept alive); a connection past them is not served until a
+    worker is free. Counts connections that had to wait for a worker."""
+
+    def __init__(self, threads: int) -> None:
+        self.workers = asyncio.Semaphore(threads)
+        self.waited = 0
+        self.most_open = 0
+        self.open = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        if self.workers.locked():
+            self.waited += 1
+        try:
+            async with self.workers:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_connections_to_a_sidecar_stay_within_its_http_threads(limit: int) -> None:
+    async def run() -> None:
+        server = ThreadPoolServer(threads=limit)
+        client = UpstreamClient()
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+
+        async def one() -> bytes:
+            response = await client.request("GET", "127.0.0.1", port, b"/", max_connections=limit)
+            try:
+                return await response.body()
+            finally:
+                response.release()
+
+        # 16 at once, twice: without the cap, the connections past the workers would wait
+        # for a worker that the reused connections never free
+        for _ in range(2):
+            bodies = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(16))), 10)
+            assert bodies == [b"ok"] * 16
+        assert server.waited == 0
+        assert server.most_open <= limit
+        assert client.open_connections("127.0.0.1", port) <= limit
+        await client.aclose()
+        assert client.open_connections("127.0.0.1", port) == 0
+        listener.close()
+
+    asyncio.run(run())
+
+
+def test_a_request_waiting_for_a_connection_can_be_cancelled() -> None:
+    async def run() -> None:
+        server = ThreadPoolServer(threads=1)
+        client = UpstreamClient()
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        held = await client.request("GET", "127.0.0.1", port, b"/", max_connections=1)
+        waiting = asyncio.create_task(
+            client.request("GET", "127.0.0.1", port, b"/", max_connections=1)
+        )
+        await asyncio.sleep(0)  # let it start waiting
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await held.body() == b"ok"
+        held.release()
+        # the cancelled waiter took nothing: the next request gets the connection back
+        again = await asyncio.wait_for(
+            client.request("GET", "127.0.0.1", port, b"/", max_connections=1), 5
+        )
+        assert await again.body() == b"ok"
+        again.release()
+        assert client.open_connections("127.0.0.1", port) == 1
+        await client.aclose()
+        listener.close()
+
+    asyncio.run(run())

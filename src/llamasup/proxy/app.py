@@ -55,7 +55,8 @@ from llamasup.proxy.request import (
 )
 from llamasup.proxy.upstream import UpstreamClient, UpstreamError
 from llamasup.reconcile.pool import DEFAULT_TERMS, Origin, ResolverSource, SidecarPool, Terms
-from llamasup.spec.resolve import Resolved
+from llamasup.spec.connections import max_connections
+from llamasup.spec.resolve import Resolved, SidecarSpec
 
 UPSTREAM_PREFIX = "/upstream/"
 
@@ -110,6 +111,8 @@ class ProxyApp:
         self._observer = observer
         self._fallback = fallback
         self.client = client or UpstreamClient()
+        #: connection cap per sidecar key (from its --parallel / --threads-http)
+        self._caps: dict[str, int | None] = {}
         self._targets = TargetResolver()
         self._limits = ConcurrencyGates()
 
@@ -330,6 +333,7 @@ class ProxyApp:
                         out.target,
                         headers=[*out.headers, *upstream.headers],
                         body=out.payload,
+                        max_connections=self._connection_cap(resolved.spec),
                     )
                 except UpstreamError as exc:
                     raise ProxyError(
@@ -349,6 +353,16 @@ class ProxyApp:
             if not entered and self._observer is not None:
                 # no sidecar came (refused, timed out, the client left): the wait still counts
                 ex.wait = perf_counter() - ex.t0
+
+    def _connection_cap(self, spec: SidecarSpec) -> int | None:
+        """Connections to keep open to ``spec``'s sidecar (see ``spec.connections``)."""
+        caps = self._caps
+        key = spec.key
+        if key not in caps:
+            if len(caps) >= 4096:  # ever new X-Agent-Flags keys must not grow it forever
+                caps.clear()
+            caps[key] = max_connections(spec)
+        return caps[key]
 
     # -- answers of our own ------------------------------------------------------------------
     async def _refuse(self, ex: Exchange, send: Send, exc: ProxyError, dialect: Dialect) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import httptools
@@ -57,6 +57,8 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
+        #: called once when the connection is gone (its host's open count goes down)
+        self.on_gone: Callable[[], None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,6 +86,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._gone()
         if self._parser is None or self._complete:
             return
         head = self._head
@@ -211,6 +214,12 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+        self._gone()
+
+    def _gone(self) -> None:
+        on_gone, self.on_gone = self.on_gone, None
+        if on_gone is not None:
+            on_gone()
 
     def reusable(self) -> bool:
         return self._complete and self.keep_alive and not self.closed and self._error is None
@@ -263,8 +272,33 @@ class UpstreamResponse:
         self._client._release(self._conn)
 
 
+class _Host:
+    """One sidecar address: its idle connections, how many are open, who waits for one."""
+
+    __slots__ = ("idle", "open", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: list[_Connection] = []
+        self.open = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class UpstreamClient:
-    """Keep-alive connections to sidecars, shared by every request of the proxy."""
+    """Keep-alive connections to sidecars, shared by every request of the proxy.
+
+    ``max_connections`` (per request, for its sidecar) caps the connections open to one
+    address, idle ones included: llama-server serves each connection on a thread of its pool
+    for as long as it stays open (kept-alive idle time included), and a connection that
+    arrives when the fixed threads are all held can wait for a keep-alive to lapse (5 s,
+    measured in bench/RESULTS.md). Over the cap a request waits here for a connection.
+    """
 
     def __init__(
         self,
@@ -278,7 +312,7 @@ class UpstreamClient:
         self.connect_timeout = connect_timeout
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout = idle_timeout
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._hosts: dict[tuple[str, int], _Host] = {}
 
     async def request(
         self,
@@ -289,6 +323,7 @@ class UpstreamClient:
         *,
         headers: Iterable[tuple[bytes, bytes]] = (),
         body: bytes = b"",
+        max_connections: int | None = None,
     ) -> UpstreamResponse:
         """Send a request and return once the response head has arrived.
 
@@ -300,14 +335,14 @@ class UpstreamClient:
         request = head + body if len(body) < 65536 else b"".join((head, body))
         head_only = method == "HEAD"
         address = (host, port)
-        conn = await self._acquire(address)
+        conn = await self._acquire(address, max_connections)
         try:
             await conn.start(request, head_only=head_only)
         except UpstreamError:
             conn.close()
             if not (conn.reused and not conn.got_bytes):
                 raise
-            conn = await self._connect(address)
+            conn = await self._acquire(address, max_connections, reuse=False)
             try:
                 await conn.start(request, head_only=head_only)
             except BaseException:
@@ -318,33 +353,71 @@ class UpstreamClient:
             raise
         return UpstreamResponse(self, conn)
 
-    async def _acquire(self, address: tuple[str, int]) -> _Connection:
-        idle = self._idle.get(address)
-        if idle:
-            now = time.monotonic()
-            while idle:
-                conn = idle.pop()
-                if conn.closed:
-                    continue
-                if now - conn.idle_since > self.idle_timeout:
-                    conn.close()
-                    continue
-                conn.reused = True
-                return conn
-        return await self._connect(address)
+    async def _acquire(
+        self, address: tuple[str, int], limit: int | None, *, reuse: bool = True
+    ) -> _Connection:
+        state = self._hosts.get(address)
+        if state is None:
+            state = self._hosts[address] = _Host()
+        while True:
+            if reuse:
+                conn = self._reusable(state)
+                if conn is not None:
+                    return conn
+            if limit is None or state.open < limit:
+                return await self._connect(address, state)
+            if state.idle:  # at the cap with idle ones (reuse=False): make room
+                state.idle.pop(0).close()
+                continue
+            waiter = asyncio.get_running_loop().create_future()
+            state.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    state.wake_one()  # it was this one's turn: pass it on
+                raise
 
-    async def _connect(self, address: tuple[str, int]) -> _Connection:
+    def _reusable(self, state: _Host) -> _Connection | None:
+        idle = state.idle
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            if now - conn.idle_since > self.idle_timeout:
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
+        return None
+
+    async def _connect(self, address: tuple[str, int], state: _Host) -> _Connection:
         loop = asyncio.get_running_loop()
+        state.open += 1
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, protocol = await loop.create_connection(
                     lambda: _Connection(address), address[0], address[1]
                 )
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(
-                f"cannot connect to sidecar at {address[0]}:{address[1]}: {exc or 'timed out'}",
-                response_started=False,
-            ) from exc
+        except BaseException as exc:
+            state.open -= 1
+            state.wake_one()
+            if isinstance(exc, OSError | TimeoutError):
+                raise UpstreamError(
+                    f"cannot connect to sidecar at {address[0]}:{address[1]}: {exc or 'timed out'}",
+                    response_started=False,
+                ) from exc
+            raise
+
+        def gone() -> None:
+            state.open -= 1
+            state.wake_one()
+
+        if protocol.closed:  # lost between connecting and here
+            gone()
+        else:
+            protocol.on_gone = gone
         return protocol
 
     def _release(self, conn: _Connection) -> None:
@@ -352,21 +425,28 @@ class UpstreamClient:
             conn.close()
             return
         conn._parser = None
-        idle = self._idle.setdefault(conn.address, [])
-        if len(idle) >= self.max_idle_per_host:
+        state = self._hosts.get(conn.address)
+        if state is None or len(state.idle) >= self.max_idle_per_host:
             conn.close()
             return
         conn.idle_since = time.monotonic()
-        idle.append(conn)
+        state.idle.append(conn)
+        state.wake_one()
 
     def idle_connections(self, host: str, port: int) -> int:
-        return sum(1 for c in self._idle.get((host, port), ()) if not c.closed)
+        state = self._hosts.get((host, port))
+        return 0 if state is None else sum(1 for c in state.idle if not c.closed)
+
+    def open_connections(self, host: str, port: int) -> int:
+        """Connections open to ``host:port`` now, in use or idle."""
+        state = self._hosts.get((host, port))
+        return 0 if state is None else state.open
 
     async def aclose(self) -> None:
-        for conns in self._idle.values():
-            for conn in conns:
+        for state in self._hosts.values():
+            for conn in state.idle:
                 conn.close()
-        self._idle.clear()
+            state.idle.clear()
 
 
 def _request_head(

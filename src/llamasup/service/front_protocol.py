@@ -92,6 +92,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self, transport: asyncio.Transport
     ) -> None:
         super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, _HeadWithBody(transport, self.loop))
         wait = self.limits.head_timeout
         if len(self.connections) > self.limits.max_connections:
             self._over_capacity = True
@@ -270,6 +271,56 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+
+class _HeadWithBody:
+    """The connection's transport, sending a response head together with what follows it.
+
+    uvicorn writes a response's head and its body in two ``write`` calls, two syscalls per
+    response. A head is held until the next write or the end of the event loop's current
+    turn, whichever comes first: a body sent at once goes out with it in one write, and a
+    head whose body comes later (a stream) is not delayed past the current turn.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + bytes(data))
+        elif bytes(data[:9]) == b"HTTP/1.1 ":
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def guarded_protocol(limits: Callable[[], FrontLimits]) -> type[GuardedHttpProtocol]:

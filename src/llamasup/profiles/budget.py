@@ -15,8 +15,7 @@ def memory_budget(raw: Any) -> dict[str, Any]:
     ``--list-devices``.
     """
     if isinstance(raw, Mapping):
-        budgets = tuple((str(name), parse_size(size)) for name, size in raw.items())
-        return {"memory_budget": None, "device_budgets": budgets}
+        return {"memory_budget": None, "device_budgets": per_device(raw)}
     return {"memory_budget": None if raw is None else parse_size(raw), "device_budgets": ()}
 
 
@@ -25,6 +24,11 @@ def declared_memory(raw: Any) -> tuple[int | None, tuple[tuple[str, int], ...]]:
     if raw is None:
         return None, ()
     if isinstance(raw, Mapping):
-        devices = tuple((str(name), parse_size(size)) for name, size in raw.items())
+        devices = per_device(raw)
         return sum(size for _, size in devices), devices
     return parse_size(raw), ()
+
+
+def per_device(raw: Mapping[Any, Any]) -> tuple[tuple[str, int], ...]:
+    """``{CUDA0: 24GiB, host: 64GiB}`` as ((name, bytes), ...), in the order given."""
+    return tuple((str(name), parse_size(size)) for name, size in raw.items())

@@ -289,13 +289,14 @@ class _HeadWithBody:
         self._loop = loop
         self._held: bytes | None = None
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: bytes) -> None:
+        # uvicorn writes bytes; per stream chunk this is one prefix test, no copy
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held + bytes(data))
-        elif bytes(data[:9]) == b"HTTP/1.1 ":
-            self._held = bytes(data)
+            self._transport.write(held + data)
+        elif data.startswith(b"HTTP/1.1 "):
+            self._held = data
             self._loop.call_soon(self._flush)
         else:
             self._transport.write(data)

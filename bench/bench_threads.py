@@ -7,7 +7,7 @@ picks its default), started once, then measured in turn, the order rotated betwe
 
   c1     p50 latency of a small chat completion (8 tokens), one client (``--requests``)
   gen    tokens/s of a 256-token stream (``ignore_eos``), first to last event
-  cpu    the server's CPU per c1 request (its threads' run time, /proc/PID/task/*/schedstat):
+  cpu    the server's CPU per c1 request (its CPU-time clock, every thread it ever had):
          what its OpenMP workers spin after each request shows here
 
 Default model: the tiny test model; ``--model`` takes a real one (the quickstart's Gemma 3

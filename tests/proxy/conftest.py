@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,10 +40,17 @@ def make_proxy(load_text: ProfileLoader) -> Iterator[ProxyFactory]:
         run_specs: bool = False,
         observer: ProxyObserver | None = None,
         fallback: ASGIApp | None = None,
+        front: str = "llamasup",
+        wrap: Callable[[ASGIApp], ASGIApp] | None = None,
     ) -> ProxyServer:
         pool = FakeSidecarPool(load_delay=load_delay, run_specs=run_specs)
         server = ProxyServer(
-            Resolver(load_text(profile)), pool, observer=observer, fallback=fallback
+            Resolver(load_text(profile)),
+            pool,
+            observer=observer,
+            fallback=fallback,
+            front=front,
+            wrap=wrap,
         )
         servers.append(server.start())
         return server

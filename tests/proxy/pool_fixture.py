@@ -4,7 +4,9 @@
 one start between concurrent leases, counts leases in flight, withdraws the demand of a
 cancelled wait, and lets a test evict a sidecar (which waits for in-flight requests).
 ``ProxyServer`` runs the proxy app under uvicorn (httptools + uvloop) in a thread, on an
-ephemeral port, with that pool living in the server's event loop.
+ephemeral port, with that pool living in the server's event loop. Its front is llamasup's
+own (the guarded protocol, which offers the direct body shortcut for streams) unless
+``front="plain"`` asks for uvicorn's protocol as it comes (the ASGI-only path).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from typing import Any, TypeVar
 import uvicorn
 import uvloop
 
+from llamasup.profiles.types import ServerConfig
 from llamasup.proxy.app import ProxyApp, create_proxy_app
 from llamasup.proxy.asgi import ASGIApp
 from llamasup.proxy.hooks import ProxyObserver
 from llamasup.proxy.upstream import UpstreamClient, UpstreamError
 from llamasup.reconcile.pool import DEFAULT_TERMS, Origin, Terms, Upstream, UpstreamAddress
+from llamasup.service.front_limits import front_limits, open_files_limit
+from llamasup.service.front_protocol import guarded_protocol
 from llamasup.spec.resolve import Resolver, SidecarSpec
 from llamasup.testing.poll import poll_until
 
@@ -237,18 +242,26 @@ class ProxyServer:
         *,
         observer: ProxyObserver | None = None,
         fallback: ASGIApp | None = None,
+        front: str = "llamasup",
+        wrap: Callable[[ASGIApp], ASGIApp] | None = None,
     ) -> None:
         self.resolver = resolver
         self.pool = pool
         self.app: ProxyApp = create_proxy_app(
             lambda: self.resolver, pool, observer=observer, fallback=fallback
         )
+        if front == "llamasup":
+            limits = front_limits(ServerConfig(), open_files_limit())
+            http: Any = guarded_protocol(lambda: limits)
+        else:
+            http = "httptools"
+        served: ASGIApp = self.app if wrap is None else wrap(self.app)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            self.app, http="httptools", lifespan="off", access_log=False, log_level="warning"
+            served, http=http, lifespan="off", access_log=False, log_level="warning"
         )
         self._server = uvicorn.Server(config)
         self._loop = uvloop.new_event_loop()

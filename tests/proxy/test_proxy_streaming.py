@@ -50,7 +50,16 @@ def sse_events(lines: Iterator[str]) -> Iterator[str]:
             yield line[6:]
 
 
-def test_stream_passes_through_before_upstream_finishes(proxy: ProxyServer) -> None:
+@pytest.fixture(params=["llamasup", "plain"])
+def either_front(request: pytest.FixtureRequest, make_proxy: ProxyFactory) -> ProxyServer:
+    """The proxy behind llamasup's front (streams take the direct body shortcut) and behind
+    uvicorn's protocol as it comes (every piece an ASGI message)."""
+    server: ProxyServer = make_proxy(front=request.param)
+    return server
+
+
+def test_stream_passes_through_before_upstream_finishes(either_front: ProxyServer) -> None:
+    proxy = either_front
     key = key_of(proxy, "alpha")
     with (
         httpx.Client(base_url=proxy.url, timeout=30) as client,
@@ -73,7 +82,8 @@ def test_stream_passes_through_before_upstream_finishes(proxy: ProxyServer) -> N
     assert upstream_stats(proxy, key)["active"] == 0
 
 
-def test_client_disconnect_cancels_upstream(proxy: ProxyServer) -> None:
+def test_client_disconnect_cancels_upstream(either_front: ProxyServer) -> None:
+    proxy = either_front
     key = key_of(proxy, "alpha")
     with (
         httpx.Client(base_url=proxy.url, timeout=30) as client,
@@ -92,7 +102,10 @@ def test_client_disconnect_cancels_upstream(proxy: ProxyServer) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
-def test_sidecar_killed_mid_stream_ends_with_error_event(proxy: ProxyServer, path: str) -> None:
+def test_sidecar_killed_mid_stream_ends_with_error_event(
+    either_front: ProxyServer, path: str
+) -> None:
+    proxy = either_front
     key = key_of(proxy, "alpha")
     started = time.monotonic()
     with (

@@ -23,9 +23,11 @@ from llamasup.proxy.asgi import (
     BodyTimeoutError,
     BodyTooLargeError,
     ClientGoneError,
+    DirectBody,
     Receive,
     Scope,
     Send,
+    direct_body,
     read_body,
     send_json,
 )
@@ -65,6 +67,7 @@ class _Outbound:
     """What goes to the sidecar."""
 
     __slots__ = (
+        "direct",
         "headers",
         "loading",
         "method",
@@ -92,6 +95,8 @@ class _Outbound:
         self.terms = DEFAULT_TERMS
         #: progress while the sidecar loads (a streamed chat that opted in)
         self.loading = False
+        #: the front's shortcut for a streamed body, when it offers one
+        self.direct: DirectBody | None = None
 
 
 class ProxyApp:
@@ -205,6 +210,7 @@ class ProxyApp:
             target += b"?" + scope["query_string"]
         out = _Outbound("POST", target, headers.forward, payload, server.start_timeout)
         out.origin = _origin(resolved, headers.agent_flags)
+        out.direct = direct_body(scope)
         keep = keep_alive_of(body.get("keep_alive"), headers.keep_alive, _keep_limit(server))
         out.terms = _terms(resolved, keep)
         default = resolved.model.send_loading_state
@@ -242,6 +248,7 @@ class ProxyApp:
         resolved = self._targets.resolve(resolver, model, agent, headers.agent_flags, server)
         out = _Outbound(scope["method"], target, headers.forward, raw, server.start_timeout)
         out.origin = _origin(resolved, headers.agent_flags)
+        out.direct = direct_body(scope)
         out.terms = _terms(resolved, keep_alive_of(None, headers.keep_alive, _keep_limit(server)))
         await self._forward(ex, receive, send, resolved, out)
 
@@ -340,7 +347,7 @@ class ProxyApp:
                         502, "upstream_unreachable", f"sidecar for {resolved.model.id!r}: {exc}"
                     ) from exc
                 try:
-                    await relay(ex, response, send, head_sent=loader is not None)
+                    await relay(ex, response, send, head_sent=loader is not None, direct=out.direct)
                 finally:
                     response.release()
         except (TimeoutError, LlamasupError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from time import perf_counter
 
-from llamasup.proxy.asgi import Send
+from llamasup.proxy.asgi import DirectBody, Send
 from llamasup.proxy.envelope import Dialect, stream_error_event
 from llamasup.proxy.upstream import UpstreamError, UpstreamResponse
 
@@ -77,15 +77,21 @@ class Exchange:
 
 
 async def relay(
-    ex: Exchange, response: UpstreamResponse, send: Send, *, head_sent: bool = False
+    ex: Exchange,
+    response: UpstreamResponse,
+    send: Send,
+    *,
+    head_sent: bool = False,
+    direct: DirectBody | None = None,
 ) -> None:
     """Send the sidecar's status, headers and body on, each chunk as soon as it arrives.
 
     ``head_sent``: a loading stream already answered 200 with an event stream; the sidecar's
     stream continues it, and anything else it answers becomes one in-band error event.
+    ``direct``: the front's shortcut for an event stream's body (see :class:`DirectBody`).
     """
     if head_sent:
-        await _continue_stream(ex, response, send)
+        await _continue_stream(ex, response, send, direct)
         return
     headers: list[tuple[bytes, bytes]] = []
     streamed = False
@@ -104,7 +110,7 @@ async def relay(
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     ex.response_started = True
     if streamed:
-        await _relay_events(ex, response, send)
+        await _relay_events(ex, response, send, direct)
         return
     while True:
         try:
@@ -124,13 +130,15 @@ async def relay(
             return
 
 
-async def _continue_stream(ex: Exchange, response: UpstreamResponse, send: Send) -> None:
+async def _continue_stream(
+    ex: Exchange, response: UpstreamResponse, send: Send, direct: DirectBody | None
+) -> None:
     streamed = any(
         name.lower() == b"content-type" and value.startswith(b"text/event-stream")
         for name, value in response.headers
     )
     if response.status == 200 and streamed:
-        await _relay_events(ex, response, send)
+        await _relay_events(ex, response, send, direct)
         return
     parts: list[bytes] = []
     try:
@@ -147,47 +155,103 @@ async def _continue_stream(ex: Exchange, response: UpstreamResponse, send: Send)
     await send({"type": "http.response.body", "body": event, "more_body": False})
 
 
-async def _relay_events(ex: Exchange, response: UpstreamResponse, send: Send) -> None:
-    """Relay an event stream chunk by chunk, each cut at an event boundary.
+class _Events:
+    """An event stream on its way through: cut at event boundaries, observed, and written
+    straight to the client while the front's :class:`DirectBody` can take it.
 
     Holding back a trailing partial event (rarely more than a few bytes) is what lets a
     sidecar dying mid-stream end in a well-formed error event instead of a torn one.
     """
-    held = b""
-    while True:
-        try:
-            chunk = await response.read()
-        except UpstreamError as exc:
-            ex.status, ex.error = BROKEN_STATUS, "upstream_disconnected"
-            ex.finished = True
-            event = stream_error_event(
-                ex.dialect,
-                f"sidecar for {ex.model!r} ended the stream early ({exc})",
-                "upstream_disconnected",
-            )
-            await send({"type": "http.response.body", "body": event, "more_body": False})
-            return
-        last = response.complete
+
+    __slots__ = ("direct", "ex", "held")
+
+    def __init__(self, ex: Exchange, direct: DirectBody | None) -> None:
+        self.ex = ex
+        self.direct = direct
+        self.held = b""
+
+    def cut(self, chunk: bytes) -> bytes | None:
+        """What was held plus ``chunk``, up to its last event boundary (the rest is held
+        back); None when no event is complete yet."""
+        held = self.held
         if held:
             chunk = held + chunk
-            held = b""
-        if not last and not chunk.endswith(b"\n\n"):
-            cut = chunk.rfind(b"\n\n")
-            if cut < 0 and b"\r\n\r\n" in chunk:
-                cut = chunk.rfind(b"\r\n\r\n") + 2
-            if cut < 0:
-                if len(chunk) < _MAX_HELD_BACK:
-                    held = chunk
-                    continue
-            else:
-                held = chunk[cut + 2 :]
-                chunk = chunk[: cut + 2]
-        if ex.observed and ex.ttfb is None and chunk:
-            ex.ttfb = perf_counter() - ex.t0
-        if last:
-            ex.finished = True
-        if ex.observed and chunk:
+            self.held = b""
+        if chunk.endswith(b"\n\n"):
+            return chunk
+        cut = chunk.rfind(b"\n\n")
+        if cut < 0 and b"\r\n\r\n" in chunk:
+            cut = chunk.rfind(b"\r\n\r\n") + 2
+        if cut < 0:
+            if len(chunk) < _MAX_HELD_BACK:
+                self.held = chunk
+                return None
+            return chunk
+        self.held = chunk[cut + 2 :]
+        return chunk[: cut + 2]
+
+    def seen(self, chunk: bytes) -> None:
+        ex = self.ex
+        if ex.observed:
+            if ex.ttfb is None:
+                ex.ttfb = perf_counter() - ex.t0
             ex.before, ex.tail = ex.tail, chunk
-        await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-        if last:
-            return
+
+    def take(self, body: bytes) -> bool:
+        """The upstream connection's sink: relay ``body`` now, in its callback (no ASGI
+        message, no task switch), or refuse it while the client cannot take it."""
+        direct = self.direct
+        if direct is None or not direct.writable():
+            return False
+        chunk = self.cut(body)
+        if chunk is not None:
+            self.seen(chunk)
+            direct.write(chunk)
+        return True
+
+
+async def _relay_events(
+    ex: Exchange, response: UpstreamResponse, send: Send, direct: DirectBody | None
+) -> None:
+    """Relay an event stream, each piece cut at an event boundary.
+
+    With the front's :class:`DirectBody` the pieces go from the upstream connection's
+    callback straight to the client's (``_Events.take``); this task then only wakes when
+    the client's connection is paused (the pieces wait here and go through ``send``, which
+    waits for it), at the end of the stream, or when the sidecar breaks it.
+    """
+    events = _Events(ex, direct)
+    try:
+        while True:
+            if direct is not None:
+                response.divert(events.take)
+            try:
+                chunk = await response.read()
+            except UpstreamError as exc:
+                ex.status, ex.error = BROKEN_STATUS, "upstream_disconnected"
+                ex.finished = True
+                event = stream_error_event(
+                    ex.dialect,
+                    f"sidecar for {ex.model!r} ended the stream early ({exc})",
+                    "upstream_disconnected",
+                )
+                await send({"type": "http.response.body", "body": event, "more_body": False})
+                return
+            last = response.complete
+            if last:
+                chunk, events.held = events.held + chunk, b""
+            else:
+                piece = events.cut(chunk)
+                if piece is None:
+                    continue
+                chunk = piece
+            if chunk:
+                events.seen(chunk)
+            if last:
+                ex.finished = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if last:
+                return
+    finally:
+        if direct is not None:
+            response.divert(None)

@@ -59,6 +59,8 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         #: called once when the connection is gone (its host's open count goes down)
         self.on_gone: Callable[[], None] | None = None
+        #: takes body bytes straight from the parser (see ``UpstreamResponse.divert``)
+        self._sink: Callable[[bytes], bool] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,6 +134,11 @@ class _Connection(asyncio.Protocol):
             head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        sink = self._sink
+        if sink is not None and not self._chunks:
+            if sink(body):
+                return
+            self._sink = None  # refused: this and what follows wait for read()
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -158,6 +165,7 @@ class _Connection(asyncio.Protocol):
         self._error = None
         self._framed = False
         self._head_only = head_only
+        self._sink = None
         self.status = 0
         self.headers = []
         self.transport.write(request)
@@ -250,6 +258,17 @@ class UpstreamResponse:
     def complete(self) -> bool:
         """True when every body byte has been read (the next :meth:`read` returns ``b""``)."""
         return self._conn.complete
+
+    def divert(self, sink: Callable[[bytes], bool] | None) -> None:
+        """Hand body bytes to ``sink`` as the parser produces them, in the connection's own
+        callback, instead of buffering them for :meth:`read` and waking its reader.
+
+        ``sink`` returns False to refuse a piece (its consumer cannot take it now): that
+        piece and everything after it is buffered for :meth:`read` as usual, and the
+        diversion ends. It is also skipped while bytes are buffered, so order is kept.
+        :meth:`read` still reports the end of the body and any error. ``None`` ends it.
+        """
+        self._conn._sink = sink
 
     async def body(self) -> bytes:
         parts = []
@@ -421,6 +440,7 @@ class UpstreamClient:
         return protocol
 
     def _release(self, conn: _Connection) -> None:
+        conn._sink = None
         if not conn.reusable():
             conn.close()
             return

@@ -36,7 +36,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from llamasup.proxy.asgi import DIRECT_BODY
 from llamasup.proxy.envelope import Dialect, ProxyError
+from llamasup.service.front_direct import CycleBody
 from llamasup.service.front_limits import FrontLimits
 
 logger = logging.getLogger(__name__)
@@ -164,7 +166,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        scope = self.scope
+        body = CycleBody()
+        # an ASGI extension entry is typed as a dict; the proxy reads it as a DirectBody
+        scope["extensions"] = {DIRECT_BODY: body}  # type: ignore[dict-item]
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is scope:  # not an upgrade uvicorn took over
+            body.cycle = cycle
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -33,6 +33,13 @@ def _setup_logging(level: str) -> None:
     )
     # one line per metrics scrape of every sidecar is noise, not news
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # what no format of ours prints, not gathered for each record (the request log writes
+    # one per request): the caller's frame, thread, process id (a syscall on Python 3.11)
+    # and multiprocessing name; the "Optimization" section of the logging HOWTO
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -248,9 +248,13 @@ def test_the_shortcut_is_offered_only_while_send_would_just_write() -> None:
             self.scope: dict[str, Any] = {"method": "POST"}
             self.written: list[bytes] = []
             self.transport = self
+            self.closing = False
 
         def write(self, data: bytes) -> None:
             self.written.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closing
 
     cycle = Cycle()
     body = CycleBody()
@@ -273,5 +277,8 @@ def test_the_shortcut_is_offered_only_while_send_would_just_write() -> None:
     cycle.flow.write_paused = True
     assert not body.writable()
     cycle.flow.write_paused = False
+    cycle.transport.closing = True
+    assert not body.writable()
+    cycle.transport.closing = False
     cycle.scope["method"] = "HEAD"
     assert not body.writable()

@@ -36,6 +36,9 @@ class CycleBody:
             and cycle.chunked_encoding is True
             and not cycle.flow.write_paused
             and cycle.scope["method"] != "HEAD"
+            # closed after a failed write or a reset, before uvicorn hears of it: a write
+            # now would raise in the sidecar connection's callback
+            and not cycle.transport.is_closing()
         )
 
     def write(self, data: bytes) -> None:

@@ -317,6 +317,9 @@ class _HeadWithBody:
             if not self._transport.is_closing():
                 self._transport.write(held)
 
+    def is_closing(self) -> bool:  # asked per streamed event (front_direct): no __getattr__
+        return self._transport.is_closing()
+
     def write_eof(self) -> None:
         self._flush()
         self._transport.write_eof()

@@ -11,8 +11,9 @@ Prints ``listening on http://H:P`` on stdout once bound. ``/health`` answers 503
 ``--load-delay`` seconds, then 200. Inference routes echo what they received in ``x_fake``
 (method, path, parsed body, headers); a JSON body may carry ``x_fake_ctl`` with ``tokens``,
 ``delay`` (seconds between stream events), ``rate`` (events per second),
-``crash_after`` (SIGKILL itself after that many events) and ``content_type`` (of a streamed
-answer; ``text/event-stream`` unless told: another type makes it a plain chunked body).
+``crash_after`` (SIGKILL itself after that many events), ``hold_after`` (stop after that many
+events until ``POST /x-fake/release``) and ``content_type`` (of a streamed answer;
+``text/event-stream`` unless told: another type makes it a plain chunked body).
 ``GET /x-fake/stats`` answers ``{"requests", "active", "cancelled"}``; cancelled counts
 streams whose client left early.
 """
@@ -57,6 +58,14 @@ class Stats:
     requests = 0
     active = 0
     cancelled = 0
+    #: set by ``POST /x-fake/release``: held streams (``hold_after``) go on
+    released: asyncio.Event | None = None
+
+
+def _released() -> asyncio.Event:
+    if Stats.released is None:
+        Stats.released = asyncio.Event()
+    return Stats.released
 
 
 class FakeProtocol(asyncio.Protocol):
@@ -138,6 +147,10 @@ class FakeProtocol(asyncio.Protocol):
             else:
                 self.respond(200, b'{"status":"ok"}')
             return
+        if path == b"/x-fake/release":
+            _released().set()
+            self.respond(200, b"{}")
+            return
         if path == b"/x-fake/stats":
             stats = {
                 "requests": Stats.requests,
@@ -186,6 +199,7 @@ class FakeProtocol(asyncio.Protocol):
         delay = float(ctl.get("delay", self.opts.delay))
         rate = float(ctl.get("rate", self.opts.rate))
         crash_after = ctl.get("crash_after")
+        hold_after = ctl.get("hold_after")
         content_type = str(ctl.get("content_type", "text/event-stream")).encode()
         assert self.transport is not None
         transport = self.transport
@@ -201,6 +215,8 @@ class FakeProtocol(asyncio.Protocol):
             for i, event in enumerate(events(self.opts.alias, echo, tokens)):
                 if crash_after is not None and i >= int(crash_after):
                     os.kill(os.getpid(), signal.SIGKILL)
+                if hold_after is not None and i == int(hold_after):
+                    await _released().wait()
                 if i and rate > 0:
                     # event loop timers tick in milliseconds: faster rates come in bursts
                     wait = start + i / rate - time.monotonic()

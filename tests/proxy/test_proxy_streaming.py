@@ -61,11 +61,11 @@ def either_front(request: pytest.FixtureRequest, make_proxy: ProxyFactory) -> Pr
 def test_stream_passes_through_before_upstream_finishes(either_front: ProxyServer) -> None:
     proxy = either_front
     key = key_of(proxy, "alpha")
+    body = stream_body("alpha", 6, 0)
+    body["x_fake_ctl"]["hold_after"] = 1
     with (
         httpx.Client(base_url=proxy.url, timeout=30) as client,
-        client.stream(
-            "POST", "/v1/chat/completions", json=stream_body("alpha", 6, 0.2)
-        ) as response,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -74,8 +74,12 @@ def test_stream_passes_through_before_upstream_finishes(either_front: ProxyServe
         events = sse_events(response.iter_lines())
         first = json.loads(next(events))
         assert first["choices"][0]["delta"]["role"] == "assistant"
-        # the sidecar is still generating: nothing was buffered until the end
+        # the sidecar holds the rest of its stream until told: the first event came through
+        # while it was still generating, nothing was buffered until the end
         assert upstream_stats(proxy, key)["active"] == 1
+        sidecar = proxy.pool.sidecar(key)
+        assert sidecar is not None
+        httpx.post(f"http://127.0.0.1:{sidecar.port}/x-fake/release")
         rest = list(events)
     assert rest[-1] == "[DONE]"
     assert len(rest) == 6  # five more tokens and [DONE]

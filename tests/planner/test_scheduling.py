@@ -12,6 +12,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llamasup.core.units import GIB
 from llamasup.planner.plan import plan
 from llamasup.planner.types import Demand, Have, Limits, Scheduling, Want
 from llamasup.testing.schedsim import (
@@ -145,6 +146,23 @@ def test_a_demand_drains_a_busy_sidecar_once_it_waited_max_wait() -> None:
     assert [w.key for w in late.waits] == ["c"], "c starts once a has finished its requests"
 
 
+def test_a_busy_group_member_drained_for_its_group_is_not_drained_again_for_memory() -> None:
+    # a group of one and a budget of one: the member leaving for the group is also the
+    # memory the newcomer needs; it is drained once (found by test_invariants: a group
+    # stop and a contention stop for the same sidecar)
+    wants = [
+        Want("busy", "busy", memory=GIB, group="h"),
+        Want("new", "new", memory=GIB, group="h", demand=Demand(1, since=100.0)),
+    ]
+    member = Have("busy", "busy", "ready", in_flight=1, last_used=50.0, memory=GIB, group="h")
+    limits = Limits(memory_budget=GIB, groups={"h": 1}, scheduling=ON)
+    result = plan(wants, [member], limits, now=110.0)
+    (stop,) = result.stops
+    assert (stop.key, stop.reason, stop.drain) == ("busy", "group", True)
+    (wait,) = result.waits
+    assert wait.key == "new" and wait.reason == "new: draining busy"
+
+
 def test_a_sidecar_is_not_drained_before_its_minimum_residency() -> None:
     wants = [Want("a", "a"), Want("c", "c", demand=Demand(1, since=100.0))]
     fresh = _busy("a", ready_at=100.0, load_time=10.0)  # resident at least 2 x 10 s
@@ -230,7 +248,6 @@ def test_a_non_exclusive_start_leaves_an_exclusive_group_alone_and_pinned_outsid
 
 # -- memory per device -----------------------------------------------------------------------
 
-GIB = 1 << 30
 SPLIT = Limits(device_budgets={"CUDA0": 24 * GIB, "host": 64 * GIB})
 
 

@@ -241,7 +241,10 @@ class _Search:
                 self._take(occupant)
                 excess -= 1
             elif occupant.drainable:
+                # it leaves once its requests are done: its room counts as made, and
+                # nothing after this (count, memory, devices) may pick it again
                 self.room.drains.append(occupant)
+                self._take(occupant)
                 excess -= 1
         if excess > 0:
             self.room.blocked.append(

@@ -1,6 +1,7 @@
 """llamasup next to its peers: the same llama-server build and model behind four fronts.
 
-    python bench/bench_peers.py [--threads unset,1] [--runs 3] [--targets ...] [--json F]
+    python bench/bench_peers.py [--threads unset,1] [--cores shared,pinned] [--runs 3]
+                                [--targets ...] [--json F]
 
 Targets, all serving the tiny test model (``llamasup.testing.tiny_model``) with the
 llama-server llamasup resolves (``llamasup runtime install``), ``-c 4096 -np 4``:
@@ -10,9 +11,11 @@ llama-server llamasup resolves (``llamasup runtime install``), ``-c 4096 -np 4``
   router   llama.cpp's router mode, ``llama-server --models-dir DIR`` (routes by ``model``)
   naive    ``bench/naive_proxy.py`` (Starlette + httpx) in front of the direct server
 
-For each threads layout (``unset``: no ``-t`` anywhere, each front's own default applies;
-``1``: ``-t 1``) every target is started, then each measure is taken on every target in
-turn, the order rotated between runs (interleaved), ``--runs`` times:
+For each layout, threads (``unset``: no ``-t`` anywhere, each front's own default applies;
+``1``: ``-t 1``) times cores (``shared``: nothing pinned; ``pinned``: once started, every
+llama-server process, the router's and llamasup's children included, on CPU 0, the fronts
+and this load generator on CPU 1), every target is started, then each measure is taken on
+every target in turn, the order rotated between runs (interleaved), ``--runs`` times:
 
   c1       p50 latency of a small chat completion (8 tokens), one client
   c16      requests/s with 16 clients on the server's 4 slots
@@ -357,11 +360,50 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc/PID/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in task.read_text().split():
+                found += [int(child), *_children(int(child))]
+    return found
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Every thread of ``pid`` on ``cpu`` (threads started later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
+def pin_cores(targets: dict[str, Target]) -> None:
+    """The pinned layout: every llama-server on CPU 0; the fronts and this load generator
+    on CPU 1, so a front's work per request or event is never taken from generation."""
+    for target in targets.values():
+        servers = [p.pid for p in target.procs if p.pid != target.front]
+        if target.front is not None:
+            _pin(target.front, 1)
+            servers += _children(target.front)
+        for pid in servers:
+            _pin(pid, 0)
+    os.sched_setaffinity(0, {1})
+
+
 def run_layout(
-    names: list[str], threads: str, runs: int, sizes: dict[str, int], use_uvloop: bool
+    names: list[str],
+    threads: str,
+    runs: int,
+    sizes: dict[str, int],
+    use_uvloop: bool,
+    *,
+    cores: str = "shared",
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"threads": threads, "load": [], "runs": []}
+    results: dict[str, Any] = {"threads": threads, "cores": cores, "load": [], "runs": []}
+    everywhere = os.sched_getaffinity(0)
     with started(names, threads, use_uvloop) as targets:
+        if cores == "pinned":
+            pin_cores(targets)
         order = list(targets)
         for run in range(runs):
             results["load"].append(loadavg())
@@ -371,8 +413,12 @@ def run_layout(
                     this[name][measure] = fn(targets[name], sizes[measure])
             results["runs"].append(this)
             order = order[1:] + order[:1]  # rotate: nobody always goes first
-            print(f"  threads={threads} run {run + 1}/{runs} done (load {loadavg()})", flush=True)
+            print(
+                f"  threads={threads} {cores} run {run + 1}/{runs} done (load {loadavg()})",
+                flush=True,
+            )
         results["load"].append(loadavg())
+    os.sched_setaffinity(0, everywhere)
     return results
 
 
@@ -383,11 +429,12 @@ def _med(layout: dict[str, Any], name: str, measure: str, key: str) -> float | N
 
 
 def report(layouts: list[dict[str, Any]], names: list[str]) -> str:
-    lines = ["| measure | threads | " + " | ".join(names) + " |"]
+    lines = ["| measure | threads, cores | " + " | ".join(names) + " |"]
     lines.append("| --- | --- |" + " --- |" * len(names))
 
     def row(label: str, lay: dict[str, Any], cell: Callable[[str], str]) -> None:
-        lines.append(f"| {label} | {lay['threads']} | " + " | ".join(cell(n) for n in names) + " |")
+        layout = f"{lay['threads']}, {lay.get('cores', 'shared')}"
+        lines.append(f"| {label} | {layout} | " + " | ".join(cell(n) for n in names) + " |")
 
     for lay in layouts:
         base = {
@@ -399,7 +446,7 @@ def report(layouts: list[dict[str, Any]], names: list[str]) -> str:
             v = _med(lay, n, m, "p50_ms")
             if v is None or base[m] is None:
                 return "—"
-            return f"{v:.2f} ms" if n == "direct" else f"+{v - base[m]:.2f}"
+            return f"{v:.2f} ms" if n == "direct" else f"{v - base[m]:+.2f}"
 
         def ratio(
             n: str, m: str, k: str, lay: dict[str, Any] = lay, base: dict[str, Any] = base
@@ -421,7 +468,8 @@ def report(layouts: list[dict[str, Any]], names: list[str]) -> str:
         row("front CPU per streamed event", lay, lambda n: cpu(n, "stream", "cpu_us_event"))
     lines.append("")
     for lay in layouts:
-        lines.append(f"- threads={lay['threads']}: load average over the runs {lay['load']}")
+        layout = f"threads={lay['threads']} {lay.get('cores', 'shared')}"
+        lines.append(f"- {layout}: load average over the runs {lay['load']}")
     return "\n".join(lines)
 
 
@@ -431,6 +479,11 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer requests per measure")
+    ap.add_argument(
+        "--cores",
+        default="shared",
+        help="shared (nothing pinned) and/or pinned (servers on CPU 0, fronts and load on 1)",
+    )
     ap.add_argument("--uvloop", action="store_true", help="run llamasup serve on uvloop")
     ap.add_argument("--json", type=Path)
     ns = ap.parse_args(argv)
@@ -441,8 +494,9 @@ def main(argv: list[str]) -> None:
     if ns.quick:
         sizes = {"c1": 150, "c16": 300, "stream": 1, "ttfb": 20}
     layouts = []
-    for threads in ns.threads.split(","):
-        layouts.append(run_layout(names, threads, ns.runs, sizes, ns.uvloop))
+    for cores in ns.cores.split(","):
+        for threads in ns.threads.split(","):
+            layouts.append(run_layout(names, threads, ns.runs, sizes, ns.uvloop, cores=cores))
     print(f"\n{os.cpu_count()} CPUs; medians of {ns.runs} interleaved runs\n")
     print(report(layouts, names))
     if ns.json:

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from llamasup.proxy.hooks import RequestRecord
+from llamasup.service.exposition import Registry
 from llamasup.service.metrics import RequestObserver
 from llamasup.testing.poll import poll_until, wait_for
 from proxy.pool_fixture import ProxyServer
@@ -287,7 +287,7 @@ def test_a_response_broken_by_its_sidecar_counts_as_502(
 ) -> None:
     """The client saw 200 (and, for a stream, an in-band error event), but what happened
     was a failed upstream: metrics count it as such."""
-    registry = CollectorRegistry()
+    registry = Registry()
     proxy = make_proxy(observer=RequestObserver(registry))
     body = stream_body("alpha", 10, 0.0)
     body["x_fake_ctl"].update(crash_after=3, content_type=content_type)

@@ -17,7 +17,7 @@ from service_helpers import (
     write_model_files,
 )
 
-from llamasup.service.metrics import merge_families
+from llamasup.service.sidecar_metrics import merge_families
 from llamasup.testing.fake_bodies import metrics_text
 from llamasup.testing.poll import wait_for
 

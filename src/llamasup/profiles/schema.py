@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
-
-from jsonschema import Draft202012Validator, ValidationError
+from typing import Any, Protocol
 
 from llamasup.core.yamlsrc import KeyPath
+from llamasup.profiles.schema_validator import SchemaValidator
 
 SCHEMA_RESOURCE = "profiles.schema.json"
 
@@ -24,8 +23,30 @@ def schema() -> dict[str, Any]:
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(schema())
+def _validator() -> SchemaValidator:
+    return SchemaValidator(schema())
+
+
+class Violation(Protocol):
+    """What is explained of a schema violation (``schema_validator.Violation``; jsonschema's
+    ``ValidationError`` has the same, which the tests use to compare the two)."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def validator(self) -> Any: ...
+    @property
+    def validator_value(self) -> Any: ...
+    @property
+    def instance(self) -> Any: ...
+    @property
+    def schema(self) -> Mapping[str, Any] | bool: ...
+    @property
+    def absolute_path(self) -> Sequence[str | int]: ...
+    @property
+    def relative_schema_path(self) -> Sequence[str | int]: ...
+    @property
+    def context(self) -> Iterable[Violation] | None: ...
 
 
 def schema_issues(data: Any) -> Iterator[tuple[KeyPath, str]]:
@@ -34,9 +55,14 @@ def schema_issues(data: Any) -> Iterator[tuple[KeyPath, str]]:
     The key path is also what is invalid: pruning it leaves data that satisfies the schema
     there, so the remaining checks can still run and report their own findings.
     """
-    errors = sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.path])
-    for error in errors:
-        yield from _explain(error)
+    return explain_all(_validator().iter_errors(data))
+
+
+def explain_all(violations: Iterable[Violation]) -> Iterator[tuple[KeyPath, str]]:
+    """(key path, message) for each violation, ordered by key path (stable)."""
+    ordered = sorted(violations, key=lambda e: [str(p) for p in e.absolute_path])
+    for violation in ordered:
+        yield from _explain(violation)
 
 
 def _alternatives(rule: Any) -> str:
@@ -60,7 +86,7 @@ def _alternatives(rule: Any) -> str:
     return ", or ".join(shown)
 
 
-def _explain(error: ValidationError) -> Iterator[tuple[KeyPath, str]]:
+def _explain(error: Violation) -> Iterator[tuple[KeyPath, str]]:
     path: KeyPath = tuple(error.absolute_path)
     if "propertyNames" in error.relative_schema_path:
         yield (

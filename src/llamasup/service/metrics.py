@@ -1,6 +1,6 @@
 """``GET /metrics``: llamasup's own series, plus every ready sidecar's llama-server metrics.
 
-Own series (prefix ``llamasup_``) live in a private prometheus-client registry and are fed
+Own series (prefix ``llamasup_``) live in a private registry (``exposition.py``) and are fed
 by events: the proxy's observer (requests, latency, time to first byte), the supervisor's
 events (starts, failures, cold-start time), the reconciler's passes (duration) and stops (by
 reason) and the profile store (reload results). Sidecar states, in-flight requests and
@@ -8,27 +8,31 @@ memory estimates are read at scrape time.
 
 Sidecars started with ``--metrics`` answer ``/metrics`` themselves (``llamacpp:*`` series);
 at scrape time each ready sidecar is asked (concurrently, bounded by ``SCRAPE_TIMEOUT``) and
-its samples are re-exposed with ``model`` and ``sidecar`` labels added, one family per name.
+its samples are re-exposed with ``model`` and ``sidecar`` labels added, one family per name
+(``sidecar_metrics.py``, imported then: a front nobody scrapes never loads prometheus_client).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from llamasup.planner.types import Stop
 from llamasup.proxy.hooks import RequestRecord
 from llamasup.reconcile.history import PassRecord
 from llamasup.reconcile.snapshot import device_split
+from llamasup.service.exposition import (
+    CONTENT_TYPE,
+    Counter,
+    Family,
+    Gauge,
+    GaugeFamily,
+    Histogram,
+    Registry,
+    render,
+)
 from llamasup.sidecars.supervisor import SupervisorEvent
 from llamasup.sidecars.types import SidecarEventKind, SidecarState
 
@@ -47,7 +51,7 @@ _START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 class RequestObserver:
     """The proxy's :class:`~llamasup.proxy.hooks.ProxyObserver`: counters and histograms."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         labels = ("model", "agent", "route")
         self.requests = Counter(
             "llamasup_requests",
@@ -98,42 +102,42 @@ class RequestObserver:
             self.wait.labels(*labels).observe(record.wait)
 
 
-class _LiveCollector(Collector):
+class _LiveCollector:
     """What is true at scrape time: sidecars by state, in flight, memory estimates."""
 
     def __init__(self, reconciler: Reconciler) -> None:
         self._reconciler = reconciler
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         reconciler = self._reconciler
-        states = GaugeMetricFamily(
+        states = GaugeFamily(
             "llamasup_sidecars", "Sidecars by model and state", labels=("model", "state")
         )
         counts: dict[tuple[str, str], int] = {}
         for model in reconciler.profiles.models:
             for each in SidecarState:
                 counts[(model, str(each))] = 0
-        in_flight = GaugeMetricFamily(
+        in_flight = GaugeFamily(
             "llamasup_sidecar_in_flight",
             "Requests in flight per sidecar",
             labels=("model", "sidecar"),
         )
-        memory = GaugeMetricFamily(
+        memory = GaugeFamily(
             "llamasup_sidecar_memory_estimate_bytes",
             "Estimated memory of each sidecar (weights + KV cache + compute)",
             labels=("model", "sidecar"),
         )
-        loading = GaugeMetricFamily(
+        loading = GaugeFamily(
             "llamasup_sidecar_loading_seconds",
             "Seconds each sidecar that is still loading has been at it",
             labels=("model", "sidecar"),
         )
-        on_devices = GaugeMetricFamily(
+        on_devices = GaugeFamily(
             "llamasup_device_memory_estimate_bytes",
             "Estimated memory of running sidecars on each budgeted device (host and GPUs)",
             labels=("device",),
         )
-        budgets = GaugeMetricFamily(
+        budgets = GaugeFamily(
             "llamasup_device_memory_budget_bytes",
             "server.memory_budget per device",
             labels=("device",),
@@ -166,11 +170,9 @@ class _LiveCollector(Collector):
             on_devices.add_metric((name,), amount)
         for (model, state), count in sorted(counts.items()):
             states.add_metric((model, state), count)
-        waiting = GaugeMetricFamily(
-            "llamasup_demands_waiting", "Requests waiting for a sidecar to start"
-        )
+        waiting = GaugeFamily("llamasup_demands_waiting", "Requests waiting for a sidecar to start")
         waiting.add_metric((), waiting_total)
-        queue = GaugeMetricFamily(
+        queue = GaugeFamily(
             "llamasup_queue_length",
             "Requests waiting for a model's sidecar to start or to come back from a swap",
             labels=("model",),
@@ -188,7 +190,7 @@ _SWAPS = frozenset({"evicted-lru", "evicted-memory", "group", "contention"})
 class Metrics:
     def __init__(self, supervisor: Supervisor, reconciler: Reconciler, store: ProfileStore) -> None:
         self._supervisor = supervisor
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = Registry()
         registry = self.registry
         self.observer = RequestObserver(registry)
         self.starts = Counter(
@@ -298,9 +300,9 @@ class Metrics:
     # -- exposition --------------------------------------------------------------------------
 
     async def render(self) -> tuple[bytes, str]:
-        own = generate_latest(self.registry)
+        own = render(self.registry)
         sidecar_text = await self._sidecar_metrics()
-        return own + sidecar_text, CONTENT_TYPE_LATEST
+        return own + sidecar_text, CONTENT_TYPE
 
     async def _sidecar_metrics(self) -> bytes:
         supervisor = self._supervisor
@@ -316,6 +318,8 @@ class Metrics:
         host = supervisor.settings.host
         import httpx  # noqa: PLC0415 - see __init__
 
+        from llamasup.service import sidecar_metrics  # noqa: PLC0415 - prometheus_client
+
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, trust_env=False)
         client = self._client
@@ -329,49 +333,13 @@ class Metrics:
             return response.text if response.status_code == 200 else None
 
         texts = await asyncio.gather(*(fetch(port, auth) for _, _, port, auth in targets))
-        merged = merge_families(
+        return sidecar_metrics.reexpose(
             (model, key, text)
             for (model, key, _, _), text in zip(targets, texts, strict=True)
             if text is not None
         )
-        if not merged:
-            return b""
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Static(merged))
-        return generate_latest(registry)
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-class _Static(Collector):
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._families
-
-
-def merge_families(sources: Iterable[tuple[str, str, str]]) -> list[Metric]:
-    """Parse each (model, sidecar key, exposition text) and merge families by name, adding
-    ``model`` and ``sidecar`` labels to every sample. Unparseable text is skipped."""
-    families: dict[str, Metric] = {}
-    for model, key, text in sources:
-        try:
-            parsed = list(text_string_to_metric_families(text))
-        except ValueError:
-            continue
-        for family in parsed:
-            merged = families.get(family.name)
-            if merged is None:
-                merged = families[family.name] = Metric(
-                    family.name, family.documentation, family.type, family.unit
-                )
-            for sample in family.samples:
-                labels = {**sample.labels, "model": model, "sidecar": key}
-                merged.samples.append(
-                    Sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
-                )
-    return list(families.values())

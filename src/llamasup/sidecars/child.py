@@ -82,18 +82,15 @@ class ChildTransport(asyncio.SubprocessTransport):
         fails, the child is killed (and still reaped), as ``loop.subprocess_exec`` does."""
         transport = cls(popen, protocol)
         transport._stop_watch = watch_exit(popen.pid, transport._process_exited, transport._collect)
+        # not cancelled half-way: a pipe whose connection was cut short has no owner (uvloop
+        # then closes its descriptor behind the file object's back)
+        connecting = asyncio.ensure_future(transport._connect_pipes())
         try:
-            for fd, stream in ((1, popen.stdout), (2, popen.stderr)):
-                if stream is None:
-                    continue
-                pipe, _ = await transport._loop.connect_read_pipe(
-                    lambda fd=fd: PipeReader(transport, fd),  # type: ignore[misc]
-                    stream,
-                )
-                # uvloop's read transports implement the interface without subclassing it
-                transport._pipes[fd] = pipe
-                transport._open_pipes.add(fd)
+            await asyncio.shield(connecting)
         except BaseException:
+            if not connecting.done():
+                with contextlib.suppress(BaseException):
+                    await connecting
             transport._pending = None
             transport._protocol = asyncio.SubprocessProtocol()  # nobody is listening
             transport.close()
@@ -103,6 +100,18 @@ class ChildTransport(asyncio.SubprocessTransport):
         for callback, args in pending or ():
             callback(*args)
         return transport
+
+    async def _connect_pipes(self) -> None:
+        for fd, stream in ((1, self._popen.stdout), (2, self._popen.stderr)):
+            if stream is None:
+                continue
+            pipe, _ = await self._loop.connect_read_pipe(
+                lambda fd=fd: PipeReader(self, fd),  # type: ignore[misc]
+                stream,
+            )
+            # uvloop's read transports implement the interface without subclassing it
+            self._pipes[fd] = pipe
+            self._open_pipes.add(fd)
 
     # -- events (event-loop thread) --------------------------------------------------------
 
@@ -177,6 +186,9 @@ class ChildTransport(asyncio.SubprocessTransport):
             pipe.close()
         for fd, stream in ((1, self._popen.stdout), (2, self._popen.stderr)):
             if stream is not None and fd not in self._pipes:
-                stream.close()  # never handed to a pipe transport (the start failed)
+                # never handed to a pipe transport: connecting it failed (uvloop may have
+                # closed the descriptor already)
+                with contextlib.suppress(OSError):
+                    stream.close()
         if not self._exited:
             self.kill()

@@ -114,6 +114,11 @@ def _executable(program: str, env: Mapping[str, str]) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
 
 
+def spawner() -> str:
+    """Who starts the child for ``spawn`` here: ``popen`` (Linux) or ``loop``."""
+    return "popen" if PREFER_POPEN else "loop"
+
+
 def spawn_method() -> str:
     """How ``spawn`` arms PR_SET_PDEATHSIG here: ``setpriv``, ``preexec`` or ``none``."""
     if not IS_LINUX:

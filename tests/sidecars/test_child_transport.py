@@ -152,6 +152,28 @@ async def test_output_written_before_the_transport_is_connected_is_kept() -> Non
     transport.close()
 
 
+async def test_a_child_gone_before_its_pipes_are_connected_loses_no_output() -> None:
+    """The exit (and the first pipe's end) can come while the second pipe is still being
+    connected: ``connection_lost`` must still wait for the second pipe's output."""
+    popen = subprocess.Popen(
+        _python("import os; os.write(1, b'out'); os.write(2, b'err')"),
+        bufsize=0,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    # exited, not reaped: the pidfd is readable from the first poll of the loop on
+    os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOWAIT)
+    proto = Recorder()
+    transport = await ChildTransport.start(popen, proto)
+    await asyncio.wait_for(proto.lost.wait(), 30)
+    assert proto.output == {1: b"out", 2: b"err"}
+    assert proto.calls[0] == "connection_made" and proto.calls[-1] == "connection_lost"
+    assert transport.get_returncode() == 0
+    transport.close()
+
+
 async def test_a_start_cancelled_while_connecting_kills_and_reaps_the_child() -> None:
     popen = subprocess.Popen(
         _python("import time; time.sleep(60)"),

@@ -66,7 +66,9 @@ class ChildTransport(asyncio.SubprocessTransport):
         self._popen = popen
         self._protocol = protocol
         self._pipes: dict[int, asyncio.ReadTransport] = {}
-        self._open_pipes: set[int] = set()
+        #: open from the start: the child may exit before the second pipe is connected, and
+        #: connection_lost must still wait for that pipe's output
+        self._open_pipes = {fd for fd, stream in self._streams() if stream is not None}
         #: calls held until the protocol has had ``connection_made``; None once it has
         self._pending: list[tuple[Callable[..., object], tuple[Any, ...]]] | None = []
         self._exited = False
@@ -101,8 +103,11 @@ class ChildTransport(asyncio.SubprocessTransport):
             callback(*args)
         return transport
 
+    def _streams(self) -> tuple[tuple[int, Any], ...]:
+        return ((1, self._popen.stdout), (2, self._popen.stderr))
+
     async def _connect_pipes(self) -> None:
-        for fd, stream in ((1, self._popen.stdout), (2, self._popen.stderr)):
+        for fd, stream in self._streams():
             if stream is None:
                 continue
             pipe, _ = await self._loop.connect_read_pipe(
@@ -111,7 +116,6 @@ class ChildTransport(asyncio.SubprocessTransport):
             )
             # uvloop's read transports implement the interface without subclassing it
             self._pipes[fd] = pipe
-            self._open_pipes.add(fd)
 
     # -- events (event-loop thread) --------------------------------------------------------
 
@@ -184,11 +188,13 @@ class ChildTransport(asyncio.SubprocessTransport):
         self._closed = True
         for pipe in self._pipes.values():
             pipe.close()
-        for fd, stream in ((1, self._popen.stdout), (2, self._popen.stderr)):
+        for fd, stream in self._streams():
             if stream is not None and fd not in self._pipes:
                 # never handed to a pipe transport: connecting it failed (uvloop may have
                 # closed the descriptor already)
                 with contextlib.suppress(OSError):
                     stream.close()
+                self._open_pipes.discard(fd)
+        self._try_finish()
         if not self._exited:
             self.kill()

@@ -231,6 +231,8 @@ class Sidecar:
                         health_path=self.spec.health_path,
                         settings=self.settings,
                         log=self.log,
+                        # only llama-server prints the ready line this waits for
+                        ready_line=self.spec.kind == "llama-server",
                     )
                 except BindFailed:
                     self.log.note(f"port {run.port} is taken; retrying on another port")

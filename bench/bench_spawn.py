@@ -9,10 +9,16 @@ front's), each round spawns the real llama-server (``--version``: it exits at on
   for all of it: fork or vfork, and the wait until the child has exec'd);
 * exists: from the call until the transport reports the child (``connection_made``).
 
-Ways, interleaved round by round: ``setpriv`` (``setpriv --pdeathsig KILL -- argv``, no
-preexec_fn: vfork / libuv spawn), ``preexec`` (a preexec_fn calling prctl: forces fork) and
-``bare`` (no PDEATHSIG at all: the floor). Both event loops. Usage:
-``python bench/bench_spawn.py [--rounds 200] [--binary PATH]``
+Ways, interleaved round by round (rotated), on both event loops:
+
+* ``popen+setpriv``: the default on Linux: ``subprocess.Popen`` on the loop thread (vfork, no
+  ``preexec_fn``), ``setpriv --pdeathsig KILL --`` in front, pipes and a pidfd on the loop;
+* ``loop+setpriv``: the same child through ``loop.subprocess_exec`` (before: libuv's spawn,
+  which forks, under uvloop);
+* ``popen+preexec``: the fallback without setpriv (a ``preexec_fn`` forces a fork);
+* ``loop+bare``: ``loop.subprocess_exec`` with no PDEATHSIG at all (the loop's own floor).
+
+Usage: ``python bench/bench_spawn.py [--rounds 200] [--binary PATH]``
 """
 
 from __future__ import annotations
@@ -48,30 +54,33 @@ class _Child(asyncio.SubprocessProtocol):
 
 async def _once(argv: list[str], way: str) -> tuple[float, float]:
     loop = asyncio.get_running_loop()
+    spawner, method = way.split("+")
+    process.PREFER_POPEN = spawner == "popen"
+    process.PREFER_SETPRIV = method == "setpriv"
+    child = _Child(time.perf_counter())
     stalled: list[float] = []
-    began = time.perf_counter()
-    loop.call_soon(lambda: stalled.append(time.perf_counter() - began))
-    process.PREFER_SETPRIV = way == "setpriv"
-    if way == "bare":
-        child = _Child(began)
+    loop.call_soon(lambda: stalled.append(time.perf_counter() - child.began))
+    if method == "bare":
         transport, _ = await loop.subprocess_exec(
             lambda: child, *argv, stdout=-3, stderr=-3, start_new_session=True
         )
     else:
-        child = _Child(began)
         transport, _ = await process.spawn(argv, os.environ, lambda: child)
     await child.done
     transport.close()
     return stalled[0], child.exists
 
 
+WAYS = ["popen+setpriv", "loop+setpriv", "popen+preexec", "loop+bare"]
+
+
 async def _measure(argv: list[str], rounds: int) -> dict[str, list[tuple[float, float]]]:
-    ways = ["setpriv", "preexec", "bare"]
-    results: dict[str, list[tuple[float, float]]] = {way: [] for way in ways}
-    for way in ways:  # warm-up: the setpriv check, first imports
+    results: dict[str, list[tuple[float, float]]] = {way: [] for way in WAYS}
+    for way in WAYS:  # warm-up: the setpriv check, first imports
         await _once(argv, way)
     for index in range(rounds):
-        for way in ways[index % 3 :] + ways[: index % 3]:
+        turn = index % len(WAYS)
+        for way in WAYS[turn:] + WAYS[:turn]:
             results[way].append(await _once(argv, way))
     return results
 

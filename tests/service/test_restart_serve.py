@@ -110,6 +110,27 @@ def test_a_profile_changed_across_a_restart_keeps_what_did_not_change(
         assert by_key.get(old["gamma"]["key"], "replaced") == "replaced"
 
 
+def test_a_sigkilled_serve_leaves_no_sidecar_from_before_or_after_a_restart(
+    tmp_path: Path, fake_server_bin: Path
+) -> None:
+    """``serve`` runs on uvloop and spawns on its loop thread (``Popen``, ``setpriv
+    --pdeathsig``): the thread that forked is the one an ``execve`` in place keeps, so the
+    sidecars of both program images die with it."""
+    writer = ProfileWriter(fake_server_bin, tmp_path, tmp_path / "p.yaml")
+    writer.write({"alpha": "pinned: true"})
+    with serving(writer.target) as served:
+        assert served.status()["process"]["event_loop"] == "uvloop"
+        before = served.wait_for("alpha ready", lambda: ready_pids(served, {"alpha"}))
+        restart(served)
+        writer.write({"alpha": "pinned: true", "beta": "pinned: true"})
+        both = served.wait_for("beta ready too", lambda: ready_pids(served, {"alpha", "beta"}))
+        assert both["alpha"] == before["alpha"]  # adopted, spawned by the first image
+        stopped = served.stop(signal.SIGKILL)
+    assert stopped.code == -signal.SIGKILL
+    assert sorted(both.values()) == sorted(served.seen_pids)
+    assert not stopped.left, f"sidecars outlived their SIGKILLed front: {stopped.left}"
+
+
 def test_a_restart_the_new_program_would_not_survive_is_refused(
     tmp_path: Path, fake_server_bin: Path
 ) -> None:

@@ -31,6 +31,7 @@ HOLDER = textwrap.dedent(
     from llamasup.sidecars import process
 
     process.PREFER_SETPRIV = sys.argv[7] == "setpriv"
+    process.PREFER_POPEN = sys.argv[8] == "popen"
 
     async def main() -> None:
         binary, model, state_dir, first, last = sys.argv[1:6]
@@ -44,7 +45,8 @@ HOLDER = textwrap.dedent(
         ]
         await asyncio.gather(*(s.ensure_ready() for s in sidecars))
         pids = [s.status().pid for s in sidecars]
-        print(json.dumps({"pids": pids, "method": process.spawn_method()}), flush=True)
+        report = {"pids": pids, "method": process.spawn_method(), "spawner": process.spawner()}
+        print(json.dumps(report), flush=True)
         await asyncio.Event().wait()
 
     if sys.argv[6] == "uvloop":
@@ -58,14 +60,23 @@ HOLDER = textwrap.dedent(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 @pytest.mark.parametrize(
-    "way", ["asyncio/setpriv", "asyncio/preexec", "uvloop/setpriv", "uvloop/preexec"]
+    "way",
+    [
+        "asyncio/setpriv/popen",
+        "asyncio/preexec/popen",
+        "uvloop/setpriv/popen",
+        "uvloop/preexec/popen",
+        "asyncio/setpriv/loop",
+        "uvloop/setpriv/loop",
+    ],
 )
 def test_sigkilled_supervisor_leaves_no_sidecars(
     fake_binary: Path, model_file: Path, settings: SidecarSettings, tmp_path: Path, way: str
 ) -> None:
     """Both ways of arming PR_SET_PDEATHSIG (``setpriv`` in front of the server, or a
-    ``preexec_fn``), on both event loops."""
-    loop, method = way.split("/")
+    ``preexec_fn``), on both event loops, spawned by ``Popen`` on the loop thread (Linux's
+    way) or by the loop's own spawn (elsewhere's, libuv's under uvloop)."""
+    loop, method, spawner = way.split("/")
     script = tmp_path / "holder.py"
     script.write_text(HOLDER)
     first, last = settings.port_range
@@ -80,6 +91,7 @@ def test_sigkilled_supervisor_leaves_no_sidecars(
             str(last),
             loop,
             method,
+            spawner,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -89,6 +101,7 @@ def test_sigkilled_supervisor_leaves_no_sidecars(
         line = holder.stdout.readline()  # pytest-timeout bounds this if the holder hangs
         report = json.loads(line)
         assert report["method"] == method, "setpriv --pdeathsig is missing on this host"
+        assert report["spawner"] == spawner
         pids: list[int] = report["pids"]
         assert len(pids) == 2 and all(pid_alive(pid) for pid in pids)
         os.kill(holder.pid, signal.SIGKILL)
@@ -132,6 +145,7 @@ def test_grandchildren_of_a_sigkilled_llamasup_are_reaped_at_the_next_start(
             str(last),
             "asyncio",
             "setpriv",
+            "popen",
         ],
         stdout=subprocess.PIPE,
         text=True,

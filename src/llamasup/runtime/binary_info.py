@@ -34,13 +34,30 @@ class BinaryInfo:
 _memory: dict[tuple[str, int, int], BinaryInfo | None] = {}
 
 
-def binary_info(path: Path) -> BinaryInfo | None:
-    """The binary's version and help text; None when it cannot be run or prints no help."""
+def _identity(path: Path) -> tuple[str, int, int] | None:
     try:
         stat = path.stat()
     except OSError:
         return None
-    identity = (str(path.absolute()), stat.st_size, stat.st_mtime_ns)
+    return (str(path.absolute()), stat.st_size, stat.st_mtime_ns)
+
+
+def remembered_binary_info(path: Path) -> tuple[bool, BinaryInfo | None]:
+    """``(True, binary_info(path))`` if this process already read the binary as it is on
+    disk now (one ``stat``, fine on the event loop), else ``(False, None)``."""
+    identity = _identity(path)
+    if identity is None:
+        return True, None
+    if identity in _memory:
+        return True, _memory[identity]
+    return False, None
+
+
+def binary_info(path: Path) -> BinaryInfo | None:
+    """The binary's version and help text; None when it cannot be run or prints no help."""
+    identity = _identity(path)
+    if identity is None:
+        return None
     if identity in _memory:
         return _memory[identity]
     cache = _cache_file(identity)

@@ -12,83 +12,16 @@ reaps the child itself, and signals its process group like a spawned ``Run``. Ev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
 
+from llamasup.sidecars.child import PipeReader
+from llamasup.sidecars.exitwatch import watch_exit
 from llamasup.sidecars.process import signal_group
 from llamasup.sidecars.proclog import ProcessLog
 from llamasup.sidecars.run import Run
-
-
-def reap(pid: int, *, block: bool = False) -> int | None:
-    """Collect ``pid``'s exit status if it is a child of ours that exited: its return code in
-    asyncio's convention (negative: killed by that signal), else None."""
-    try:
-        found, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-    except ChildProcessError:
-        return None
-    if found == 0:
-        return None
-    return os.waitstatus_to_exitcode(status)
-
-
-def watch_exit(pid: int, on_exit: Callable[[int | None], None]) -> Callable[[], None]:
-    """Call ``on_exit(returncode)`` on the event loop once ``pid`` (a child of ours) exits,
-    reaping it; returns a function that stops watching."""
-    loop = asyncio.get_running_loop()
-    try:
-        pidfd: int | None = os.pidfd_open(pid)
-    except ProcessLookupError:
-        loop.call_soon(on_exit, reap(pid))
-        return lambda: None
-    except (AttributeError, OSError):
-        pidfd = None
-    if pidfd is None:
-        # no pidfd (an old kernel): a thread waits for the child, as asyncio's own watcher does
-        def wait() -> None:
-            code = reap(pid, block=True)
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                loop.call_soon_threadsafe(on_exit, code)
-
-        threading.Thread(target=wait, name=f"waitpid-{pid}", daemon=True).start()
-        return lambda: None
-    handle = pidfd
-    watching = True
-
-    def stop() -> None:
-        nonlocal watching
-        if watching:
-            watching = False
-            loop.remove_reader(handle)
-            os.close(handle)
-
-    def readable() -> None:
-        stop()
-        on_exit(reap(pid))
-
-    loop.add_reader(handle, readable)
-    return stop
-
-
-class _PipeReader(asyncio.Protocol):
-    """Feeds one inherited pipe into the run, as a subprocess transport would."""
-
-    def __init__(self, run: AdoptedRun, fd: int) -> None:
-        self._run = run
-        self._fd = fd
-
-    def data_received(self, data: bytes) -> None:
-        self._run.pipe_data_received(self._fd, data)
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._run.pipe_connection_lost(self._fd, exc)
 
 
 class AdoptedRun(Run):
@@ -123,7 +56,7 @@ class AdoptedRun(Run):
         for fd, number in sorted(pipes.items()):
             pipe = os.fdopen(number, "rb", buffering=0)
             transport, _ = await loop.connect_read_pipe(
-                lambda fd=fd: _PipeReader(run, fd),  # type: ignore[misc]
+                lambda fd=fd: PipeReader(run, fd),  # type: ignore[misc]
                 pipe,
             )
             run._pipes[fd] = transport

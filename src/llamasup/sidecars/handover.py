@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from llamasup.sidecars.adopted import reap
+from llamasup.sidecars.exitwatch import reap
 from llamasup.sidecars.health import http_status
 from llamasup.sidecars.procfs import stat
 

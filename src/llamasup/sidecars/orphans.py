@@ -46,10 +46,20 @@ def scope_of(state_dir: Path) -> str:
     return hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:12]
 
 
+#: (pid, proc root) -> that process's start time: it never changes while the pid lives (an
+#: ``execve`` in place keeps it), and every sidecar made asks (a /proc read per cold start)
+_own_start: dict[tuple[int, Path], str] = {}
+
+
 def marker_value(state_dir: Path, proc: Path = _PROC) -> str:
     """This llamasup's marker for sidecars of ``state_dir``."""
     pid = os.getpid()
-    return f"{scope_of(state_dir)}:{pid}:{start_time(pid, proc) or '?'}"
+    started = _own_start.get((pid, proc))
+    if started is None:
+        started = start_time(pid, proc)
+        if started is not None:
+            _own_start[(pid, proc)] = started
+    return f"{scope_of(state_dir)}:{pid}:{started or '?'}"
 
 
 @dataclass(frozen=True)

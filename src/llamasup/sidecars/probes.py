@@ -1,8 +1,12 @@
 """Watching a run over HTTP: until it is ready (or proves it never will), then while ready.
 
-Readiness: the poll interval starts at a few milliseconds and backs off for long loads; log markers
-(``model loaded``, ``listening on``) and the exit wake the loop at once, so a ready server
-is noticed within about one probe round trip, whatever the interval has grown to.
+Readiness of a llama-server is learned from its own output: it prints its ready line
+(``model loaded``) right after ``/health`` turns 200, so the start waits for that line and
+then asks ``/health`` once to confirm. Until the line, a slow poll (every ``ready_poll_max``)
+is the fallback for a build or a wrapper script that prints something else; nothing polls a
+loading server every few milliseconds. A ``command:`` sidecar prints nothing we know: its
+poll starts at ``ready_poll_min`` and backs off for long loads. Either way other readiness
+hints (``listening on``) and the exit wake the loop at once.
 
 A 200 is trusted only from a child that is still alive, has not reported a bind failure,
 and either printed a readiness marker or has been running for ``BIND_SETTLE`` seconds:
@@ -34,15 +38,24 @@ class BindFailed(Exception):
 
 
 async def wait_until_ready(
-    run: Run, *, model: str, health_path: str, settings: SidecarSettings, log: ProcessLog
+    run: Run,
+    *,
+    model: str,
+    health_path: str,
+    settings: SidecarSettings,
+    log: ProcessLog,
+    ready_line: bool = True,
 ) -> None:
-    """Return when ``run`` answers 200 on ``health_path``.
+    """Return when ``run`` answers 200 on ``health_path``; with ``ready_line`` (a
+    llama-server), probe when it printed its ready line, and only slowly before.
 
     Raises BindFailed, SidecarStartError (the child exited), or SidecarTimeoutError (no
     output for ``settings.load_timeout`` seconds). The caller ends the run on any error.
     """
     interval = settings.ready_poll_min
     unproven_200 = False
+    #: while waiting for the ready line: when the fallback poll probes next (None: polling)
+    hold: float | None = run.started + settings.ready_poll_max if ready_line else None
     while True:
         if unproven_200 and _trusted(run):
             return  # the 200 we had is the child's after all: no need to ask again
@@ -62,11 +75,22 @@ async def wait_until_ready(
                 f"(load timeout {settings.load_timeout:g}s); last output: "
                 + " | ".join(log.tail(3))
             )
+        if hold is not None and run.ready_line_seen:
+            hold = None  # the one confirming probe, now; a fast poll if it is not yet 200
+            interval = settings.ready_poll_min
+        if hold is not None and not run.wake.is_set():
+            now = time.monotonic()
+            if now < hold:
+                await wait_event(run.wake, min(hold - now, settings.load_timeout - silent_for))
+                continue
+            hold = now + settings.ready_poll_max
         run.wake.clear()
         code = await _probe_unless_doomed(run, health_path, settings)
         if code == 200 and _trusted(run):
             return
         unproven_200 = code == 200
+        if hold is not None:
+            continue  # back to waiting for the line (or the next fallback probe)
         if run.wake.is_set():
             interval = settings.ready_poll_min
             continue

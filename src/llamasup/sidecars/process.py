@@ -6,20 +6,25 @@ POSIX-only calls are guarded so the module imports (and mostly works) on Windows
 **Where children are spawned matters.** On Linux each child asks the kernel for SIGKILL when
 its parent dies (``PR_SET_PDEATHSIG``), so a SIGKILLed llamasup leaves no llama-server
 behind. The kernel ties that to the *thread* that forked, not the process: ``spawn`` must be
-called on a thread that lives as long as the supervisor. asyncio forks in
-``loop.subprocess_exec`` on the event-loop thread, which is exactly that thread; never call
-``spawn`` through ``run_in_executor`` or ``anyio.to_thread`` (a planned restart ``execve``s
-in place, which ends every other thread, and with it their children's parent).
+called on a thread that lives as long as the supervisor. ``spawn`` forks on the thread that
+calls it, the event-loop thread, which is exactly that thread; never call ``spawn`` through
+``run_in_executor`` or ``anyio.to_thread`` (a planned restart ``execve``s in place, which
+ends every other thread, and with it their children's parent).
 
 **How the child asks for it.** A ``preexec_fn`` would make the ``prctl`` call in the child,
 but any ``preexec_fn`` forces CPython to ``fork()`` (copying the page tables of the whole
 front) instead of ``vfork()``, and the event loop waits for that: every proxied stream stalls
 for the fork. Where util-linux ``setpriv`` knows ``--pdeathsig`` (2.33+), the child is
-``setpriv --pdeathsig KILL -- <argv>`` instead: spawned without a ``preexec_fn`` (vfork, or
-libuv's spawn under uvloop), it arms the signal and ``exec``s the server, same pid. The
+``setpriv --pdeathsig KILL -- <argv>`` instead: spawned without a ``preexec_fn`` (so
+``Popen`` vforks), it arms the signal and ``exec``s the server, same pid. The
 ``preexec_fn`` is the fallback without it. One difference: the preexec path also kills a
 child whose parent died before the ``prctl`` (a window of microseconds); with ``setpriv``
 such a child outlives it, and the next llamasup reaps it by its marker (``orphans.py``).
+
+**Who forks.** On Linux ``spawn`` calls ``subprocess.Popen`` itself, on the loop thread, and
+hands the child to a ``ChildTransport`` (``child.py``: pipes on the loop, exit through a
+pidfd). ``loop.subprocess_exec`` would go through libuv under uvloop, which always forks,
+whatever the ``preexec_fn``. Elsewhere (macOS, Windows) the loop's own spawn is used.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from llamasup.sidecars.child import ChildTransport
+
 P = TypeVar("P", bound=asyncio.SubprocessProtocol)
 
 #: spawn through ``setpriv --pdeathsig`` where it can (see the module docstring); tests turn
@@ -46,6 +53,10 @@ PREFER_SETPRIV = True
 
 IS_POSIX = sys.platform != "win32"
 IS_LINUX = sys.platform.startswith("linux")
+
+#: on Linux, spawn with ``Popen`` on the loop thread (see the module docstring); tests and
+#: ``bench/bench_spawn.py`` turn it off to compare with the loop's own spawn
+PREFER_POPEN = IS_LINUX and hasattr(os, "pidfd_open")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -103,6 +114,11 @@ def _executable(program: str, env: Mapping[str, str]) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
 
 
+def spawner() -> str:
+    """Who starts the child for ``spawn`` here: ``popen`` (Linux) or ``loop``."""
+    return "popen" if PREFER_POPEN else "loop"
+
+
 def spawn_method() -> str:
     """How ``spawn`` arms PR_SET_PDEATHSIG here: ``setpriv``, ``preexec`` or ``none``."""
     if not IS_LINUX:
@@ -116,7 +132,8 @@ async def spawn(
     protocol_factory: Callable[[], P],
     cwd: Path | None = None,
 ) -> tuple[asyncio.SubprocessTransport, P]:
-    """Start ``argv`` without a shell, in its own process group, stdout/stderr piped.
+    """Start ``argv`` without a shell, in its own process group, stdout/stderr piped, stdin
+    from /dev/null, no descriptors of ours inherited.
 
     Output and the exit arrive as ``SubprocessProtocol`` callbacks, not through
     ``Process.wait()``, which (Python 3.11) also waits for the pipes to close and so hangs
@@ -137,6 +154,21 @@ async def spawn(
                 options["preexec_fn"] = preexec
     else:
         options["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    if PREFER_POPEN:
+        protocol = protocol_factory()
+        # blocking on purpose: on the loop thread (PDEATHSIG), and only until the vforked
+        # child has exec'd, which is the whole stall this path exists to shorten
+        popen = subprocess.Popen(  # noqa: ASYNC220
+            argv,
+            bufsize=0,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            **options,
+        )
+        return await ChildTransport.start(popen, protocol), protocol
     loop = asyncio.get_running_loop()
     return await loop.subprocess_exec(
         protocol_factory,

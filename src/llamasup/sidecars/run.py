@@ -22,6 +22,10 @@ from llamasup.sidecars.proclog import LogLine, ProcessLog, Stream
 
 #: lines after which /health is likely to answer 200: poll at once instead of waiting
 READY_MARKERS = ("model loaded", "listening on", "server is listening")
+#: llama-server's ready line: printed right after /health turns 200 (``is_ready`` is set just
+#: before it, in every build seen). Not "listening": older builds print "HTTP server is
+#: listening" before loading the model, while /health still answers 503
+READY_LINE = "model loaded"
 #: llama-server prints this and exits 1 when its port is taken
 BIND_FAILED_MARKER = "couldn't bind HTTP server socket"
 #: how long to wait, after the exit, for output still in the pipes (for the error's log tail)
@@ -69,6 +73,8 @@ class Run(asyncio.SubprocessProtocol):
         self.returncode: int | None = None
         self.bind_failed = False
         self.ready_marker_seen = False
+        #: llama-server printed its ready line (``READY_LINE``)
+        self.ready_line_seen = False
         #: set on a readiness marker, a bind failure or the exit: whoever polls, look now
         self.wake = asyncio.Event()
         #: set on a bind failure or the exit: any probe in flight is pointless
@@ -120,6 +126,7 @@ class Run(asyncio.SubprocessProtocol):
                 self.doomed.set()
             elif any(marker in text for marker in READY_MARKERS):
                 self.ready_marker_seen = True
+                self.ready_line_seen = self.ready_line_seen or READY_LINE in text
                 self.wake.set()
 
     async def _finish(self) -> None:

@@ -32,7 +32,7 @@ from llamasup.errors import (
     SidecarStartError,
 )
 from llamasup.flags.dialect import binary_flags, for_binary
-from llamasup.runtime.binary_info import binary_info
+from llamasup.runtime.binary_info import binary_info, remembered_binary_info
 from llamasup.sidecars.adopted import AdoptedRun
 from llamasup.sidecars.handover import ProcessHandle
 from llamasup.sidecars.orphans import MARKER, marker_value
@@ -231,6 +231,8 @@ class Sidecar:
                         health_path=self.spec.health_path,
                         settings=self.settings,
                         log=self.log,
+                        # only llama-server prints the ready line this waits for
+                        ready_line=self.spec.kind == "llama-server",
                     )
                 except BindFailed:
                     self.log.note(f"port {run.port} is taken; retrying on another port")
@@ -276,10 +278,14 @@ class Sidecar:
 
     async def _args_for(self, binary: str) -> list[str] | None:
         """The spec's args as this binary spells them (an older build has other names for
-        some flags); None: as they are. Asks the binary once (cached), off the event loop."""
+        some flags); None: as they are. Asks the binary once (cached), off the event loop;
+        what this process knows already is taken on it (a thread hop costs a cold start
+        ~1 ms on a busy host)."""
         if self.spec.kind != "llama-server":
             return None
-        info = await asyncio.to_thread(binary_info, Path(binary))
+        known, info = remembered_binary_info(Path(binary))
+        if not known:
+            info = await asyncio.to_thread(binary_info, Path(binary))
         if info is None:
             return None
         return for_binary(self.spec.args, binary_flags(info))

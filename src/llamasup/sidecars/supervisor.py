@@ -28,7 +28,8 @@ from llamasup.errors import SidecarFailedError
 from llamasup.planner.restart import RestartDecision, RestartPolicy, RestartTracker
 from llamasup.profiles.types import ServerConfig
 from llamasup.runtime.locate import resolve_binary
-from llamasup.sidecars.adopted import AdoptedRun, reap
+from llamasup.sidecars.adopted import AdoptedRun
+from llamasup.sidecars.exitwatch import reap
 from llamasup.sidecars.handover import ProcessHandle
 from llamasup.sidecars.orphans import Orphan, find_leftovers, kill_tree, reap_orphans
 from llamasup.sidecars.ports import PortAllocator

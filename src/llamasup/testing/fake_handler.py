@@ -81,6 +81,11 @@ class FakeHandler(MiniHTTPHandler):
         if path == "/x-fake/stats":
             self._send_json(200, state.stats.snapshot())
             return
+        if path == "/x-fake/health-probes":
+            self._send_json(200, state.stats.health_probes())
+            return
+        if path in _PUBLIC_PATHS:
+            state.stats.count_health(ready=state.ready.is_set())
         if state.behaviour.log_spam:
             state.log.spam(state.behaviour.log_spam)
         if state.options.api_keys and path not in _PUBLIC_PATHS and not self._authorized():

@@ -37,6 +37,10 @@ Scripted behaviour, from the environment:
                                        "env": {LLAMA_ARG_*...}, "XDG_CONFIG_HOME"}``
   ``FAKE_LLAMA_REQUEST_LOG=FILE``      append ``{"pid", "path", "body"}`` per inference request
   ``FAKE_LLAMA_DEVICES=FILE``          what ``--list-devices`` prints (a recorded output)
+  ``FAKE_LLAMA_LISTENING_FIRST=1``     print "HTTP server is listening" before loading (as
+                                       older builds did, while /health still answers 503)
+  ``FAKE_LLAMA_NO_READY_LINE=1``       print neither "model loaded" nor "listening on" (a
+                                       build or wrapper that prints something else)
   ``FAKE_LLAMA_REPLIES=FILE``          JSON ``[[needle, reply], ...]``: a prompt containing a
                                        needle is answered with its reply (the first match; a
                                        word per piece), others with ``t0 t1 ...``
@@ -52,7 +56,9 @@ Endpoints: ``/health``, ``/v1/models`` (``/models``), ``/props``, ``/metrics``,
 ``/v1/chat/completions``, ``/v1/completions``, ``/completion``, ``/v1/messages``,
 ``/v1/embeddings``, ``/tokenize``, ``/detokenize``; every inference body carries
 ``x_fake: {pid, path, number, request, headers}``. ``/x-fake/stats`` answers
-``{"requests", "active", "cancelled"}`` at any time (cancelled = client left before the end).
+``{"requests", "active", "cancelled"}`` at any time (cancelled = client left before the end),
+``/x-fake/health-probes`` ``{"loading", "ready"}``: the ``/health`` requests answered 503 while
+loading and after.
 Like the real server, each inference request logs a ``slot launch_slot_: ... processing task``
 line when it starts and a ``slot      release: ... stop processing`` line when it ends.
 """
@@ -278,6 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         log.srv("E", "llama_server", "exiting due to HTTP server error")
         return 1
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    host = server.server_name
+    if behaviour.listening_first:
+        log.srv(
+            "I",
+            "main",
+            f"HTTP server is listening, hostname: {host}, port: {server.server_port}",
+        )
 
     model = options.model
     log.srv("I", "load_model", f"loading model '{model or ''}'")
@@ -288,16 +301,24 @@ def main(argv: list[str] | None = None) -> int:
         log.srv("E", "llama_server", "exiting due to model loading error")
         return 1
     _load(state)
-    log.srv("I", "load_model", "initializing, n_slots = 4, n_ctx_slot = 2048, kv_unified = 'true'")
-    state.mark_ready()
-    log.srv("I", "llama_server", "model loaded")
-    if not behaviour.ignore_sigterm:
-        _install_signal_handlers(log)
-    host = server.server_name
-    shown = f"[{host}]" if ":" in host else host
-    log.srv("I", "llama_server", f"listening on http://{shown}:{server.server_port}")
+    _become_ready(state, host, server.server_port)
     threading.Event().wait()
     return 0
+
+
+def _become_ready(state: FakeState, host: str, port: int) -> None:
+    """The real server's order: /health turns 200, "model loaded", signal handlers, then
+    "listening on"."""
+    log, behaviour = state.log, state.behaviour
+    log.srv("I", "load_model", "initializing, n_slots = 4, n_ctx_slot = 2048, kv_unified = 'true'")
+    state.mark_ready()
+    if not behaviour.no_ready_line:
+        log.srv("I", "llama_server", "model loaded")
+    if not behaviour.ignore_sigterm:
+        _install_signal_handlers(log)
+    shown = f"[{host}]" if ":" in host else host
+    if not behaviour.no_ready_line:
+        log.srv("I", "llama_server", f"listening on http://{shown}:{port}")
 
 
 def write_fake_binary(

@@ -114,6 +114,8 @@ class Behaviour:
         self.request_log = environ.get("FAKE_LLAMA_REQUEST_LOG") or None
         self.replies = _replies(environ.get("FAKE_LLAMA_REPLIES") or None)
         self.devices_file = environ.get("FAKE_LLAMA_DEVICES") or None
+        self.listening_first = _flag(environ, "FAKE_LLAMA_LISTENING_FIRST")
+        self.no_ready_line = _flag(environ, "FAKE_LLAMA_NO_READY_LINE")
 
     def reply_to(self, prompt: str) -> str | None:
         """The scripted reply of the first needle found in the prompt, if any."""
@@ -193,6 +195,9 @@ class Stats:
         self.cancelled = 0
         self.prompt_tokens = 0
         self.predicted_tokens = 0
+        #: /health requests answered while loading (503) and once ready
+        self.health_loading = 0
+        self.health_ready = 0
         self.lock = threading.Lock()
 
     def begin(self) -> int:
@@ -212,6 +217,17 @@ class Stats:
     def snapshot(self) -> dict[str, int]:
         with self.lock:
             return {"requests": self.requests, "active": self.active, "cancelled": self.cancelled}
+
+    def count_health(self, *, ready: bool) -> None:
+        with self.lock:
+            if ready:
+                self.health_ready += 1
+            else:
+                self.health_loading += 1
+
+    def health_probes(self) -> dict[str, int]:
+        with self.lock:
+            return {"loading": self.health_loading, "ready": self.health_ready}
 
 
 class FakeState:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -490,6 +491,9 @@ def main(argv: list[str]) -> None:
     names = [n for n in ns.targets.split(",") if n]
     if "direct" not in names:
         names.insert(0, "direct")
+    if "naive" in names and importlib.util.find_spec("starlette") is None:
+        # said now, not as a front that never answers its warm-up two minutes later
+        sys.exit("the naive target needs Starlette: pip install starlette (or leave out naive)")
     sizes = {"c1": 500, "c16": 1000, "stream": 2, "ttfb": 60}
     if ns.quick:
         sizes = {"c1": 150, "c16": 300, "stream": 1, "ttfb": 20}

@@ -109,14 +109,16 @@ def test_a_stream_behind_llamasup_front_is_not_an_asgi_message_per_event(
     for front in ("llamasup", "plain"):
         messages = BodyMessages()
         proxy = make_proxy(front=front, wrap=messages.wrap)
-        with raw_request(proxy.port, chat(40, 0.002)) as sock:
+        with raw_request(proxy.port, chat(40, 0.01)) as sock:
             head, bodies[front] = read_chunked(sock)
         assert head.startswith(b"HTTP/1.1 200")
         counts[front] = messages.counts["/v1/chat/completions"]
     assert contents(bodies["llamasup"]) == [f"t{i} " for i in range(40)]
     assert contents(bodies["plain"]) == contents(bodies["llamasup"])
-    # the ASGI path sends every event as a message; the shortcut only the end of the stream
-    assert counts["plain"] >= 40
+    # the ASGI path sends a message for every read that holds whole events (about one per
+    # event, fewer when a loaded machine lets several arrive in one read); the shortcut sends
+    # only the end of the stream
+    assert counts["plain"] >= 10
     assert counts["llamasup"] <= 2
 
 

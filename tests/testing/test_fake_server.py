@@ -466,7 +466,10 @@ def test_holds_more_streams_than_select_can_watch(spawn: Spawn, model: Path) -> 
         spawn,
         "-m",
         str(model),
-        env={"FAKE_LLAMA_TOKENS": "2000", "FAKE_LLAMA_STREAM_DELAY": "0.05"},
+        # one event a second per stream: 1100 streams stay open for ten minutes at ~1100
+        # wake-ups a second in all. At 0.05 s (22,000 a second) a loaded 2-core CI runner
+        # could not answer the last connections within the test's timeout.
+        env={"FAKE_LLAMA_TOKENS": "600", "FAKE_LLAMA_STREAM_DELAY": "1.0"},
     )
     assert proc.port is not None
     body = b'{"messages":[{"role":"user","content":"x"}],"stream":true}'
@@ -486,8 +489,8 @@ def test_holds_more_streams_than_select_can_watch(spawn: Spawn, model: Path) -> 
         streams.pop().close()  # the fake's descriptor for this one is past 1024
         poll_until(
             lambda: True if _stats(proc)["cancelled"] == 1 else None,
-            timeout=10,
-            what="the fake to notice the disconnect",
+            timeout=30,
+            what="the fake to notice the disconnect at its next event",
         )
     finally:
         for sock in streams:

@@ -16,6 +16,8 @@ import pytest
 
 from llamasup.sidecars import process
 from llamasup.sidecars.child import ChildTransport
+from llamasup.sidecars.proclog import ProcessLog
+from llamasup.sidecars.run import Run
 from llamasup.testing.poll import wait_for
 
 from .sidecar_helpers import pid_alive
@@ -203,3 +205,22 @@ async def test_exec_failure_raises_before_anything_runs(tmp_path: Path) -> None:
     not_executable.write_text("#!/bin/sh\n")
     with pytest.raises(PermissionError):
         await _spawn([str(not_executable)])
+
+
+async def test_a_runs_start_note_comes_before_any_of_its_output(tmp_path: Path) -> None:
+    """The sidecar log starts with llamasup's "started pid" note even when the child wrote
+    before the loop had connected its pipes (a loaded machine made the note come second)."""
+    log = ProcessLog(tmp_path / "log", ring_lines=5000)
+    run = Run(0, log, lambda pid: f"started pid {pid}")
+    lines = 2000
+    transport, _ = await process.spawn(
+        _python(f"import sys\nfor n in range({lines}): print(n)\nsys.stderr.write('end\\n')"),
+        os.environ,
+        lambda: run,
+    )
+    await asyncio.wait_for(run.exited.wait(), 30)
+    recent = [line.text for line in log.recent()]
+    assert recent[0] == f"[llamasup] started pid {run.pid}"
+    assert [text for text in recent[1:] if text != "end"] == [str(n) for n in range(lines)]
+    assert recent.count("end") == 1
+    transport.close()

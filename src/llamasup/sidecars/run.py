@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from llamasup.sidecars.process import kill_group, sweep_group, terminate_group
@@ -65,9 +65,14 @@ def retrieve(task: asyncio.Task[None]) -> None:
 class Run(asyncio.SubprocessProtocol):
     """Protocol for one child; ``attach`` once the transport exists."""
 
-    def __init__(self, port: int, log: ProcessLog) -> None:
+    def __init__(
+        self, port: int, log: ProcessLog, announce: Callable[[int], str] | None = None
+    ) -> None:
         self.port = port
         self.log = log
+        #: the log's note for the start, given the pid: written before any of the child's
+        #: output, which may already be waiting when the transport is made
+        self._announce = announce
         self.started = time.monotonic()
         self.pid = 0
         self.returncode: int | None = None
@@ -95,6 +100,8 @@ class Run(asyncio.SubprocessProtocol):
         # uvloop's transport implements the interface without subclassing it
         self._transport = cast(asyncio.SubprocessTransport, transport)
         self.pid = self._transport.get_pid()
+        if self._announce is not None:
+            self.log.note(self._announce(self.pid))
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         raw = data.encode() if isinstance(data, str) else data

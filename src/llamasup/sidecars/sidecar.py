@@ -316,7 +316,7 @@ class Sidecar:
             raise SidecarStartError(f"{self.spec.model}: {exc}", None, ()) from exc
         argv = self.spec.command_line(binary, self.settings.host, port, args)
         self._exit_code = None
-        run = Run(port, self.log)
+        run = Run(port, self.log, lambda pid: f"started pid {pid} on port {port}: {' '.join(argv)}")
         try:
             await spawn(argv, env, lambda: run)
         except OSError as exc:
@@ -336,7 +336,6 @@ class Sidecar:
         self._ready_at = None
         self.ready_monotonic = None
         self._adopted = None
-        self.log.note(f"started pid {run.pid} on port {port}: {' '.join(argv)}")
         return run
 
     def _mark_ready(self, run: Run) -> None:

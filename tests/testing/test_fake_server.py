@@ -55,11 +55,16 @@ def spawn(fake_server_bin: Path) -> Iterator[Spawn]:
         proc.close()
 
 
-def _status(url: str) -> int | None:
+def _response(url: str) -> httpx.Response | None:
     try:
-        return httpx.get(url, timeout=2).status_code
+        return httpx.get(url, timeout=2)
     except httpx.TransportError:
         return None
+
+
+def _status(url: str) -> int | None:
+    response = _response(url)
+    return None if response is None else response.status_code
 
 
 def _ready(spawn: Spawn, *args: str, env: Mapping[str, str] | None = None) -> ServerProcess:
@@ -158,18 +163,13 @@ def test_health_is_503_while_loading_then_200(spawn: Spawn, model: Path) -> None
         str(model),
         "--port",
         str(port),
-        env={"FAKE_LLAMA_LOAD_DELAY": "0.6", "FAKE_LLAMA_PROGRESS_INTERVAL": "0.1"},
+        # long enough that the first answer comes while loading on a loaded machine too
+        env={"FAKE_LLAMA_LOAD_DELAY": "2", "FAKE_LLAMA_PROGRESS_INTERVAL": "0.1"},
     )
     url = f"http://127.0.0.1:{port}/health"
-    loading = poll_until(
-        lambda: httpx.get(url) if _status(url) is not None else None,
-        timeout=5,
-        what="the fake to listen",
-    )
+    loading = poll_until(lambda: _response(url), timeout=5, what="the fake to listen")
     assert (loading.status_code, loading.json()) == (503, LOADING_BODY)
-    # every endpoint is refused while loading, like the real server's middleware
-    assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 503
-    poll_until(lambda: True if _status(url) == 200 else None, timeout=5, what="ready")
+    poll_until(lambda: True if _status(url) == 200 else None, timeout=10, what="ready")
     proc.wait_listening()
     progress = [line for line in proc.lines if "fake progress" in line]
     assert len(progress) >= 2
@@ -182,6 +182,8 @@ def test_hang_load_never_gets_ready_and_sigterm_kills_it(spawn: Spawn, model: Pa
     proc.wait_for_line("loading model", timeout=5)
     url = f"http://127.0.0.1:{port}/health"
     assert poll_until(lambda: _status(url), timeout=5) == 503
+    # every endpoint is refused while loading, like the real server's middleware
+    assert _status(f"http://127.0.0.1:{port}/v1/models") == 503
     # no handler is installed during load, exactly like llama-server: the signal kills it
     proc.signal(signal.SIGTERM)
     assert proc.wait_exit() == -signal.SIGTERM

@@ -1,7 +1,8 @@
 """llamasup next to its peers: the same llama-server build and model behind four fronts.
 
     python bench/bench_peers.py [--threads unset,1] [--cores shared,pinned] [--runs 3]
-                                [--targets ...] [--json F]
+                                [--targets ...] [--measures c1,c16,stream,ttfb]
+                                [--streams N] [--json F]
 
 Targets, all serving the tiny test model (``llamasup.testing.tiny_model``) with the
 llama-server llamasup resolves (``llamasup runtime install``), ``-c 4096 -np 4``:
@@ -45,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,15 +289,18 @@ async def stream(port: int, tokens: int) -> tuple[float, int, float]:
     response = await client.request(
         "POST", HOST, port, CHAT, headers=HEADERS, body=_body(tokens, stream=True)
     )
-    events, first, last = 0, 0.0, 0.0
+    events, first, last, at_first = 0, 0.0, 0.0, 0
     while chunk := await response.read():
         now = time.perf_counter()
-        first = first or now
-        last = now
         events += chunk.count(b"data: ")
+        if not first:
+            # the rate counts the events that came after the first read: several can
+            # arrive in it (a late reader), and counting them would inflate the rate
+            first, at_first = now, events
+        last = now
     response.release()
     await client.aclose()
-    rate = (events - 1) / (last - first) if last > first else 0.0
+    rate = (events - at_first) / (last - first) if last > first else 0.0
     return rate, events, first - t0
 
 
@@ -352,7 +356,7 @@ MEASURES: dict[str, Callable[[Target, int], dict[str, float]]] = {
 }
 
 
-def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
+def _run(coro: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro())
 
@@ -399,8 +403,16 @@ def run_layout(
     use_uvloop: bool,
     *,
     cores: str = "shared",
+    measures: list[str] | None = None,
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"threads": threads, "cores": cores, "load": [], "runs": []}
+    chosen = list(MEASURES) if measures is None else measures
+    results: dict[str, Any] = {
+        "threads": threads,
+        "cores": cores,
+        "measures": chosen,
+        "load": [],
+        "runs": [],
+    }
     everywhere = os.sched_getaffinity(0)
     with started(names, threads, use_uvloop) as targets:
         if cores == "pinned":
@@ -409,9 +421,9 @@ def run_layout(
         for run in range(runs):
             results["load"].append(loadavg())
             this: dict[str, dict[str, Any]] = {n: {} for n in order}
-            for measure, fn in MEASURES.items():
+            for measure in chosen:
                 for name in order:
-                    this[name][measure] = fn(targets[name], sizes[measure])
+                    this[name][measure] = MEASURES[measure](targets[name], sizes[measure])
             results["runs"].append(this)
             order = order[1:] + order[:1]  # rotate: nobody always goes first
             print(
@@ -424,7 +436,7 @@ def run_layout(
 
 
 def _med(layout: dict[str, Any], name: str, measure: str, key: str) -> float | None:
-    values = [r[name][measure].get(key) for r in layout["runs"] if name in r]
+    values = [r[name][measure].get(key) for r in layout["runs"] if measure in r.get(name, {})]
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
@@ -433,7 +445,9 @@ def report(layouts: list[dict[str, Any]], names: list[str]) -> str:
     lines = ["| measure | threads, cores | " + " | ".join(names) + " |"]
     lines.append("| --- | --- |" + " --- |" * len(names))
 
-    def row(label: str, lay: dict[str, Any], cell: Callable[[str], str]) -> None:
+    def row(measure: str, label: str, lay: dict[str, Any], cell: Callable[[str], str]) -> None:
+        if measure not in lay.get("measures", MEASURES):
+            return  # not measured in this run
         layout = f"{lay['threads']}, {lay.get('cores', 'shared')}"
         lines.append(f"| {label} | {layout} | " + " | ".join(cell(n) for n in names) + " |")
 
@@ -461,16 +475,29 @@ def report(layouts: list[dict[str, Any]], names: list[str]) -> str:
             v = _med(lay, n, m, k)
             return "—" if v is None else f"{v:.0f} µs"
 
-        row("c1 p50 (added)", lay, lambda n: added(n, "c1"))
-        row("c16 req/s (vs direct)", lay, lambda n: ratio(n, "c16", "rps"))
-        row("1000-token stream ev/s (vs direct)", lay, lambda n: ratio(n, "stream", "ev_s"))
-        row("stream TTFB p50 (added)", lay, lambda n: added(n, "ttfb"))
-        row("front CPU per c1 request", lay, lambda n: cpu(n, "c1", "cpu_us"))
-        row("front CPU per streamed event", lay, lambda n: cpu(n, "stream", "cpu_us_event"))
+        row("c1", "c1 p50 (added)", lay, lambda n: added(n, "c1"))
+        row("c16", "c16 req/s (vs direct)", lay, lambda n: ratio(n, "c16", "rps"))
+        row(
+            "stream",
+            "1000-token stream ev/s (vs direct)",
+            lay,
+            lambda n: ratio(n, "stream", "ev_s"),
+        )
+        row("ttfb", "stream TTFB p50 (added)", lay, lambda n: added(n, "ttfb"))
+        row("c1", "front CPU per c1 request", lay, lambda n: cpu(n, "c1", "cpu_us"))
+        row(
+            "stream",
+            "front CPU per streamed event",
+            lay,
+            lambda n: cpu(n, "stream", "cpu_us_event"),
+        )
     lines.append("")
     for lay in layouts:
         layout = f"threads={lay['threads']} {lay.get('cores', 'shared')}"
-        lines.append(f"- {layout}: load average over the runs {lay['load']}")
+        ones = [float(load.split()[0]) for load in lay["load"]]
+        lines.append(
+            f"- {layout}: 1-minute load average {min(ones):.2f}-{max(ones):.2f} over the runs"
+        )
     return "\n".join(lines)
 
 
@@ -480,6 +507,10 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer requests per measure")
+    ap.add_argument("--measures", default=",".join(MEASURES), help="a subset of the measures")
+    ap.add_argument(
+        "--streams", type=int, help="1000-token streams per target in each run (default 2)"
+    )
     ap.add_argument(
         "--cores",
         default="shared",
@@ -497,6 +528,11 @@ def main(argv: list[str]) -> None:
     sizes = {"c1": 500, "c16": 1000, "stream": 2, "ttfb": 60}
     if ns.quick:
         sizes = {"c1": 150, "c16": 300, "stream": 1, "ttfb": 20}
+    if ns.streams is not None:
+        sizes["stream"] = ns.streams
+    measures = [m for m in ns.measures.split(",") if m]
+    if unknown := sorted(set(measures) - set(MEASURES)):
+        sys.exit(f"unknown measures {', '.join(unknown)}; known: {', '.join(MEASURES)}")
     layouts = []
     for cores in ns.cores.split(","):
         for threads in ns.threads.split(","):
@@ -506,11 +542,15 @@ def main(argv: list[str]) -> None:
                 # (measured: a run of this layout did not finish in ten minutes)
                 print("  threads=unset pinned: skipped (pinned needs a -t)", flush=True)
                 continue
-            layouts.append(run_layout(names, threads, ns.runs, sizes, ns.uvloop, cores=cores))
+            layouts.append(
+                run_layout(
+                    names, threads, ns.runs, sizes, ns.uvloop, cores=cores, measures=measures
+                )
+            )
     print(f"\n{os.cpu_count()} CPUs; medians of {ns.runs} interleaved runs\n")
-    print(report(layouts, names))
-    if ns.json:
+    if ns.json:  # first: a report that fails loses no run
         ns.json.write_text(json.dumps(layouts, indent=2))
+    print(report(layouts, names))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -315,16 +315,17 @@ async def stream_rate(port: int, body: bytes) -> tuple[float, int]:
     """Events per second seen by the client over one stream (first to last event)."""
     client = UpstreamClient()
     response = await client.request("POST", HOST, port, CHAT, headers=HEADERS, body=body)
-    events, first, last, tail = 0, 0.0, 0.0, b""
+    events, first, last, tail, at_first = 0, 0.0, 0.0, b"", 0
     while chunk := await response.read():
         now = time.perf_counter()
-        first = first or now
-        last = now
         events += chunk.count(b"\n\n") + (tail == b"\n" and chunk[:1] == b"\n")
         tail = chunk[-1:]
+        if not first:  # the events of the first read came before the clock started
+            first, at_first = now, events
+        last = now
     response.release()
     await client.aclose()
-    return (events - 1) / (last - first) if last > first else 0.0, events
+    return (events - at_first) / (last - first) if last > first else 0.0, events
 
 
 def _pct(samples: list[float], q: float) -> float:
@@ -365,7 +366,7 @@ async def measure(port: int, kind: str, quick: bool) -> dict[str, Any]:
     return result
 
 
-def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
+def _run(coro: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro())
 
@@ -420,7 +421,8 @@ def main(argv: list[str]) -> None:
     )
     ns = ap.parse_args(argv)
     if ns.serve_proxy:
-        serve_proxy(*ns.serve_proxy, ns.clients)
+        upstream_port, port = ns.serve_proxy
+        serve_proxy(upstream_port, port, ns.clients)
         return
     layout = ns.layout or ("proxy-alone" if ns.upstream == "fake" else "upstream-alone")
     cpus = LAYOUTS[layout]

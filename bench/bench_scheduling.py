@@ -108,7 +108,7 @@ def bound_for(models: dict[str, SimModel]) -> Callable[[Request], float]:
 
 
 def run(trace: Trace, load: float) -> list[tuple[SimResult, SimModel | None, int]]:
-    rows = []
+    rows: list[tuple[SimResult, SimModel | None, int]] = []
     _, _, _, slots = trace(load)
     for policy in policies(slots):
         models, arrivals, agents, slots = trace(load)

@@ -46,12 +46,12 @@ from llamasup.profiles.load import load_profiles
 from llamasup.proxy.app import create_proxy_app
 from llamasup.proxy.upstream import UpstreamClient, UpstreamError
 from llamasup.reconcile.pool import UpstreamAddress
+from llamasup.runtime.locate import resolve_binary
 from llamasup.service.uvicorn_settings import uvicorn_config
 from llamasup.spec.resolve import Resolver
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "proxy" / "fake_upstream.py"
-REAL_BIN = Path("/tmp/lsbuild/build/bin/llama-server")
 HOST = "127.0.0.1"
 CHAT = b"/v1/chat/completions"
 
@@ -186,7 +186,7 @@ def start_upstream(
         cmd = [sys.executable, str(FAKE), "--port", str(port), "--no-echo", "--tokens", "8"]
     else:
         cmd = [
-            str(REAL_BIN),
+            str(resolve_binary(None, os.environ).path),
             "-m",
             _real_model(model),
             "--host",

@@ -29,13 +29,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llamasup.runtime.locate import resolve_binary
 from llamasup.sidecars.ports import PortAllocator, port_is_free
 from llamasup.sidecars.sidecar import Sidecar
 from llamasup.sidecars.types import SidecarSettings
 from llamasup.spec.resolve import SidecarSpec
 from llamasup.testing.tiny_model import tiny_model_path
 
-DEFAULT_BINARY = Path("/tmp/lsbuild/build/bin/llama-server")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADING = "## Sidecar readiness"
 
@@ -171,7 +171,8 @@ def write_section(section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+        rest = "\n" + text[end + 1 :] if end >= 0 else ""  # a blank line before the next
+        text = text[:start] + section.rstrip("\n") + "\n" + rest
     RESULTS.write_text(text.rstrip("\n") + "\n")
 
 
@@ -191,23 +192,26 @@ async def run_rounds(count: int, binary: Path, model: Path, state_dir: Path) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--binary", type=Path, default=DEFAULT_BINARY)
+    parser.add_argument(
+        "--binary", type=Path, help="llama-server (default: the one llamasup resolves)"
+    )
     parser.add_argument("--loops", default="asyncio,uvloop", help="comma-separated")
     parser.add_argument("--write", action="store_true", help=f"update {RESULTS}")
     args = parser.parse_args()
+    binary: Path = args.binary or resolve_binary(None, os.environ).path
     model = tiny_model_path()
     results: dict[str, list[Round]] = {}
     with tempfile.TemporaryDirectory(prefix="llamasup-bench-") as tmp:
         for loop in args.loops.split(","):
             print(f"-- {loop}")
-            work = run_rounds(args.rounds, args.binary, model, Path(tmp) / "state")
+            work = run_rounds(args.rounds, binary, model, Path(tmp) / "state")
             if loop == "uvloop":
                 import uvloop  # noqa: PLC0415 - optional, only when asked for
 
                 results[loop] = uvloop.run(work)
             else:
                 results[loop] = asyncio.run(work)
-    section = report(results, args.binary)
+    section = report(results, binary)
     print()
     print(section)
     if args.write:

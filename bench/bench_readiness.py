@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from results_file import write_section
+
 from llamasup.runtime.locate import resolve_binary
 from llamasup.sidecars.ports import PortAllocator, port_is_free
 from llamasup.sidecars.sidecar import Sidecar
@@ -163,19 +165,6 @@ def _cpu_count() -> int:
     return os.cpu_count() or 0
 
 
-def write_section(section: str) -> None:
-    """Replace (or append) our section of RESULTS.md, leaving other sections alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        rest = "\n" + text[end + 1 :] if end >= 0 else ""  # a blank line before the next
-        text = text[:start] + section.rstrip("\n") + "\n" + rest
-    RESULTS.write_text(text.rstrip("\n") + "\n")
-
-
 async def run_rounds(count: int, binary: Path, model: Path, state_dir: Path) -> list[Round]:
     rounds = []
     for index in range(count):
@@ -215,7 +204,7 @@ def main() -> None:
     print()
     print(section)
     if args.write:
-        write_section(section)
+        write_section(HEADING, section, RESULTS)
         print(f"wrote {RESULTS}")
 
 

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from results_file import write_section
+
 from llamasup.profiles.load import load_profiles
 from llamasup.profiles.store import ReloadResult
 from llamasup.service.app import Service
@@ -230,18 +232,6 @@ def report(results: dict[str, list[Round]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    """Replace (or append) our section of RESULTS.md, leaving other sections alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    RESULTS.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=20)
@@ -259,7 +249,7 @@ def main() -> None:
     print()
     print(section)
     if args.write:
-        write_section(section)
+        write_section(HEADING, section, RESULTS)
         print(f"wrote {RESULTS}")
 
 

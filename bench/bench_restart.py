@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from results_file import write_section
 
 from llamasup.cli.quickstart import ensure_quickstart_model, models_dir
 from llamasup.runtime.locate import resolve_binary
@@ -300,18 +301,6 @@ def report(
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    """Replace (or append) our section of RESULTS.md, leaving other sections alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    RESULTS.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5)
@@ -328,7 +317,7 @@ def main() -> None:
     print()
     print(section)
     if args.write:
-        write_section(section)
+        write_section(HEADING, section, RESULTS)
 
 
 if __name__ == "__main__":

@@ -206,9 +206,11 @@ async def test_stop_all_is_parallel_and_bounded(
     await wait_for(lambda: sidecars[3].status().pid is not None, what="loading one spawned")
     pids = [s.status().pid for s in sidecars]
     started = time.monotonic()
-    await supervisor.stop_all(timeout=1.0)
+    await supervisor.stop_all(timeout=4.0)
     elapsed = time.monotonic() - started
-    assert elapsed < 1.5  # three 0.5 s graces in parallel, not in series
+    # three 2 s graces in parallel (~2 s), not in series (6 s): a margin that a loaded
+    # machine's slow SIGKILL and reaping does not eat
+    assert elapsed < 4.0
     assert supervisor.statuses() == []
     assert not any(pid_alive(pid) for pid in pids if pid is not None)
     assert all(s.state is SidecarState.STOPPED for s in sidecars)

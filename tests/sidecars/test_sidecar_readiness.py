@@ -139,3 +139,29 @@ async def test_the_poll_is_slow_while_a_ready_line_is_expected_and_fast_otherwis
         assert loading <= 0.3 / settings.ready_poll_max + 1
     else:
         assert loading >= 5  # 5, 7.5, 11, 17, 25, ... ms apart
+
+
+def test_a_settled_run_keeps_its_output_but_no_longer_searches_it(tmp_path: Path) -> None:
+    """Markers count until the sidecar is ready; after that a ready server's per-request
+    lines are only logged (a line quoting a marker cannot doom or wake a ready run)."""
+    log = ProcessLog(tmp_path / "log")
+    run = Run(0, log)
+    run.pipe_data_received(2, b"main: server is listening on http://127.0.0.1:1\n")
+    assert run.ready_marker_seen and run.wake.is_set() and not run.ready_line_seen
+    run.wake.clear()
+    run.settled()
+    run.pipe_data_received(2, b"main: model loaded\nsrv: couldn't bind HTTP server socket\n")
+    assert not run.wake.is_set() and not run.ready_line_seen
+    assert not run.bind_failed and not run.doomed.is_set()
+    assert [line.text for line in log.recent()][-2:] == [
+        "main: model loaded",
+        "srv: couldn't bind HTTP server socket",
+    ]
+
+
+async def test_a_ready_sidecar_has_settled_its_run(make_sidecar: MakeSidecar) -> None:
+    sidecar = make_sidecar({})
+    await sidecar.ensure_ready()
+    run = sidecar._run
+    assert run is not None and run.ready_line_seen and not run.watching_output
+    await sidecar.stop()

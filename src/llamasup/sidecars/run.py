@@ -80,6 +80,9 @@ class Run(asyncio.SubprocessProtocol):
         self.ready_marker_seen = False
         #: llama-server printed its ready line (``READY_LINE``)
         self.ready_line_seen = False
+        #: output is searched for the readiness and bind-failure markers until the sidecar
+        #: is ready (``settled``); a ready server logs several lines per request
+        self.watching_output = True
         #: set on a readiness marker, a bind failure or the exit: whoever polls, look now
         self.wake = asyncio.Event()
         #: set on a bind failure or the exit: any probe in flight is pointless
@@ -106,7 +109,8 @@ class Run(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         raw = data.encode() if isinstance(data, str) else data
         lines = self.log.feed(_STREAMS.get(fd, "stdout"), raw)
-        self._inspect(lines)
+        if self.watching_output:
+            self._inspect(lines)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         self._inspect(self.log.flush(_STREAMS.get(fd, "stdout")))
@@ -123,6 +127,10 @@ class Run(asyncio.SubprocessProtocol):
         # stragglers in the group would keep the pipes open (and the GPU busy)
         sweep_group(self.pid)
         self._finisher = asyncio.get_running_loop().create_task(self._finish())
+
+    def settled(self) -> None:
+        """The sidecar is ready: its output no longer says anything about its start."""
+        self.watching_output = False
 
     def _inspect(self, lines: list[LogLine]) -> None:
         for line in lines:

@@ -339,6 +339,7 @@ class Sidecar:
         return run
 
     def _mark_ready(self, run: Run) -> None:
+        run.settled()
         self._state = SidecarState.READY
         self.ready_monotonic = time.monotonic()
         self._ready_at = time.time()
@@ -438,6 +439,7 @@ class Sidecar:
             handle.pipes,
             {fd: data for fd, data in handle.partial.items() if fd in (1, 2)},
         )
+        run.settled()
         self._ports.hold(handle.port)
         self._run = run
         self._auth = handle.auth_headers

@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 import uvicorn
 import uvloop
+from bench_peers import latency
 
 from llamasup.profiles.load import load_profiles
 from llamasup.proxy.app import create_proxy_app
@@ -105,6 +106,7 @@ class HttpxUpstreamClient:
         *,
         headers: Any = (),
         body: bytes = b"",
+        max_connections: int | None = None,  # the proxy's per-sidecar cap: httpx pools alone
     ) -> Any:
         req = self._client.build_request(
             method, f"http://{host}:{port}{target.decode()}", headers=list(headers), content=body
@@ -129,6 +131,16 @@ class _HttpxResponse:
         except StopAsyncIteration:
             self.complete = True
             return b""
+
+    def divert(self, sink: Any) -> None:
+        """No shortcut: every piece comes through ``read`` (the relay's fallback path)."""
+
+    async def body(self) -> bytes:
+        return b"".join([piece async for piece in self._iter])
+
+    def header(self, name: bytes) -> bytes | None:
+        value = self._response.headers.get(name.decode("latin-1"))
+        return None if value is None else str(value).encode("latin-1")
 
     def release(self) -> None:
         _pending.add(task := asyncio.ensure_future(self._response.aclose()))
@@ -272,28 +284,6 @@ LAYOUTS: dict[str, dict[str, int | None]] = {
     "upstream-alone": {"generator": 1, "upstream": 0, "proxy": 1},
     "none": {"generator": None, "upstream": None, "proxy": None},
 }
-
-
-async def latency(port: int, body: bytes, concurrency: int, total: int) -> list[float]:
-    """Per-request latency (request sent → full body read) over ``total`` requests."""
-    client = UpstreamClient(max_idle_per_host=concurrency * 2)
-    samples: list[float] = []
-    remaining = total
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            t0 = time.perf_counter()
-            response = await client.request("POST", HOST, port, CHAT, headers=HEADERS, body=body)
-            await response.body()
-            response.release()
-            samples.append(time.perf_counter() - t0)
-            assert response.status == 200, response.status
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    await client.aclose()
-    return samples
 
 
 async def ttfb(port: int, body: bytes, total: int) -> list[float]:

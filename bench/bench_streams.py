@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from bench_peers import HOST, MODEL, cpu_ns, loadavg
+from bench_peers import HOST, MODEL, _stop, cpu_ns, loadavg
 
 from llamasup.testing.fake_server import write_fake_binary
 from llamasup.testing.process import free_port
@@ -81,17 +80,6 @@ def _spawn(argv: list[str], nofile: int | None = None) -> subprocess.Popen[bytes
         start_new_session=True,
         preexec_fn=None if nofile is None else _limited(nofile),  # noqa: PLW1509 - a bench
     )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, 15)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait()
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ schema change cannot be skipped silently.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +136,7 @@ class SchemaValidator:
                 continue
             elif keyword not in _KEYWORDS:
                 raise SchemaError(f"{at}: keyword {keyword!r} is not supported")
-            elif keyword in ("properties",):
+            elif keyword == "properties":
                 for name, sub in value.items():
                     self._check_schema(sub, f"{at}/{name}")
             elif keyword in ("oneOf", "anyOf"):
@@ -284,31 +284,23 @@ def _maximum(step: _Step) -> Iterator[Violation]:
         yield step.fail(f"{step.instance!r} is greater than the maximum of {step.value!r}")
 
 
-def _min_length(step: _Step) -> Iterator[Violation]:
-    if isinstance(step.instance, str):
-        said = _too_few(len(step.instance), step.value, "is too short")
-        if said:
-            yield step.fail(f"{step.instance!r} {said}")
+def _at_least(kind: type[Sized], short: str) -> Callable[[_Step], Iterator[Violation]]:
+    """``minLength``, ``minItems``, ``minProperties``: at least so many characters, items or
+    properties in a ``kind`` instance; ``short`` is what jsonschema says of one with fewer."""
+
+    def check(step: _Step) -> Iterator[Violation]:
+        if isinstance(step.instance, kind):
+            said = _too_few(len(step.instance), step.value, short)
+            if said:
+                yield step.fail(f"{step.instance!r} {said}")
+
+    return check
 
 
 def _max_length(step: _Step) -> Iterator[Violation]:
     if isinstance(step.instance, str) and len(step.instance) > step.value:
         said = "is expected to be empty" if step.value == 0 else "is too long"
         yield step.fail(f"{step.instance!r} {said}")
-
-
-def _min_items(step: _Step) -> Iterator[Violation]:
-    if isinstance(step.instance, list):
-        said = _too_few(len(step.instance), step.value, "is too short")
-        if said:
-            yield step.fail(f"{step.instance!r} {said}")
-
-
-def _min_properties(step: _Step) -> Iterator[Violation]:
-    if isinstance(step.instance, dict):
-        said = _too_few(len(step.instance), step.value, "does not have enough properties")
-        if said:
-            yield step.fail(f"{step.instance!r} {said}")
 
 
 def _unique_items(step: _Step) -> Iterator[Violation]:
@@ -332,9 +324,9 @@ _KEYWORDS: dict[str, Callable[[_Step], Iterator[Violation]]] = {
     "pattern": _pattern,
     "minimum": _minimum,
     "maximum": _maximum,
-    "minLength": _min_length,
+    "minLength": _at_least(str, "is too short"),
     "maxLength": _max_length,
-    "minItems": _min_items,
-    "minProperties": _min_properties,
+    "minItems": _at_least(list, "is too short"),
+    "minProperties": _at_least(dict, "does not have enough properties"),
     "uniqueItems": _unique_items,
 }

@@ -180,12 +180,12 @@ class _Counted(_Series):
             child = self._children[values] = _Value(self._pairs(values))
         return child
 
+    def inc(self, amount: float = 1.0) -> None:
+        self._children[()].inc(amount)
+
 
 class Counter(_Counted):
     kind = "counter"
-
-    def inc(self, amount: float = 1.0) -> None:
-        self._children[()].inc(amount)
 
     def _samples(self, into: list[tuple[str, LabelPairs, float]]) -> None:
         children = list(self._children.values())
@@ -195,9 +195,6 @@ class Counter(_Counted):
 
 class Gauge(_Counted):
     kind = "gauge"
-
-    def inc(self, amount: float = 1.0) -> None:
-        self._children[()].inc(amount)
 
     def dec(self, amount: float = 1.0) -> None:
         self._children[()].dec(amount)

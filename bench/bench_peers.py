@@ -475,22 +475,16 @@ def report(layouts: list[dict[str, Any]], names: list[str]) -> str:
             v = _med(lay, n, m, k)
             return "—" if v is None else f"{v:.0f} µs"
 
-        row("c1", "c1 p50 (added)", lay, lambda n: added(n, "c1"))
-        row("c16", "c16 req/s (vs direct)", lay, lambda n: ratio(n, "c16", "rps"))
-        row(
-            "stream",
-            "1000-token stream ev/s (vs direct)",
-            lay,
-            lambda n: ratio(n, "stream", "ev_s"),
-        )
-        row("ttfb", "stream TTFB p50 (added)", lay, lambda n: added(n, "ttfb"))
-        row("c1", "front CPU per c1 request", lay, lambda n: cpu(n, "c1", "cpu_us"))
-        row(
-            "stream",
-            "front CPU per streamed event",
-            lay,
-            lambda n: cpu(n, "stream", "cpu_us_event"),
-        )
+        rows: list[tuple[str, str, Callable[[str], str]]] = [
+            ("c1", "c1 p50 (added)", lambda n: added(n, "c1")),
+            ("c16", "c16 req/s (vs direct)", lambda n: ratio(n, "c16", "rps")),
+            ("stream", "1000-token stream ev/s (vs direct)", lambda n: ratio(n, "stream", "ev_s")),
+            ("ttfb", "stream TTFB p50 (added)", lambda n: added(n, "ttfb")),
+            ("c1", "front CPU per c1 request", lambda n: cpu(n, "c1", "cpu_us")),
+            ("stream", "front CPU per streamed event", lambda n: cpu(n, "stream", "cpu_us_event")),
+        ]
+        for measure, label, cell in rows:
+            row(measure, label, lay, cell)
     lines.append("")
     for lay in layouts:
         layout = f"threads={lay['threads']} {lay.get('cores', 'shared')}"
@@ -533,6 +527,10 @@ def main(argv: list[str]) -> None:
     measures = [m for m in ns.measures.split(",") if m]
     if unknown := sorted(set(measures) - set(MEASURES)):
         sys.exit(f"unknown measures {', '.join(unknown)}; known: {', '.join(MEASURES)}")
+    if unknown := sorted(set(ns.cores.split(",")) - {"shared", "pinned"}):
+        sys.exit(f"unknown --cores {', '.join(unknown)}; known: shared, pinned")
+    if bad := [t for t in ns.threads.split(",") if t != "unset" and not t.isdigit()]:
+        sys.exit(f"--threads takes unset or a number of threads, not {', '.join(bad)}")
     layouts = []
     for cores in ns.cores.split(","):
         for threads in ns.threads.split(","):

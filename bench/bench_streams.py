@@ -45,6 +45,7 @@ from typing import Any
 import uvloop
 from bench_peers import HOST, MODEL, _stop, cpu_ns, loadavg
 
+from llamasup.service.front_limits import raise_open_files_limit
 from llamasup.testing.fake_server import write_fake_binary
 from llamasup.testing.process import free_port
 from llamasup.testing.tiny_model import tiny_model_path
@@ -223,14 +224,6 @@ async def _load(front: Front, streams: int, tokens: int) -> dict[str, Any]:
     }
 
 
-def _raise_own_limit(streams: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = streams * 2 + 256
-    if soft != resource.RLIM_INFINITY and soft < want:
-        top = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
-
-
 def _cell(value: float | None, fmt: str) -> str:
     return "—" if value is None else fmt.format(value)
 
@@ -270,7 +263,17 @@ def main(argv: list[str]) -> None:
         sys.exit(f"unknown targets {', '.join(unknown)}; known: {', '.join(TARGETS)}")
     if "naive" in names and importlib.util.find_spec("starlette") is None:
         sys.exit("the naive target needs Starlette: pip install starlette (or leave out naive)")
-    _raise_own_limit(args.streams)
+    for name, value, least in (("--streams", args.streams, 1), ("--tokens", args.tokens, 1)):
+        if value < least:
+            sys.exit(f"{name} must be at least {least}, not {value}")
+    if args.delay < 0 or args.nofile < 64:
+        sys.exit("--delay must be >= 0 and --nofile >= 64")
+    # the load generator holds one descriptor per stream, as llamasup's front raises it
+    _, allowed = raise_open_files_limit()
+    if allowed < args.streams + 64:
+        sys.exit(
+            f"{args.streams} streams need ~{args.streams + 64} open files; the limit is {allowed}"
+        )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp:
         work = Path(tmp)

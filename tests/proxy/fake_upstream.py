@@ -58,7 +58,8 @@ class Stats:
     requests = 0
     active = 0
     cancelled = 0
-    #: set by ``POST /x-fake/release``: held streams (``hold_after``) go on
+    #: set by ``POST /x-fake/release``: held streams (``hold_after``) go on, and from then
+    #: on no stream of this process holds (one release per fake)
     released: asyncio.Event | None = None
 
 
